@@ -1,0 +1,12 @@
+//go:build tools
+
+// Package kube pins the Kubernetes binaries that the integration harness
+// builds from the Go module proxy: kube-apiserver and kubectl at v1.37.2.
+// It is a module of its own so that k8s.io/kubernetes never enters the
+// project's main go.mod.
+package kube
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
