@@ -68,6 +68,23 @@ type IPRange struct {
 type ExternalIPPoolStatus struct {
 	// +optional
 	Usage IPPoolUsage `json:"usage,omitempty"`
+	// Allocations records which Egress holds which IP of the pool. It is
+	// the allocators' lock: an IP is taken by one status update with a
+	// resourceVersion precondition, so two allocators racing can never hand
+	// out one IP twice, and the list being a map keyed by IP makes the API
+	// server refuse a duplicate outright.
+	// +optional
+	// +listType=map
+	// +listMapKey=ip
+	Allocations []IPAllocation `json:"allocations,omitempty"`
+}
+
+// IPAllocation is one IP of a pool held by one Egress.
+type IPAllocation struct {
+	// IP is the allocated address.
+	IP string `json:"ip"`
+	// Egress is the name of the Egress that holds it.
+	Egress string `json:"egress"`
 }
 
 // IPPoolUsage counts the IPs of a pool.
