@@ -1,0 +1,112 @@
+// Package binaries builds, from the Go module proxy, the real programs the
+// integration tests run (kube-apiserver, etcd, kubectl, the CNI reference
+// plugins and cnitool) and caches them under <repo>/.cache/bin, keyed by
+// version, so that only the first run pays for the build.
+package binaries
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// Tool names one program (or, for CNIPlugins, one directory of programs)
+// that Ensure can provide.
+type Tool string
+
+// The tools the harness knows how to build.
+const (
+	KubeAPIServer Tool = "kube-apiserver"
+	Etcd          Tool = "etcd"
+	Kubectl       Tool = "kubectl"
+	// CNIPlugins is a directory holding bridge, ptp, host-local, loopback,
+	// portmap and cnitool.
+	CNIPlugins Tool = "cni-plugins"
+)
+
+// Versions of what is built. They must match the require lines of the tool
+// modules in integration/tools (a test checks that).
+const (
+	KubernetesVersion = "v1.37.2"
+	EtcdVersion       = "v3.7.3"
+	CNIPluginsVersion = "v1.9.1"
+	CNIToolVersion    = "v1.3.0"
+)
+
+// All lists every tool, in the order sluice-tools builds them (cheap first).
+var All = []Tool{Etcd, CNIPlugins, KubeAPIServer, Kubectl}
+
+// output is one binary: the Go package it is built from and its file name.
+type output struct {
+	name string
+	pkg  string
+}
+
+// spec says where a tool comes from and where its cache lives.
+type spec struct {
+	module   string   // directory under integration/tools
+	cacheKey string   // directory under .cache/bin, carries the versions
+	outputs  []output // what to build into that directory
+	isDir    bool     // Ensure returns the directory rather than the file
+}
+
+// specs is the whole build recipe, as data. kube-apiserver and kubectl
+// share a cache directory because they come from one module at one version.
+var specs = map[Tool]spec{
+	KubeAPIServer: {
+		module:   "kube",
+		cacheKey: "k8s-" + KubernetesVersion,
+		outputs:  []output{{"kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"}},
+	},
+	Kubectl: {
+		module:   "kube",
+		cacheKey: "k8s-" + KubernetesVersion,
+		outputs:  []output{{"kubectl", "k8s.io/kubernetes/cmd/kubectl"}},
+	},
+	Etcd: {
+		module:   "etcd",
+		cacheKey: "etcd-" + EtcdVersion,
+		outputs:  []output{{"etcd", "go.etcd.io/etcd/server/v3"}},
+	},
+	CNIPlugins: {
+		module:   "cni",
+		cacheKey: "cni-plugins-" + CNIPluginsVersion + "-cnitool-" + CNIToolVersion,
+		isDir:    true,
+		outputs: []output{
+			{"bridge", "github.com/containernetworking/plugins/plugins/main/bridge"},
+			{"ptp", "github.com/containernetworking/plugins/plugins/main/ptp"},
+			{"host-local", "github.com/containernetworking/plugins/plugins/ipam/host-local"},
+			{"loopback", "github.com/containernetworking/plugins/plugins/main/loopback"},
+			{"portmap", "github.com/containernetworking/plugins/plugins/meta/portmap"},
+			{"cnitool", "github.com/containernetworking/cni/cnitool"},
+		},
+	},
+}
+
+// step is one `go build` to run: package pkg of the module in dir, written
+// to out.
+type step struct {
+	dir string
+	pkg string
+	out string
+}
+
+// plan is the pure part of Ensure: for a repository root, the path Ensure
+// returns and the build steps for every output (built or not).
+func plan(root string, tool Tool) (result string, steps []step, err error) {
+	s, ok := specs[tool]
+	if !ok {
+		return "", nil, fmt.Errorf("unknown tool %q", tool)
+	}
+	cache := filepath.Join(root, ".cache", "bin", s.cacheKey)
+	for _, o := range s.outputs {
+		steps = append(steps, step{
+			dir: filepath.Join(root, "integration", "tools", s.module),
+			pkg: o.pkg,
+			out: filepath.Join(cache, o.name),
+		})
+	}
+	if s.isDir {
+		return cache, steps, nil
+	}
+	return steps[0].out, steps, nil
+}
