@@ -1,0 +1,157 @@
+// Package config holds sluice-helperd's configuration: flags, defaults and
+// validation in one place.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Defaults. The tunnel port keeps clear of flannel's VXLAN (8472) and of
+// Calico's and the IANA VXLAN port (4789), so Sluice's tunnel can share a
+// Node with either.
+const (
+	DefaultTunnelDev    = "sluice.vxlan"
+	DefaultTunnelPort   = 8477
+	DefaultVNI          = 4096
+	DefaultGossipPort   = 10351
+	DefaultCNISocket    = "/var/run/sluice/cni.sock"
+	DefaultStatusSocket = "/var/run/sluice/status.sock"
+	DefaultSpoolDir     = "/var/run/sluice/spool"
+	DefaultStateDir     = "/var/lib/sluice"
+	DefaultResync       = 2 * time.Second
+	DefaultMetricsAddr  = ":9779"
+)
+
+// Config is everything sluice-helperd needs to run on one Node.
+type Config struct {
+	NodeName   string
+	Kubeconfig string // empty: in-cluster
+
+	// ClusterCIDRs are the Pod and Service CIDRs; ExceptCIDRs are extra
+	// destinations to leave alone. Traffic to either, and to Node IPs, is
+	// never redirected or SNATed.
+	ClusterCIDRs []netip.Prefix
+	ExceptCIDRs  []netip.Prefix
+
+	Uplink     string // empty: the interface holding the Node's InternalIP
+	TunnelDev  string
+	TunnelPort int
+	VNI        int
+
+	CNISocket    string
+	StatusSocket string
+	SpoolDir     string
+	StateDir     string
+
+	GossipPort     int
+	GossipKeyFile  string // a file holding the key, as mounted from the Secret
+	GossipInsecure bool   // tests only: gossip without encryption
+
+	MetricsAddr string // empty: no metrics endpoint
+	Resync      time.Duration
+	LogLevel    string
+}
+
+// Bind registers the flags on fs, with defaults, and returns the Config
+// they fill.
+func Bind(fs *flag.FlagSet) *Config {
+	c := &Config{}
+	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this Node (default $NODE_NAME)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster")
+	fs.Func("cluster-cidrs", "comma-separated Pod and Service CIDRs, never SNATed", prefixList(&c.ClusterCIDRs))
+	fs.Func("except-cidrs", "comma-separated extra CIDRs to leave alone", prefixList(&c.ExceptCIDRs))
+	fs.StringVar(&c.Uplink, "uplink", "", "uplink interface; empty means the one holding the Node's InternalIP")
+	fs.StringVar(&c.TunnelDev, "tunnel-dev", DefaultTunnelDev, "name of the VXLAN device")
+	fs.IntVar(&c.TunnelPort, "tunnel-port", DefaultTunnelPort, "UDP port of the VXLAN tunnel")
+	fs.IntVar(&c.VNI, "tunnel-vni", DefaultVNI, "VXLAN network identifier")
+	fs.StringVar(&c.CNISocket, "cni-socket", DefaultCNISocket, "Unix socket the CNI plugin reports to")
+	fs.StringVar(&c.StatusSocket, "status-socket", DefaultStatusSocket, "Unix socket the CLI queries")
+	fs.StringVar(&c.SpoolDir, "spool-dir", DefaultSpoolDir, "where the CNI plugin spools reports while the helper is down")
+	fs.StringVar(&c.StateDir, "state-dir", DefaultStateDir, "state directory")
+	fs.IntVar(&c.GossipPort, "gossip-port", DefaultGossipPort, "memberlist port, bound on the Node IP")
+	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file holding the gossip encryption key (16, 24 or 32 bytes, raw or base64)")
+	fs.BoolVar(&c.GossipInsecure, "gossip-insecure", false, "allow gossip without encryption (tests only)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "address of the Prometheus /metrics endpoint; empty disables it")
+	fs.DurationVar(&c.Resync, "resync", DefaultResync, "period of the full reconcile that repairs drift")
+	fs.StringVar(&c.LogLevel, "v", "info", "log level: debug, info, warn or error")
+	return c
+}
+
+func prefixList(dst *[]netip.Prefix) func(string) error {
+	return func(s string) error {
+		*dst = nil
+		for _, f := range strings.Split(s, ",") {
+			f = strings.TrimSpace(f)
+			if f == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return fmt.Errorf("%q is not a CIDR: %w", f, err)
+			}
+			*dst = append(*dst, p.Masked())
+		}
+		return nil
+	}
+}
+
+// Validate reports every problem, each naming its flag.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(flag, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, a...)))
+	}
+	if c.NodeName == "" {
+		bad("node-name", "required (or set $NODE_NAME)")
+	}
+	if len(c.ClusterCIDRs) == 0 {
+		bad("cluster-cidrs", "required: the Pod and Service CIDRs, so that in-cluster traffic is left alone")
+	}
+	if c.TunnelDev == "" || len(c.TunnelDev) > 15 || strings.ContainsAny(c.TunnelDev, "/ ") {
+		bad("tunnel-dev", "%q is not a valid interface name (1-15 characters, no '/' or space)", c.TunnelDev)
+	}
+	switch c.TunnelPort {
+	case 8472, 4789:
+		bad("tunnel-port", "%d is flannel's or Calico's VXLAN port; pick another", c.TunnelPort)
+	}
+	if c.TunnelPort < 1 || c.TunnelPort > 65535 {
+		bad("tunnel-port", "%d is out of range 1-65535", c.TunnelPort)
+	}
+	if c.VNI < 1 || c.VNI > 1<<24-1 {
+		bad("tunnel-vni", "%d is out of range 1-16777215", c.VNI)
+	}
+	if c.GossipPort < 1 || c.GossipPort > 65535 {
+		bad("gossip-port", "%d is out of range 1-65535", c.GossipPort)
+	}
+	if c.GossipKeyFile == "" && !c.GossipInsecure {
+		bad("gossip-key-file", "required: gossip is encrypted; create the Secret (see README) or pass --gossip-insecure in tests")
+	}
+	for _, p := range []struct{ flag, path string }{
+		{"cni-socket", c.CNISocket}, {"status-socket", c.StatusSocket},
+		{"spool-dir", c.SpoolDir}, {"state-dir", c.StateDir},
+	} {
+		if p.path == "" || !strings.HasPrefix(p.path, "/") {
+			bad(p.flag, "%q must be an absolute path", p.path)
+		}
+	}
+	if c.Resync < 100*time.Millisecond {
+		bad("resync", "%s is too short; use at least 100ms", c.Resync)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("v", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+// Excluded returns every destination prefix that Sluice leaves alone.
+func (c *Config) Excluded() []netip.Prefix {
+	return append(append([]netip.Prefix(nil), c.ClusterCIDRs...), c.ExceptCIDRs...)
+}
