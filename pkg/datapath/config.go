@@ -1,0 +1,218 @@
+// Package datapath turns the egress desired state into kernel objects:
+// iptables chains, ipsets, policy-routing rules and tables, a VXLAN tunnel
+// and the egress IPs held on the uplink. Everything is built as plain data
+// by pure functions (rules.go, routes.go) and applied by one idempotent
+// reconciler (Datapath.Apply, Linux only).
+//
+// Packet path for a selected Pod on node A whose egress IP is held by node B:
+//
+//	pod ──► A mangle PREROUTING: src in SLUICE-EG-<h>, dst not in SLUICE-EXCEPT
+//	        → MARK id<<16 → rule 9930 fwmark → table 10000+id
+//	        → default via B dev sluice.vxlan onlink ──VXLAN──►
+//	    B mangle PREROUTING: -i sluice.vxlan → MARK 0xffe, CONNMARK 0xffe
+//	        → main table → uplink → nat POSTROUTING SNAT to egress IP ──► world
+//	reply ──► B: de-SNAT; ctdir REPLY + connmark 0xffe → MARK 0xffd
+//	        → rule 9920 → table 9999: <pod>/32 via A dev sluice.vxlan onlink ──►
+//	    A: arrives on sluice.vxlan, MARK 0xffe; rp_filter passes by rule 9900
+//	        (iif lo fwmark 0xffe → table 9998 "default dev sluice.vxlan")
+//	        → main table → pod
+//
+// IPv4 only.
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Defaults. The port avoids flannel (8472) and Calico VXLAN (4789).
+const (
+	DefaultTunnelDev  = "sluice.vxlan"
+	DefaultTunnelPort = 8477
+	DefaultVNI        = 4096
+)
+
+// Marks live in bits 16–27 (MarkMask) so they never collide with the low
+// bits kube-proxy and most CNIs use, nor with Cilium/Calico high nibbles.
+const (
+	MarkMask   uint32 = 0x0fff0000
+	markShift         = 16
+	MaxID             = 4000  // egress-IP ids are 1..MaxID
+	idTunnel   uint32 = 0xffe // packet arrived from the tunnel
+	idReply    uint32 = 0xffd // de-SNATed reply to send back through the tunnel
+	MarkTunnel        = idTunnel << markShift
+	MarkReply         = idReply << markShift
+)
+
+// Route tables and rule priorities (DESIGN.md "Kernel objects Sluice owns").
+const (
+	TableRPCheck  = 9998  // "default dev sluice.vxlan": reverse-path check for tunnel arrivals
+	TableReturn   = 9999  // <remote pod>/32 via <its node> dev sluice.vxlan onlink
+	TableEgressLo = 10000 // 10000+id: default via <owner node> dev sluice.vxlan onlink
+	TableMin      = 9990
+	TableMax      = 14095
+
+	PrioMin = 9900
+	// PrioRPCheck: iif lo fwmark 0xffe → 9998. fib_validate_source looks up
+	// with iif=lo and, with src_valid_mark=1 on the tunnel device, the skb
+	// mark; forward lookups carry iif=sluice.vxlan and skip this rule.
+	PrioRPCheck = 9900
+	// PrioLoopGuard: iif lo fwmark <id or 0xffd> → main. The VXLAN device
+	// routes its outer packet with the inner packet's mark; without this
+	// rule the outer packet would follow table 10000+id back into the
+	// tunnel (the routing-loop trap, counted as TX errors). Outer packets
+	// are locally generated (iif lo); forwarded Pod packets are not.
+	PrioLoopGuard = 9910
+	PrioReturn    = 9920 // fwmark 0xffd → 9999
+	PrioEgress    = 9930 // fwmark id → 10000+id
+	PrioMax       = 9999
+)
+
+// Config is the node-level configuration of the datapath.
+type Config struct {
+	TunnelDev  string // default DefaultTunnelDev
+	TunnelPort int    // default DefaultTunnelPort
+	VNI        int    // default DefaultVNI
+	Uplink     string // interface holding NodeIP; egress IPs are held here
+	NodeIP     netip.Addr
+	// ClusterCIDRs are Pod CIDRs, the Service CIDR and except CIDRs: traffic
+	// to them is never redirected nor SNATed.
+	ClusterCIDRs []netip.Prefix
+	// TunnelMTU overrides the tunnel MTU; 0 means uplink MTU - 50 (VXLAN
+	// over IPv4 overhead), so encapsulated packets are never fragmented.
+	TunnelMTU int
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.TunnelDev == "" {
+		c.TunnelDev = DefaultTunnelDev
+	}
+	if c.TunnelPort == 0 {
+		c.TunnelPort = DefaultTunnelPort
+	}
+	if c.VNI == 0 {
+		c.VNI = DefaultVNI
+	}
+	return c
+}
+
+// Validate checks a defaulted Config and names the offending field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.TunnelDev == "" || len(c.TunnelDev) > 15 {
+		errs = append(errs, fmt.Errorf("TunnelDev %q: must be 1..15 characters", c.TunnelDev))
+	}
+	if c.TunnelPort < 1 || c.TunnelPort > 65535 {
+		errs = append(errs, fmt.Errorf("TunnelPort %d: must be 1..65535", c.TunnelPort))
+	}
+	if c.VNI < 1 || c.VNI > 1<<24-1 {
+		errs = append(errs, fmt.Errorf("VNI %d: must be 1..16777215", c.VNI))
+	}
+	// The address label "<uplink>:sl" must fit IFNAMSIZ-1.
+	if c.Uplink == "" || len(c.Uplink)+len(labelSuffix) > 15 {
+		errs = append(errs, fmt.Errorf("Uplink %q: must be 1..%d characters", c.Uplink, 15-len(labelSuffix)))
+	}
+	if !c.NodeIP.Is4() {
+		errs = append(errs, fmt.Errorf("NodeIP %v: must be an IPv4 address (IPv6 is not supported yet)", c.NodeIP))
+	}
+	for _, p := range c.ClusterCIDRs {
+		if !p.IsValid() || !p.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("ClusterCIDRs: %v is not an IPv4 prefix", p))
+		}
+	}
+	if c.TunnelMTU != 0 && (c.TunnelMTU < 576 || c.TunnelMTU > 65535) {
+		errs = append(errs, fmt.Errorf("TunnelMTU %d: must be 0 or 576..65535", c.TunnelMTU))
+	}
+	return errors.Join(errs...)
+}
+
+// labelSuffix marks addresses Sluice holds on the uplink ("<uplink>:sl"):
+// IPv4 labels are how a restarted helper finds its own addresses.
+const labelSuffix = ":sl"
+
+// Label is the address label of held egress IPs.
+func (c Config) Label() string { return c.Uplink + labelSuffix }
+
+// Desired is the whole datapath state of one node. Apply always gets all of it.
+type Desired struct {
+	Egresses []EgressState // one per Egress that selects Pods
+	HeldIPs  []netip.Addr  // egress IPs this node holds on the uplink (/32)
+	NodeIPs  []netip.Addr  // all node IPs; traffic to them is untouched
+	// RemotePods are Pods on other nodes whose traffic this node SNATs;
+	// their replies go back through the tunnel to NodeIP.
+	RemotePods []RemotePod
+}
+
+// EgressState is one Egress as this node sees it.
+type EgressState struct {
+	Name     string
+	EgressIP netip.Addr
+	ID       uint16 // mark id 1..MaxID, stable per egress IP (see AssignIDs)
+	// LocalPodIPs are the selected Pods on this node. Informational: the
+	// ipset holds AllPodIPs (see BuildIPSets).
+	LocalPodIPs []netip.Addr
+	AllPodIPs   []netip.Addr // selected Pods cluster-wide
+	// OwnerNodeIP holds EgressIP; the zero value means nobody does, and the
+	// Pods fall back to their node IP.
+	OwnerNodeIP netip.Addr
+	Local       bool // this node is the owner
+}
+
+// RemotePod is a Pod on another node whose traffic this node SNATs.
+type RemotePod struct {
+	IP     netip.Addr
+	NodeIP netip.Addr
+}
+
+// redirected reports whether this node marks the Egress's traffic into the
+// tunnel: the owner is another, known node.
+func (e EgressState) redirected() bool { return !e.Local && e.OwnerNodeIP.IsValid() && e.ID != 0 }
+
+// Validate checks the desired state against the config; Apply refuses a
+// state that would program something wrong.
+func (d Desired) Validate(c Config) error {
+	var errs []error
+	ids := map[uint16]netip.Addr{}
+	names := map[string]bool{}
+	for _, e := range d.Egresses {
+		if names[e.Name] {
+			errs = append(errs, fmt.Errorf("egress %q: duplicate name", e.Name))
+		}
+		names[e.Name] = true
+		if !e.EgressIP.Is4() {
+			errs = append(errs, fmt.Errorf("egress %q: EgressIP %v is not IPv4", e.Name, e.EgressIP))
+		}
+		if e.redirected() {
+			if e.ID < 1 || e.ID > MaxID {
+				errs = append(errs, fmt.Errorf("egress %q: ID %d out of 1..%d", e.Name, e.ID, MaxID))
+			}
+			if ip, ok := ids[e.ID]; ok && ip != e.EgressIP {
+				errs = append(errs, fmt.Errorf("egress %q: ID %d already used by %v", e.Name, e.ID, ip))
+			}
+			ids[e.ID] = e.EgressIP
+			if !e.OwnerNodeIP.Is4() || e.OwnerNodeIP == c.NodeIP {
+				errs = append(errs, fmt.Errorf("egress %q: OwnerNodeIP %v invalid for a remote owner", e.Name, e.OwnerNodeIP))
+			}
+		}
+	}
+	for _, ip := range d.HeldIPs {
+		if !ip.Is4() {
+			errs = append(errs, fmt.Errorf("held IP %v is not IPv4", ip))
+		}
+	}
+	for _, p := range d.RemotePods {
+		if !p.IP.Is4() || !p.NodeIP.Is4() || p.NodeIP == c.NodeIP {
+			errs = append(errs, fmt.Errorf("remote pod %v on node %v: invalid", p.IP, p.NodeIP))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sortedAddrs(in []netip.Addr) []netip.Addr {
+	out := slices.Clone(in)
+	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
+	return slices.Compact(out)
+}
