@@ -1,0 +1,230 @@
+// Package alloc hands out egress IPs from ExternalIPPools.
+//
+// The truth lives in the API objects: each pool's status.allocations records
+// which Egress holds which IP, and spec.egressIP of the Egress carries it.
+// Taking an IP is one status update of the pool with a resourceVersion
+// precondition, so two allocators racing (a helper that just restarted, or
+// two helpers that both think they allocate) cannot hand out one IP twice:
+// the loser gets a conflict and plans again from fresh objects. The list
+// being a map keyed by IP makes the API server refuse a duplicate as well.
+//
+// Plan is pure; Allocator (allocator.go) reads and writes the API.
+package alloc
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	v1alpha1 "github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluicenet/sluice/pkg/ipam"
+)
+
+// AllocatedFromAnnotation marks an Egress whose spec.egressIP Sluice wrote,
+// with the pool it came from. An egressIP without it was given by the user.
+const AllocatedFromAnnotation = "sluice.dev/allocated-from"
+
+// Condition is the IPAllocated condition an Egress should carry.
+type Condition struct {
+	Allocated bool
+	Reason    string
+	Message   string
+}
+
+// PoolPlan is what one pool's status and its Egresses should become.
+type PoolPlan struct {
+	Allocations []v1alpha1.IPAllocation // sorted by IP
+	Usage       v1alpha1.IPPoolUsage
+	// SetIP maps an Egress to the IP to write into its spec.egressIP (with
+	// AllocatedFromAnnotation). "" means clear an IP Sluice had allocated.
+	SetIP      map[string]string
+	Conditions map[string]Condition // IPAllocated, per Egress of this pool
+}
+
+// Plan computes one pool's allocations. egresses may hold every Egress; only
+// those naming the pool count. They are served oldest first (then by name),
+// so when the pool runs short the newest Egress waits.
+func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
+	plan := PoolPlan{SetIP: map[string]string{}, Conditions: map[string]Condition{}}
+	mine := poolEgresses(pool.Name, egresses)
+	p, err := ipam.ParseRanges(pool.Spec.IPRanges)
+	if err != nil {
+		for _, eg := range mine {
+			plan.Conditions[eg.Name] = Condition{Reason: v1alpha1.ReasonInvalidPool,
+				Message: fmt.Sprintf("ExternalIPPool %s is invalid: %v", pool.Name, err)}
+		}
+		plan.Allocations = slices.Clone(pool.Status.Allocations)
+		plan.Usage = v1alpha1.IPPoolUsage{Used: int64(len(plan.Allocations))}
+		return plan
+	}
+
+	byName := map[string]*v1alpha1.Egress{}
+	for _, eg := range mine {
+		byName[eg.Name] = eg
+	}
+	// Keep the records that still hold: the Egress exists, names this pool,
+	// and carries the IP or is about to (spec.egressIP not yet written).
+	held := map[netip.Addr]string{} // ip → egress
+	has := map[string]netip.Addr{}  // egress → ip
+	for _, a := range pool.Status.Allocations {
+		ip, err := netip.ParseAddr(a.IP)
+		eg := byName[a.Egress]
+		if err != nil || eg == nil || !p.Contains(ip) || has[a.Egress].IsValid() {
+			continue
+		}
+		if want := wantedIP(eg); want != "" && want != ip.String() {
+			continue
+		}
+		held[ip], has[a.Egress] = a.Egress, ip
+	}
+
+	// User-given IPs first, so that an allocation never takes an IP a user
+	// has named, whatever the creation order.
+	for _, eg := range mine {
+		want := wantedIP(eg)
+		if want == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(want)
+		switch {
+		case err != nil:
+			plan.Conditions[eg.Name] = Condition{Reason: v1alpha1.ReasonIPNotInPool,
+				Message: fmt.Sprintf("egressIP %q is not an IP address", want)}
+		case !p.Contains(ip):
+			plan.Conditions[eg.Name] = Condition{Reason: v1alpha1.ReasonIPNotInPool,
+				Message: fmt.Sprintf("egressIP %s is not in ExternalIPPool %s (%s)", ip, pool.Name, rangesText(p))}
+		case held[ip] != "" && held[ip] != eg.Name:
+			plan.Conditions[eg.Name] = Condition{Reason: ReasonIPInUse,
+				Message: fmt.Sprintf("egressIP %s is already allocated to Egress %s", ip, held[ip])}
+		default:
+			held[ip], has[eg.Name] = eg.Name, ip
+			plan.Conditions[eg.Name] = Condition{Allocated: true, Reason: v1alpha1.ReasonAllocated,
+				Message: fmt.Sprintf("egressIP %s is in ExternalIPPool %s", ip, pool.Name)}
+		}
+	}
+	for _, eg := range mine {
+		if wantedIP(eg) != "" {
+			continue
+		}
+		ip, ok := has[eg.Name]
+		if !ok {
+			ip, ok = keepOwn(eg, pool.Name, p, held)
+		}
+		if !ok {
+			next, err := p.Next(keys(held))
+			if errors.Is(err, ipam.ErrPoolExhausted) {
+				plan.Conditions[eg.Name] = Condition{Reason: v1alpha1.ReasonPoolExhausted,
+					Message: fmt.Sprintf("ExternalIPPool %s has no free IP (%d in use)", pool.Name, len(held))}
+				if eg.Annotations[AllocatedFromAnnotation] != "" && eg.Spec.EgressIP != "" {
+					plan.SetIP[eg.Name] = "" // a stale IP from another pool
+				}
+				continue
+			}
+			if err != nil {
+				plan.Conditions[eg.Name] = Condition{Reason: v1alpha1.ReasonInvalidPool, Message: err.Error()}
+				continue
+			}
+			ip = next
+			held[ip], has[eg.Name] = eg.Name, ip
+		}
+		plan.Conditions[eg.Name] = Condition{Allocated: true, Reason: v1alpha1.ReasonAllocated,
+			Message: fmt.Sprintf("allocated %s from ExternalIPPool %s", ip, pool.Name)}
+		if eg.Spec.EgressIP != ip.String() || eg.Annotations[AllocatedFromAnnotation] != pool.Name {
+			plan.SetIP[eg.Name] = ip.String()
+		}
+	}
+
+	for ip, name := range held {
+		plan.Allocations = append(plan.Allocations, v1alpha1.IPAllocation{IP: ip.String(), Egress: name})
+	}
+	slices.SortFunc(plan.Allocations, func(a, b v1alpha1.IPAllocation) int {
+		return netip.MustParseAddr(a.IP).Compare(netip.MustParseAddr(b.IP))
+	})
+	plan.Usage = v1alpha1.IPPoolUsage{Total: p.Total(), Used: int64(len(plan.Allocations))}
+	return plan
+}
+
+// ReasonIPInUse: the Egress names an IP of the pool that another Egress holds.
+const ReasonIPInUse = "IPInUse"
+
+// OrphanPlan covers Egresses that name a pool that does not exist: they get
+// PoolNotFound, and an IP Sluice had allocated to them is released.
+func OrphanPlan(pools map[string]bool, egresses []*v1alpha1.Egress) (setIP map[string]string, conds map[string]Condition) {
+	setIP, conds = map[string]string{}, map[string]Condition{}
+	for _, eg := range egresses {
+		name := eg.Spec.ExternalIPPool
+		if name == "" || pools[name] {
+			continue
+		}
+		conds[eg.Name] = Condition{Reason: v1alpha1.ReasonPoolNotFound,
+			Message: fmt.Sprintf("ExternalIPPool %s does not exist", name)}
+		if eg.Annotations[AllocatedFromAnnotation] != "" && eg.Spec.EgressIP != "" {
+			setIP[eg.Name] = ""
+		}
+	}
+	return setIP, conds
+}
+
+// wantedIP is the IP the user asked for: spec.egressIP unless Sluice wrote
+// it from another pool (the Egress switched pools, so the old allocation is
+// void).
+func wantedIP(eg *v1alpha1.Egress) string {
+	from := eg.Annotations[AllocatedFromAnnotation]
+	if from != "" && from != eg.Spec.ExternalIPPool {
+		return ""
+	}
+	if from != "" {
+		// Sluice wrote it: it is an allocation, not a user's wish.
+		return ""
+	}
+	return eg.Spec.EgressIP
+}
+
+// keepOwn lets an Egress keep the IP Sluice once wrote into it from this
+// pool when its record was lost (say the pool was re-created), so that its
+// IP does not change for nothing.
+func keepOwn(eg *v1alpha1.Egress, pool string, p *ipam.Pool, held map[netip.Addr]string) (netip.Addr, bool) {
+	if eg.Annotations[AllocatedFromAnnotation] != pool {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(eg.Spec.EgressIP)
+	if err != nil || !p.Contains(ip) || held[ip] != "" {
+		return netip.Addr{}, false
+	}
+	held[ip] = eg.Name
+	return ip, true
+}
+
+func poolEgresses(pool string, egresses []*v1alpha1.Egress) []*v1alpha1.Egress {
+	var out []*v1alpha1.Egress
+	for _, eg := range egresses {
+		if eg.Spec.ExternalIPPool == pool && eg.DeletionTimestamp == nil {
+			out = append(out, eg)
+		}
+	}
+	slices.SortFunc(out, func(a, b *v1alpha1.Egress) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+func keys(m map[netip.Addr]string) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func rangesText(p *ipam.Pool) string {
+	var parts []string
+	for _, r := range p.Ranges() {
+		parts = append(parts, r.String())
+	}
+	return strings.Join(parts, ", ")
+}
