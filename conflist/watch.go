@@ -1,0 +1,136 @@
+package conflist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Timing of the watcher. A primary CNI rewrites its file on restart (flannel
+// copies it; Calico writes it in place, not atomically), so events come in
+// bursts and the file may be seen half-written.
+const (
+	// DefaultDebounce is how long the watcher waits after the last event in
+	// a burst before it looks at the directory. Short enough to react well
+	// within a second.
+	DefaultDebounce = 100 * time.Millisecond
+	// DefaultRetry is how soon the watcher looks again when a file sorting
+	// before the primary did not load (likely half-written).
+	DefaultRetry = 250 * time.Millisecond
+	// maxRetries bounds the quick retries in a row, so that a file that is
+	// broken for good is only looked at again on resync.
+	maxRetries = 8
+	// DefaultResync is the periodic full pass, a safety net for missed
+	// events (inotify queue overflow, a directory replaced under us).
+	DefaultResync = 5 * time.Second
+)
+
+// WatchConfig configures Watch. Zero durations take the defaults above.
+type WatchConfig struct {
+	Dir      string
+	Entry    Entry
+	Debounce time.Duration
+	Retry    time.Duration
+	Resync   time.Duration
+	Log      *slog.Logger
+}
+
+func (c *WatchConfig) defaults() {
+	if c.Debounce <= 0 {
+		c.Debounce = DefaultDebounce
+	}
+	if c.Retry <= 0 {
+		c.Retry = DefaultRetry
+	}
+	if c.Resync <= 0 {
+		c.Resync = DefaultResync
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Watch keeps the sluice entry in the primary network until ctx ends. It
+// runs Install once at start, then after every burst of changes to
+// configuration files and every Resync. Its own writes cause one more pass
+// that finds nothing to change, so it never loops.
+func Watch(ctx context.Context, cfg WatchConfig) error {
+	cfg.defaults()
+	if err := cfg.Entry.Validate(); err != nil {
+		return err
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", cfg.Dir, err)
+	}
+	defer w.Close()
+	if err := w.Add(cfg.Dir); err != nil {
+		return fmt.Errorf("watch %s: %w", cfg.Dir, err)
+	}
+	resync := time.NewTicker(cfg.Resync)
+	defer resync.Stop()
+	pass := time.NewTimer(0) // first pass right away
+	defer pass.Stop()
+	retries := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("watcher closed")
+			}
+			if relevant(ev) {
+				pass.Reset(cfg.Debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("watcher closed")
+			}
+			cfg.Log.Warn("watch error, resyncing", "dir", cfg.Dir, "err", err)
+			pass.Reset(cfg.Debounce)
+		case <-resync.C:
+			retries = 0
+			if runPass(cfg) {
+				pass.Reset(cfg.Retry)
+			}
+		case <-pass.C:
+			if runPass(cfg) && retries < maxRetries {
+				retries++
+				pass.Reset(cfg.Retry)
+			} else {
+				retries = 0
+			}
+		}
+	}
+}
+
+// runPass installs once and reports whether to look again soon: when a
+// file sorting before the primary did not load, it may be half-written.
+func runPass(cfg WatchConfig) (retry bool) {
+	_, pick, err := Install(cfg.Dir, cfg.Entry, cfg.Log)
+	switch {
+	case errors.Is(err, ErrNoPrimary):
+		cfg.Log.Info("no primary network yet, waiting", "dir", cfg.Dir)
+	case err != nil:
+		// Not transient as far as we know (a file we cannot patch); the
+		// next event or resync looks again.
+		cfg.Log.Error("install sluice entry", "err", err)
+	}
+	return len(pick.Skipped) > 0
+}
+
+// relevant keeps events on configuration files; our temp files, editor
+// swap files and pure chmods are noise.
+func relevant(ev fsnotify.Event) bool {
+	if ev.Op == fsnotify.Chmod {
+		return false
+	}
+	return slices.Contains(confExtensions, filepath.Ext(ev.Name))
+}
