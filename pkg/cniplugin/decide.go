@@ -11,11 +11,11 @@ import (
 type outcome int
 
 const (
-	outcomeDone    outcome = iota // helper acked
-	outcomeSpool                  // succeed, leave the request in the spool
-	outcomeIgnore                 // succeed, nothing to keep (e.g. GC, CHECK)
-	outcomeRetry                  // fail with code 11: runtime retries
-	outcomeFail                   // fail with the helper's own error
+	outcomeDone   outcome = iota // helper acked
+	outcomeSpool                 // succeed, leave the request in the spool
+	outcomeIgnore                // succeed, nothing to keep (e.g. GC, CHECK)
+	outcomeRetry                 // fail with code 11: runtime retries
+	outcomeFail                  // fail with the helper's own error
 )
 
 // decide is the failure policy in one place. Only an unreachable or slow
