@@ -13,8 +13,8 @@
 //	        → main table → uplink → nat POSTROUTING SNAT to egress IP ──► world
 //	reply ──► B: de-SNAT; ctdir REPLY + connmark 0xffe → MARK 0xffd
 //	        → rule 9920 → table 9999: <pod>/32 via A dev sluice.vxlan onlink ──►
-//	    A: arrives on sluice.vxlan, MARK 0xffe; rp_filter passes by rule 9900
-//	        (iif lo fwmark 0xffe → table 9998 "default dev sluice.vxlan")
+//	    A: arrives on sluice.vxlan, MARK 0xffe; rp_filter passes by rule 9901
+//	        (fwmark 0xffe → table 9998 "default dev sluice.vxlan")
 //	        → main table → pod
 //
 // IPv4 only.
@@ -55,15 +55,15 @@ const (
 	TableMax      = 14095
 
 	PrioMin = 9900
-	// PrioRPCheck: iif lo fwmark 0xffe → 9998. fib_validate_source looks up
-	// with iif=lo and, with src_valid_mark=1 on the tunnel device, the skb
-	// mark; forward lookups carry iif=sluice.vxlan and skip this rule.
-	PrioRPCheck = 9900
-	// PrioLoopGuard: iif lo fwmark <id or 0xffd> → main. The VXLAN device
-	// routes its outer packet with the inner packet's mark; without this
-	// rule the outer packet would follow table 10000+id back into the
-	// tunnel (the routing-loop trap, counted as TX errors). Outer packets
-	// are locally generated (iif lo); forwarded Pod packets are not.
+	// Reverse-path check of tunnel arrivals. fib_validate_source looks the
+	// source up with the skb mark (src_valid_mark=1 on the tunnel only) and
+	// iif = the OUTPUT device of the forward route (lo only when there is
+	// none), not the tunnel: so "iif lo" cannot select it. Instead every
+	// 0xffe lookup goes to table 9998 ("default dev sluice.vxlan", which
+	// makes the check pass) except the forward lookup itself, whose iif is
+	// the tunnel: rule 9900 jumps it past 9901.
+	PrioTunnelSkip = 9900 // iif sluice.vxlan fwmark 0xffe goto PrioLoopGuard
+	PrioRPCheck    = 9901 // fwmark 0xffe → 9998
 	PrioLoopGuard = 9910
 	PrioReturn    = 9920 // fwmark 0xffd → 9999
 	PrioEgress    = 9930 // fwmark id → 10000+id

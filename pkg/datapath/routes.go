@@ -7,13 +7,15 @@ import (
 	"slices"
 )
 
-// Rule is one policy-routing rule Sluice owns: "[iif lo] fwmark Mark/MarkMask
-// lookup Table" at Priority. Table 254 is main.
+// Rule is one policy-routing rule Sluice owns: "[iif Iif] fwmark
+// Mark/MarkMask lookup Table" at Priority, or "goto Goto" when Goto is set.
+// Table 254 is main.
 type Rule struct {
 	Priority int
 	Mark     uint32
+	Iif      string
 	Table    int
-	IifLo    bool
+	Goto     int
 }
 
 // TableMain is the kernel's main table, used by the loop-guard rules.
@@ -42,10 +44,11 @@ func TunnelMAC(ip netip.Addr) net.HardwareAddr {
 }
 
 // BuildRules returns the desired rules, sorted.
-func BuildRules(d Desired) []Rule {
+func BuildRules(c Config, d Desired) []Rule {
 	rules := []Rule{
-		{Priority: PrioRPCheck, Mark: MarkTunnel, Table: TableRPCheck, IifLo: true},
-		{Priority: PrioLoopGuard, Mark: MarkReply, Table: TableMain, IifLo: true},
+		{Priority: PrioTunnelSkip, Mark: MarkTunnel, Iif: c.TunnelDev, Goto: PrioLoopGuard},
+		{Priority: PrioRPCheck, Mark: MarkTunnel, Table: TableRPCheck},
+		{Priority: PrioLoopGuard, Mark: MarkReply, Table: TableMain, Iif: "lo"},
 		{Priority: PrioReturn, Mark: MarkReply, Table: TableReturn},
 	}
 	seen := map[uint16]bool{}
@@ -56,7 +59,7 @@ func BuildRules(d Desired) []Rule {
 		seen[e.ID] = true
 		m := uint32(e.ID) << markShift
 		rules = append(rules,
-			Rule{Priority: PrioLoopGuard, Mark: m, Table: TableMain, IifLo: true},
+			Rule{Priority: PrioLoopGuard, Mark: m, Table: TableMain, Iif: "lo"},
 			Rule{Priority: PrioEgress, Mark: m, Table: TableEgressLo + int(e.ID)})
 	}
 	slices.SortFunc(rules, compareRules)
@@ -65,17 +68,7 @@ func BuildRules(d Desired) []Rule {
 
 func compareRules(a, b Rule) int {
 	return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.Mark, b.Mark),
-		cmp.Compare(a.Table, b.Table), cmpBool(a.IifLo, b.IifLo))
-}
-
-func cmpBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
+		cmp.Compare(a.Table, b.Table), cmp.Compare(a.Iif, b.Iif), cmp.Compare(a.Goto, b.Goto))
 }
 
 // BuildRoutes returns the desired routes of every Sluice table, sorted.

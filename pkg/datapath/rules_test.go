@@ -181,13 +181,14 @@ func TestBuildRulesRoutesPeers(t *testing.T) {
 	d := twoEgresses()
 	d.Egresses = append(d.Egresses, EgressState{Name: "staging2", EgressIP: eip2, ID: 7, OwnerNodeIP: n2})
 	wantRules := []Rule{
-		{Priority: 9900, Mark: 0x0ffe0000, Table: 9998, IifLo: true},
-		{Priority: 9910, Mark: 0x00070000, Table: 254, IifLo: true},
-		{Priority: 9910, Mark: 0x0ffd0000, Table: 254, IifLo: true},
+		{Priority: 9900, Mark: 0x0ffe0000, Iif: "sluice.vxlan", Goto: 9910},
+		{Priority: 9901, Mark: 0x0ffe0000, Table: 9998},
+		{Priority: 9910, Mark: 0x00070000, Table: 254, Iif: "lo"},
+		{Priority: 9910, Mark: 0x0ffd0000, Table: 254, Iif: "lo"},
 		{Priority: 9920, Mark: 0x0ffd0000, Table: 9999},
 		{Priority: 9930, Mark: 0x00070000, Table: 10007},
 	}
-	if got := BuildRules(d); !reflect.DeepEqual(got, wantRules) {
+	if got := BuildRules(testConfig(), d); !reflect.DeepEqual(got, wantRules) {
 		t.Errorf("rules\n%+v\nwant\n%+v", got, wantRules)
 	}
 	d.RemotePods = append(d.RemotePods, RemotePod{IP: podB, NodeIP: netip.MustParseAddr("192.0.2.13")})

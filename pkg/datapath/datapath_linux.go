@@ -1,0 +1,230 @@
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"sync"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+)
+
+// Datapath reconciles the kernel of the current network namespace to a
+// Desired state. It keeps no record of what it installed: every Apply reads
+// the kernel back and diffs, so a restart or a hand-deleted rule converges
+// on the next Apply, and nothing that failed is ever assumed present.
+//
+// Call its methods from the node's network namespace (for tests: on a
+// locked thread inside ns.Do); commands it runs inherit that namespace.
+type Datapath struct {
+	cfg   Config
+	ipt   iptablesRunner
+	ipset ipsetRunner
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	writes int // kernel writes attempted, for tests and logs
+}
+
+// New validates cfg (after defaults) and returns a Datapath using the
+// iptables and ipset binaries on PATH.
+func New(cfg Config, log *slog.Logger) (*Datapath, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("datapath config: %w", err)
+	}
+	ipt, err := newExecIPTables()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Datapath{cfg: cfg, ipt: ipt, ipset: execIPSet{}, log: log}, nil
+}
+
+// Config returns the defaulted configuration.
+func (d *Datapath) Config() Config { return d.cfg }
+
+// Apply makes the kernel match want. It adds and replaces first, switches
+// the iptables chains atomically, then deletes what is no longer wanted,
+// and returns every failure joined. Calling it again with the same state
+// writes nothing.
+func (d *Datapath) Apply(ctx context.Context, want Desired) error {
+	if err := want.Validate(d.cfg); err != nil {
+		return fmt.Errorf("invalid desired state: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := d.writes
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	tun, err := d.ensureTunnel()
+	add(err)
+	tunIdx := 0
+	if tun != nil {
+		tunIdx = tun.Attrs().Index
+	}
+	add(d.syncHeldIPs(want.HeldIPs, false))
+	var setDels []byte
+	if out, err := d.ipset.Save(); err != nil {
+		add(err)
+	} else {
+		var setAdds []byte
+		setAdds, setDels = ipsetScripts(parseIPSetSave(out), BuildIPSets(d.cfg, want))
+		add(d.restoreIPSet(setAdds))
+	}
+	peers := BuildPeers(want)
+	if tun != nil {
+		add(d.syncPeers(tun, peers, false))
+	}
+	routes, rules := BuildRoutes(want), BuildRules(d.cfg, want)
+	add(d.syncRoutes(tunIdx, routes, false))
+	add(d.syncRules(rules, false))
+	if err := ctx.Err(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	add(d.syncIPTables(BuildChains(d.cfg, want)))
+	// Deletes, now that nothing new depends on the old objects.
+	add(d.syncRules(rules, true))
+	add(d.syncRoutes(tunIdx, routes, true))
+	if tun != nil {
+		add(d.syncPeers(tun, peers, true))
+	}
+	add(d.restoreIPSet(setDels))
+	add(d.syncHeldIPs(want.HeldIPs, true))
+	if n := d.writes - start; n > 0 || len(errs) > 0 {
+		d.log.Info("datapath applied", "writes", n, "errors", len(errs), "egresses", len(want.Egresses))
+	}
+	return errors.Join(errs...)
+}
+
+// Uninstall removes every kernel object Sluice owns: chains and jumps,
+// SLUICE-* ipsets, rules 9900–9999, routes of tables 9990–14095, labelled
+// uplink addresses and the tunnel device.
+func (d *Datapath) Uninstall(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	errs := []error{d.removeIPTables(), d.removeIPSets(), d.syncRules(nil, true), d.syncRoutes(0, nil, true)}
+	if l, err := linkByName(d.cfg.TunnelDev); err == nil {
+		d.writes++
+		errs = append(errs, netlink.LinkDel(l))
+	} else if !errors.As(err, &netlink.LinkNotFoundError{}) {
+		errs = append(errs, fmt.Errorf("find tunnel: %w", err))
+	}
+	errs = append(errs, d.syncHeldIPs(nil, true), ctx.Err())
+	return errors.Join(errs...)
+}
+
+// markRule recognises an egress mark rule written by BuildChains.
+var markRule = regexp.MustCompile(`--comment "sluice:ip=([0-9.]+)" -j MARK --set-xmark 0x([0-9a-f]+)/0xfff0000$`)
+
+// CurrentIDs reads the egress-IP → mark id assignment back from the
+// installed mark rules, so a restarted helper passes it to AssignIDs and
+// keeps every mark and table as it was.
+func (d *Datapath) CurrentIDs(ctx context.Context) (map[netip.Addr]uint16, error) {
+	out := map[netip.Addr]uint16{}
+	chains, err := d.ipt.ListChains("mangle")
+	if err != nil {
+		return nil, fmt.Errorf("list mangle chains: %w", err)
+	}
+	found := false
+	for _, c := range chains {
+		found = found || c == ChainPrerouting
+	}
+	if !found {
+		return out, ctx.Err()
+	}
+	rules, err := chainRules(d.ipt, "mangle", ChainPrerouting)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		m := markRule.FindStringSubmatch(r)
+		if m == nil {
+			continue
+		}
+		ip, err1 := netip.ParseAddr(m[1])
+		mark, err2 := strconv.ParseUint(m[2], 16, 32)
+		id := uint16(mark >> markShift)
+		if err1 == nil && err2 == nil && id >= 1 && id <= MaxID {
+			out[ip] = id
+		}
+	}
+	return out, ctx.Err()
+}
+
+// RuleStats are the counters of one rule in a Sluice chain.
+type RuleStats struct {
+	Table, Chain, Rule string
+	Packets, Bytes     uint64
+}
+
+// SetStats is the size of one Sluice ipset.
+type SetStats struct {
+	Name    string
+	Members int
+}
+
+// Stats are the datapath's counters, for the CLI and metrics.
+type Stats struct {
+	Rules []RuleStats
+	Sets  []SetStats
+}
+
+type statsReader interface {
+	StructuredStats(table, chain string) ([]iptables.Stat, error)
+}
+
+// Stats returns per-rule packet and byte counters of every Sluice chain
+// and the size of every Sluice ipset.
+func (d *Datapath) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	sr, ok := d.ipt.(statsReader)
+	if !ok {
+		return st, errors.New("iptables backend has no counters")
+	}
+	chains := BuildChains(d.cfg, Desired{})
+	var errs []error
+	for _, table := range []string{"mangle", "nat"} {
+		for _, chain := range sortedChainNames(chains[table]) {
+			specs, err := chainRules(d.ipt, table, chain)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			counters, err := sr.StructuredStats(table, chain)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("counters of %s/%s: %w", table, chain, err))
+				continue
+			}
+			// -S and -L list a chain in the same order.
+			for i, spec := range specs {
+				rs := RuleStats{Table: table, Chain: chain, Rule: spec}
+				if i < len(counters) {
+					rs.Packets, rs.Bytes = counters[i].Packets, counters[i].Bytes
+				}
+				st.Rules = append(st.Rules, rs)
+			}
+		}
+	}
+	if out, err := d.ipset.Save(); err != nil {
+		errs = append(errs, err)
+	} else {
+		sets := parseIPSetSave(out)
+		for _, name := range sortedSetNames(sets) {
+			st.Sets = append(st.Sets, SetStats{Name: name, Members: len(sets[name].Members)})
+		}
+	}
+	errs = append(errs, ctx.Err())
+	return st, errors.Join(errs...)
+}

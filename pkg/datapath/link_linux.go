@@ -1,0 +1,206 @@
+package datapath
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// vxlanOverhead is outer IPv4 + UDP + VXLAN + inner Ethernet.
+const vxlanOverhead = 50
+
+// ensureTunnel makes the tunnel device exist as configured, up, with the
+// node-derived MAC, and returns it. A device of the same name with other
+// parameters is replaced: the name is Sluice's.
+func (d *Datapath) ensureTunnel() (netlink.Link, error) {
+	up, err := linkByName(d.cfg.Uplink)
+	if err != nil {
+		return nil, fmt.Errorf("find uplink %s: %w", d.cfg.Uplink, err)
+	}
+	mtu := d.cfg.TunnelMTU
+	if mtu == 0 {
+		mtu = up.Attrs().MTU - vxlanOverhead
+	}
+	want := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: d.cfg.TunnelDev, MTU: mtu, HardwareAddr: TunnelMAC(d.cfg.NodeIP)},
+		VxlanId:   d.cfg.VNI, VtepDevIndex: up.Attrs().Index, SrcAddr: d.cfg.NodeIP.AsSlice(),
+		Port: d.cfg.TunnelPort, Learning: false,
+	}
+	l, err := linkByName(d.cfg.TunnelDev)
+	if err == nil && !tunnelMatches(l, want) {
+		d.writes++
+		if err := netlink.LinkDel(l); err != nil {
+			return nil, fmt.Errorf("replace tunnel %s: %w", d.cfg.TunnelDev, err)
+		}
+		err = netlink.LinkNotFoundError{}
+	}
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		d.writes++
+		if err := netlink.LinkAdd(want); err != nil {
+			return nil, fmt.Errorf("add tunnel %s: %w", d.cfg.TunnelDev, err)
+		}
+		if l, err = linkByName(d.cfg.TunnelDev); err != nil {
+			return nil, fmt.Errorf("find new tunnel %s: %w", d.cfg.TunnelDev, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("find tunnel %s: %w", d.cfg.TunnelDev, err)
+	}
+	if l.Attrs().MTU != mtu {
+		d.writes++
+		if err := netlink.LinkSetMTU(l, mtu); err != nil {
+			return nil, fmt.Errorf("set tunnel mtu %d: %w", mtu, err)
+		}
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		d.writes++
+		if err := netlink.LinkSetUp(l); err != nil {
+			return nil, fmt.Errorf("set tunnel up: %w", err)
+		}
+	}
+	// src_valid_mark on our device only: the reverse-path lookup of packets
+	// arriving from the tunnel then sees MarkTunnel and rule 9900.
+	err = d.ensureSysctl(filepath.Join("/proc/sys/net/ipv4/conf", d.cfg.TunnelDev, "src_valid_mark"), "1")
+	// IPv4 only: no link-local address, router or listener solicitations
+	// that have no FDB entry to go to and count as TX drops.
+	v6 := filepath.Join("/proc/sys/net/ipv6/conf", d.cfg.TunnelDev, "disable_ipv6")
+	if _, statErr := os.Stat(v6); statErr == nil {
+		err = errors.Join(err, d.ensureSysctl(v6, "1"))
+	}
+	return l, err
+}
+
+func tunnelMatches(l netlink.Link, want *netlink.Vxlan) bool {
+	v, ok := l.(*netlink.Vxlan)
+	return ok && v.VxlanId == want.VxlanId && v.VtepDevIndex == want.VtepDevIndex &&
+		v.SrcAddr.Equal(want.SrcAddr) && v.Port == want.Port && !v.Learning && !v.FlowBased &&
+		bytes.Equal(v.HardwareAddr, want.HardwareAddr)
+}
+
+// ensureSysctl writes value to a /proc/sys file of the current network
+// namespace unless it already holds it.
+func (d *Datapath) ensureSysctl(path, value string) error {
+	cur, err := os.ReadFile(path)
+	if err == nil && string(bytes.TrimSpace(cur)) == value {
+		return nil
+	}
+	d.writes++
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("set %s=%s: %w", path, value, err)
+	}
+	return nil
+}
+
+// syncPeers adds the FDB entry and permanent neighbor of every peer and,
+// when prune is set, removes the others. Every entry on the tunnel device
+// is Sluice's.
+func (d *Datapath) syncPeers(tun netlink.Link, peers []Peer, prune bool) error {
+	var errs []error
+	idx := tun.Attrs().Index
+	fdb, err := neighList(idx, unix.AF_BRIDGE)
+	if err != nil {
+		return fmt.Errorf("list tunnel fdb: %w", err)
+	}
+	neigh, err := neighList(idx, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list tunnel neighbors: %w", err)
+	}
+	want := map[string]bool{}
+	for _, p := range peers {
+		ip := p.IP.AsSlice()
+		want[p.MAC.String()+"|"+p.IP.String()] = true
+		if !hasNeigh(fdb, p.MAC, ip, 0) {
+			d.writes++
+			e := &netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
+				Flags: netlink.NTF_SELF, IP: ip, HardwareAddr: p.MAC}
+			if err := netlink.NeighSet(e); err != nil {
+				errs = append(errs, fmt.Errorf("add fdb %s dst %s: %w", p.MAC, p.IP, err))
+			}
+		}
+		if !hasNeigh(neigh, p.MAC, ip, netlink.NUD_PERMANENT) {
+			d.writes++
+			e := &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: ip, HardwareAddr: p.MAC}
+			if err := netlink.NeighSet(e); err != nil {
+				errs = append(errs, fmt.Errorf("add neighbor %s: %w", p.IP, err))
+			}
+		}
+	}
+	if !prune {
+		return errors.Join(errs...)
+	}
+	for _, list := range [][]netlink.Neigh{fdb, neigh} {
+		for _, n := range list {
+			if n.IP == nil || want[n.HardwareAddr.String()+"|"+n.IP.String()] {
+				continue
+			}
+			d.writes++
+			if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("delete stale neighbor %s: %w", n.IP, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func hasNeigh(list []netlink.Neigh, mac net.HardwareAddr, ip net.IP, state int) bool {
+	for _, n := range list {
+		if bytes.Equal(n.HardwareAddr, mac) && n.IP.Equal(ip) && (state == 0 || n.State == state) {
+			return true
+		}
+	}
+	return false
+}
+
+// syncHeldIPs puts every held IP on the uplink as a /32 labelled
+// "<uplink>:sl" and, when prune is set, removes labelled addresses that are
+// no longer held. An address already there without the label is left as it
+// is: someone else configured it (a static egress IP).
+func (d *Datapath) syncHeldIPs(held []netip.Addr, prune bool) error {
+	up, err := linkByName(d.cfg.Uplink)
+	if err != nil {
+		return fmt.Errorf("find uplink %s: %w", d.cfg.Uplink, err)
+	}
+	addrs, err := addrList(up)
+	if err != nil {
+		return fmt.Errorf("list uplink addresses: %w", err)
+	}
+	label := d.cfg.Label()
+	present := map[netip.Addr]netlink.Addr{}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			present[ip.Unmap()] = a
+		}
+	}
+	want := map[netip.Addr]bool{}
+	var errs []error
+	for _, ip := range held {
+		want[ip] = true
+		if _, ok := present[ip]; ok {
+			continue
+		}
+		d.writes++
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: label}
+		if err := netlink.AddrAdd(up, a); err != nil {
+			errs = append(errs, fmt.Errorf("hold %s on %s: %w", ip, d.cfg.Uplink, err))
+		}
+	}
+	if !prune {
+		return errors.Join(errs...)
+	}
+	for ip, a := range present {
+		if a.Label != label || want[ip] {
+			continue
+		}
+		d.writes++
+		if err := netlink.AddrDel(up, &a); err != nil {
+			errs = append(errs, fmt.Errorf("release %s from %s: %w", ip, d.cfg.Uplink, err))
+		}
+	}
+	return errors.Join(errs...)
+}
