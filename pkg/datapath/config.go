@@ -64,10 +64,10 @@ const (
 	// the tunnel: rule 9900 jumps it past 9901.
 	PrioTunnelSkip = 9900 // iif sluice.vxlan fwmark 0xffe goto PrioLoopGuard
 	PrioRPCheck    = 9901 // fwmark 0xffe → 9998
-	PrioLoopGuard = 9910
-	PrioReturn    = 9920 // fwmark 0xffd → 9999
-	PrioEgress    = 9930 // fwmark id → 10000+id
-	PrioMax       = 9999
+	PrioLoopGuard  = 9910
+	PrioReturn     = 9920 // fwmark 0xffd → 9999
+	PrioEgress     = 9930 // fwmark id → 10000+id
+	PrioMax        = 9999
 )
 
 // Config is the node-level configuration of the datapath.

@@ -1,0 +1,226 @@
+// Package agent is sluice-helperd's controller: informers, the CNI
+// registry and gossip feed one reconcile loop that computes the whole
+// desired state (Plan, pure) and hands it to the datapath's Apply.
+package agent
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluicenet/sluice/pkg/datapath"
+	"github.com/sluicenet/sluice/pkg/election"
+	"github.com/sluicenet/sluice/pkg/ipam"
+	"github.com/sluicenet/sluice/pkg/policy"
+)
+
+// NodeInfo is what the plan needs of a Node.
+type NodeInfo struct {
+	IP     netip.Addr
+	Labels map[string]string
+	// Unschedulable (cordoned) Nodes are not eligible to hold pool IPs, so
+	// `kubectl cordon` or a drain moves egress IPs away before maintenance.
+	Unschedulable bool
+}
+
+// Snapshot is everything one reconcile decides from.
+type Snapshot struct {
+	Self       string
+	Egresses   []*v1alpha1.Egress
+	Pools      map[string]*v1alpha1.ExternalIPPool
+	Pods       []policy.PodInfo
+	Namespaces map[string]map[string]string
+	Nodes      map[string]NodeInfo
+	// Alive are the gossip members that are alive, this Node included.
+	Alive []string
+	// LocalAddrs are the IPs configured on this Node's interfaces by
+	// someone else than Sluice: how a static egress IP is found.
+	LocalAddrs map[netip.Addr]bool
+	Election   election.Policy
+	// PrevIDs are the mark ids in use, so that ids survive.
+	PrevIDs map[netip.Addr]uint16
+}
+
+// EgressPlan is one Egress's decided state.
+type EgressPlan struct {
+	Name   string
+	IP     netip.Addr // invalid until allocated
+	Pool   string
+	Static bool
+	Owner  string // Node that holds IP; "" when none
+	// OwnerIP is the Owner's Node IP.
+	OwnerIP netip.Addr
+	// Reason and Message explain why there is no owner.
+	Reason, Message string
+	ID              uint16
+	PodsHere        int
+	PodsCluster     int
+	Shadowed        []policy.PodKey // selected but won by another Egress
+}
+
+// Plan is the outcome of one reconcile.
+type Plan struct {
+	Desired  datapath.Desired
+	IDs      map[netip.Addr]uint16
+	Egresses []EgressPlan // sorted by name
+	Policy   policy.Result
+}
+
+// Compute decides everything for one Node. It is pure.
+func Compute(s Snapshot) Plan {
+	res := policy.Compute(policy.View{Egresses: s.Egresses, Pods: s.Pods, Namespaces: s.Namespaces})
+	local := res.LocalIPs(s.Self)
+	var plans []EgressPlan
+	for _, eg := range s.Egresses {
+		if eg.DeletionTimestamp != nil {
+			continue
+		}
+		ep := owner(s, eg)
+		if r := res.Egresses[eg.Name]; r != nil {
+			ep.PodsCluster = len(r.Pods)
+			ep.Shadowed = r.Shadowed
+		}
+		for _, a := range res.Pods {
+			if a.Egress == eg.Name && a.Node == s.Self {
+				ep.PodsHere++
+			}
+		}
+		plans = append(plans, ep)
+	}
+	slices.SortFunc(plans, func(a, b EgressPlan) int { return strings.Compare(a.Name, b.Name) })
+
+	var ips []netip.Addr
+	for _, ep := range plans {
+		if ep.IP.Is4() {
+			ips = append(ips, ep.IP)
+		}
+	}
+	ids := datapath.AssignIDs(s.PrevIDs, ips)
+
+	d := datapath.Desired{}
+	held := map[netip.Addr]bool{}
+	for i := range plans {
+		ep := &plans[i]
+		ep.ID = ids[ep.IP]
+		if !ep.IP.Is4() {
+			continue // not allocated yet; IPv6 has no datapath yet
+		}
+		isLocal := ep.Owner == s.Self
+		if isLocal && !ep.Static && !held[ep.IP] {
+			held[ep.IP] = true
+			d.HeldIPs = append(d.HeldIPs, ep.IP)
+		}
+		r := res.Egresses[ep.Name]
+		if r == nil || len(r.PodIPs) == 0 {
+			continue
+		}
+		st := datapath.EgressState{Name: ep.Name, EgressIP: ep.IP, ID: ep.ID,
+			LocalPodIPs: local[ep.Name], AllPodIPs: v4(r.PodIPs), Local: isLocal}
+		if !isLocal && ep.OwnerIP.Is4() {
+			st.OwnerNodeIP = ep.OwnerIP
+		}
+		d.Egresses = append(d.Egresses, st)
+		if isLocal {
+			d.RemotePods = append(d.RemotePods, remotePods(s, res, ep.Name)...)
+		}
+	}
+	for _, n := range s.Nodes {
+		if n.IP.Is4() {
+			d.NodeIPs = append(d.NodeIPs, n.IP)
+		}
+	}
+	slices.SortFunc(d.NodeIPs, netip.Addr.Compare)
+	slices.SortFunc(d.HeldIPs, netip.Addr.Compare)
+	slices.SortFunc(d.RemotePods, func(a, b datapath.RemotePod) int { return a.IP.Compare(b.IP) })
+	d.RemotePods = slices.CompactFunc(d.RemotePods, func(a, b datapath.RemotePod) bool { return a.IP == b.IP })
+	return Plan{Desired: d, IDs: ids, Egresses: plans, Policy: res}
+}
+
+// owner decides who holds an Egress's IP.
+func owner(s Snapshot, eg *v1alpha1.Egress) EgressPlan {
+	ep := EgressPlan{Name: eg.Name, Pool: eg.Spec.ExternalIPPool, Static: eg.Spec.ExternalIPPool == ""}
+	ip, err := netip.ParseAddr(eg.Spec.EgressIP)
+	if err != nil {
+		ep.Reason, ep.Message = "NoIP", "no egress IP yet: waiting for allocation"
+		return ep
+	}
+	ep.IP = ip.Unmap()
+	if ep.Static {
+		return staticOwner(s, eg, ep)
+	}
+	pool := s.Pools[ep.Pool]
+	if pool == nil {
+		ep.Reason, ep.Message = v1alpha1.ReasonNoEligibleNode, "ExternalIPPool "+ep.Pool+" does not exist"
+		return ep
+	}
+	if p, err := ipam.ParseRanges(pool.Spec.IPRanges); err != nil || !p.Contains(ep.IP) {
+		ep.Reason, ep.Message = v1alpha1.ReasonNoEligibleNode, ep.IP.String()+" is not in ExternalIPPool "+ep.Pool
+		return ep
+	}
+	labels := map[string]map[string]string{}
+	for name, n := range s.Nodes {
+		if !n.Unschedulable && n.IP.IsValid() {
+			labels[name] = n.Labels
+		}
+	}
+	eligible, err := election.Eligible(s.Alive, labels, pool.Spec.NodeSelector)
+	if err != nil || len(eligible) == 0 {
+		ep.Reason = v1alpha1.ReasonNoEligibleNode
+		ep.Message = "no alive, schedulable Node matches the nodeSelector of ExternalIPPool " + ep.Pool
+		return ep
+	}
+	ep.Owner = election.Owner(ep.IP.String(), eligible, eg.Status.EgressNode, s.Election)
+	ep.OwnerIP = s.Nodes[ep.Owner].IP
+	return ep
+}
+
+// staticOwner: the Node that has the IP on an interface holds it. This
+// Node knows that of itself from netlink; of others, from status.egressNode
+// written by the Node that found it.
+func staticOwner(s Snapshot, eg *v1alpha1.Egress, ep EgressPlan) EgressPlan {
+	if s.LocalAddrs[ep.IP] {
+		ep.Owner, ep.OwnerIP = s.Self, s.Nodes[s.Self].IP
+		return ep
+	}
+	if n := eg.Status.EgressNode; n != "" && n != s.Self && eg.Status.EgressIP == ep.IP.String() {
+		if info, ok := s.Nodes[n]; ok {
+			ep.Owner, ep.OwnerIP = n, info.IP
+			return ep
+		}
+	}
+	ep.Reason = v1alpha1.ReasonNotFound
+	ep.Message = ep.IP.String() + " is not configured on any Node"
+	return ep
+}
+
+// remotePods are the Pods on other Nodes that eg applies to: this Node
+// SNATs them and sends their replies back through the tunnel.
+func remotePods(s Snapshot, res policy.Result, eg string) []datapath.RemotePod {
+	var out []datapath.RemotePod
+	for _, a := range res.Pods {
+		if a.Egress != eg || a.Node == s.Self {
+			continue
+		}
+		n, ok := s.Nodes[a.Node]
+		if !ok || !n.IP.Is4() {
+			continue
+		}
+		for _, ip := range a.IPs {
+			if ip.Is4() {
+				out = append(out, datapath.RemotePod{IP: ip, NodeIP: n.IP})
+			}
+		}
+	}
+	return out
+}
+
+func v4(ips []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, 0, len(ips))
+	for _, ip := range ips {
+		if ip.Is4() {
+			out = append(out, ip)
+		}
+	}
+	return out
+}

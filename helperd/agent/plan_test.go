@@ -1,0 +1,186 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluicenet/sluice/pkg/policy"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var (
+	ipA = netip.MustParseAddr("192.0.2.11")
+	ipB = netip.MustParseAddr("192.0.2.12")
+	ipC = netip.MustParseAddr("192.0.2.13")
+)
+
+func nodes() map[string]NodeInfo {
+	return map[string]NodeInfo{
+		"node-a": {IP: ipA, Labels: map[string]string{"egress": "yes"}},
+		"node-b": {IP: ipB, Labels: map[string]string{"egress": "yes"}},
+		"node-c": {IP: ipC},
+	}
+}
+
+func eg(name string, ip, pool string, ns string) *v1alpha1.Egress {
+	return &v1alpha1.Egress{
+		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(time.Unix(1e9, 0))},
+		Spec: v1alpha1.EgressSpec{EgressIP: ip, ExternalIPPool: pool, AppliedTo: v1alpha1.AppliedTo{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}}},
+	}
+}
+
+func pod(ns, name, node, ip string) policy.PodInfo {
+	return policy.PodInfo{Namespace: ns, Name: name, Node: node, Phase: corev1.PodRunning,
+		IPs: []netip.Addr{netip.MustParseAddr(ip)}, Labels: map[string]string{"app": "web"}}
+}
+
+func snapshot(self string, egresses ...*v1alpha1.Egress) Snapshot {
+	return Snapshot{
+		Self:     self,
+		Egresses: egresses,
+		Pools: map[string]*v1alpha1.ExternalIPPool{"pool": {ObjectMeta: metav1.ObjectMeta{Name: "pool"},
+			Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{CIDR: "198.51.100.0/28"}},
+				NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"egress": "yes"}}}}},
+		Pods: []policy.PodInfo{
+			pod("prod", "web-a", "node-a", "10.244.1.5"),
+			pod("prod", "web-c", "node-c", "10.244.3.5"),
+			pod("dev", "web-b", "node-b", "10.244.2.5"),
+		},
+		Namespaces: map[string]map[string]string{"prod": nil, "dev": nil},
+		Nodes:      nodes(),
+		Alive:      []string{"node-a", "node-b", "node-c"},
+		LocalAddrs: map[netip.Addr]bool{},
+	}
+}
+
+func TestPoolEgressAllNodesAgreeOnTheOwner(t *testing.T) {
+	e := eg("prod", "198.51.100.5", "pool", "prod")
+	owners := map[string]bool{}
+	for _, self := range []string{"node-a", "node-b", "node-c"} {
+		p := Compute(snapshot(self, e))
+		owners[p.Egresses[0].Owner] = true
+	}
+	if len(owners) != 1 || owners[""] || owners["node-c"] {
+		t.Fatalf("owners = %v, want one eligible Node that every helper agrees on", owners)
+	}
+}
+
+func TestOwnerHoldsAndSNATsSourcesRedirect(t *testing.T) {
+	e := eg("prod", "198.51.100.5", "pool", "prod")
+	owner := Compute(snapshot("node-a", e)).Egresses[0].Owner
+
+	po := Compute(snapshot(owner, e))
+	if fmt.Sprint(po.Desired.HeldIPs) != "[198.51.100.5]" {
+		t.Fatalf("owner %s holds %v, want [198.51.100.5]", owner, po.Desired.HeldIPs)
+	}
+	if len(po.Desired.Egresses) != 1 || !po.Desired.Egresses[0].Local {
+		t.Fatalf("owner's egress state = %+v", po.Desired.Egresses)
+	}
+	if got := fmt.Sprint(po.Desired.Egresses[0].AllPodIPs); got != "[10.244.1.5 10.244.3.5]" {
+		t.Fatalf("AllPodIPs = %s", got)
+	}
+	// node-c's Pod is remote to the owner: its replies go back to node-c.
+	foundC := false
+	for _, rp := range po.Desired.RemotePods {
+		if rp.IP.String() == "10.244.3.5" && rp.NodeIP == ipC {
+			foundC = true
+		}
+	}
+	if !foundC {
+		t.Fatalf("RemotePods %v lack web-c on node-c", po.Desired.RemotePods)
+	}
+
+	ps := Compute(snapshot("node-c", e))
+	if len(ps.Desired.HeldIPs) != 0 {
+		t.Fatalf("node-c holds %v", ps.Desired.HeldIPs)
+	}
+	st := ps.Desired.Egresses[0]
+	if st.Local || st.OwnerNodeIP != nodes()[owner].IP || st.ID == 0 {
+		t.Fatalf("source state = %+v, want redirect to %s", st, owner)
+	}
+	if fmt.Sprint(st.LocalPodIPs) != "[10.244.3.5]" {
+		t.Fatalf("LocalPodIPs = %v", st.LocalPodIPs)
+	}
+}
+
+func TestFailoverWhenOwnerDies(t *testing.T) {
+	e := eg("prod", "198.51.100.5", "pool", "prod")
+	owner := Compute(snapshot("node-c", e)).Egresses[0].Owner
+	s := snapshot("node-c", e)
+	s.Alive = []string{"node-c"}
+	for _, n := range []string{"node-a", "node-b"} {
+		if n != owner {
+			s.Alive = append(s.Alive, n)
+		}
+	}
+	p := Compute(s)
+	if p.Egresses[0].Owner == owner || p.Egresses[0].Owner == "" || p.Egresses[0].Owner == "node-c" {
+		t.Fatalf("after %s died the owner is %q", owner, p.Egresses[0].Owner)
+	}
+}
+
+func TestNoEligibleNodeFallsBackToNodeIP(t *testing.T) {
+	s := snapshot("node-c", eg("prod", "198.51.100.5", "pool", "prod"))
+	s.Alive = []string{"node-c"}
+	p := Compute(s)
+	if p.Egresses[0].Owner != "" || p.Egresses[0].Reason != v1alpha1.ReasonNoEligibleNode {
+		t.Fatalf("plan = %+v, want NoEligibleNode", p.Egresses[0])
+	}
+	if len(p.Desired.Egresses) != 1 || p.Desired.Egresses[0].OwnerNodeIP.IsValid() {
+		t.Fatalf("desired = %+v, want no redirect", p.Desired.Egresses)
+	}
+}
+
+func TestCordonedNodeIsNotEligible(t *testing.T) {
+	s := snapshot("node-c", eg("prod", "198.51.100.5", "pool", "prod"))
+	n := s.Nodes["node-a"]
+	n.Unschedulable = true
+	s.Nodes["node-a"] = n
+	for range 3 {
+		if got := Compute(s).Egresses[0].Owner; got != "node-b" {
+			t.Fatalf("owner = %q, want node-b while node-a is cordoned", got)
+		}
+	}
+}
+
+func TestStaticEgress(t *testing.T) {
+	static := netip.MustParseAddr("192.0.2.200")
+	e := eg("prod", static.String(), "", "prod")
+	// node-b has the IP on an interface.
+	sb := snapshot("node-b", e)
+	sb.LocalAddrs[static] = true
+	pb := Compute(sb)
+	if pb.Egresses[0].Owner != "node-b" || len(pb.Desired.HeldIPs) != 0 || !pb.Desired.Egresses[0].Local {
+		t.Fatalf("holder's plan = %+v / %+v", pb.Egresses[0], pb.Desired)
+	}
+	// node-a learns it from the status node-b wrote.
+	e2 := e.DeepCopy()
+	e2.Status.EgressNode, e2.Status.EgressIP = "node-b", static.String()
+	pa := Compute(snapshot("node-a", e2))
+	if pa.Egresses[0].Owner != "node-b" || pa.Desired.Egresses[0].OwnerNodeIP != ipB {
+		t.Fatalf("source's plan = %+v", pa.Egresses[0])
+	}
+	// Status naming node-a, which no longer has the IP: not found.
+	e3 := e.DeepCopy()
+	e3.Status.EgressNode, e3.Status.EgressIP = "node-a", static.String()
+	if got := Compute(snapshot("node-a", e3)).Egresses[0]; got.Owner != "" || got.Reason != v1alpha1.ReasonNotFound {
+		t.Fatalf("stale self status: %+v", got)
+	}
+}
+
+func TestIDsSurvive(t *testing.T) {
+	e1 := eg("a", "198.51.100.5", "pool", "prod")
+	e2 := eg("b", "198.51.100.6", "pool", "dev")
+	s := snapshot("node-c", e1, e2)
+	first := Compute(s).IDs
+	s.PrevIDs = map[netip.Addr]uint16{netip.MustParseAddr("198.51.100.6"): 7}
+	second := Compute(s).IDs
+	if second[netip.MustParseAddr("198.51.100.6")] != 7 || len(first) != 2 {
+		t.Fatalf("ids %v then %v", first, second)
+	}
+}
