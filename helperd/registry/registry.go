@@ -1,0 +1,230 @@
+// Package registry is the helper's record of the Node's CNI attachments,
+// keyed by container ID + ifname as CNI keys them. It is fed three ways:
+// live reports from the plugin over the cniproto socket (Registry is a
+// cniproto.Handler), the spool the plugin wrote while the helper was away,
+// and, at start-up, a scan of the host veths the plugin tagged. The kernel
+// tags make the helper restartable without any message from the plugin.
+//
+// The rest of the helper hooks in through OnAdd (called synchronously
+// before the plugin's ADD is acknowledged, so the Pod's datapath can be
+// programmed before its first packet) and Subscribe (told of every change).
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/sluicenet/sluice/pkg/cniproto"
+)
+
+// Attachment and Key are the protocol's: the registry stores what the
+// plugin reports, no more.
+type (
+	Attachment = cniproto.Attachment
+	Key        = cniproto.Key
+)
+
+// EventType says what happened to an attachment.
+type EventType int
+
+const (
+	Added EventType = iota + 1
+	Removed
+)
+
+// Event is one change, delivered to subscribers after it is recorded.
+type Event struct {
+	Type       EventType
+	Attachment Attachment
+}
+
+// Options configures a Registry.
+type Options struct {
+	// OnAdd runs before an attachment is recorded and before the plugin's
+	// ADD is acked. An error refuses the ADD (the plugin then fails with
+	// "try again later"). It must not call back into the Registry.
+	OnAdd func(ctx context.Context, a Attachment) error
+	Log   *slog.Logger
+}
+
+// Registry holds the attachments. Safe for concurrent use.
+type Registry struct {
+	opts Options
+
+	mu    sync.Mutex
+	byKey map[Key]Attachment
+	subs  map[int]func(Event)
+	next  int
+}
+
+var _ cniproto.Handler = (*Registry)(nil)
+
+// New returns an empty registry.
+func New(opts Options) *Registry {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	return &Registry{opts: opts, byKey: map[Key]Attachment{}, subs: map[int]func(Event){}}
+}
+
+// Subscribe registers fn for every later change and returns a function
+// that unregisters it. fn is called outside the registry's lock, in the
+// goroutine that made the change, so it must be quick (e.g. poke a
+// reconciler's channel without blocking).
+func (r *Registry) Subscribe(fn func(Event)) (cancel func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := r.next
+	r.next++
+	r.subs[id] = fn
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.subs, id)
+	}
+}
+
+func (r *Registry) notify(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	r.mu.Lock()
+	fns := make([]func(Event), 0, len(r.subs))
+	for _, fn := range r.subs {
+		fns = append(fns, fn)
+	}
+	r.mu.Unlock()
+	for _, ev := range evs {
+		for _, fn := range fns {
+			fn(ev)
+		}
+	}
+}
+
+// Add runs OnAdd, then records a. A repeated ADD replaces the record.
+func (r *Registry) Add(ctx context.Context, a Attachment) error {
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("invalid attachment: %w", err)
+	}
+	if r.opts.OnAdd != nil {
+		if err := r.opts.OnAdd(ctx, a); err != nil {
+			return fmt.Errorf("prepare %s: %w", a.Key, err)
+		}
+	}
+	r.mu.Lock()
+	r.byKey[a.Key] = a
+	r.mu.Unlock()
+	r.opts.Log.Info("attachment added", "key", a.Key.String(), "veth", a.HostVeth, "ips", a.PodIPs)
+	r.notify([]Event{{Type: Added, Attachment: a}})
+	return nil
+}
+
+// Del forgets k. Unknown keys are not an error: DEL comes more than once.
+func (r *Registry) Del(_ context.Context, k Key) error {
+	r.mu.Lock()
+	a, ok := r.byKey[k]
+	delete(r.byKey, k)
+	r.mu.Unlock()
+	if ok {
+		r.opts.Log.Info("attachment removed", "key", k.String())
+		r.notify([]Event{{Type: Removed, Attachment: a}})
+	}
+	return nil
+}
+
+// Check tells whether k is known.
+func (r *Registry) Check(_ context.Context, k Key) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.byKey[k]
+	return ok, nil
+}
+
+// GC forgets every attachment not in valid and returns how many it forgot.
+func (r *Registry) GC(_ context.Context, valid []Key) (int, error) {
+	keep := make(map[Key]bool, len(valid))
+	for _, k := range valid {
+		keep[k] = true
+	}
+	var evs []Event
+	r.mu.Lock()
+	for k, a := range r.byKey {
+		if !keep[k] {
+			delete(r.byKey, k)
+			evs = append(evs, Event{Type: Removed, Attachment: a})
+		}
+	}
+	r.mu.Unlock()
+	r.opts.Log.Info("gc", "valid", len(valid), "removed", len(evs))
+	r.notify(evs)
+	return len(evs), nil
+}
+
+// List returns the attachments sorted by key.
+func (r *Registry) List(context.Context) []Attachment {
+	r.mu.Lock()
+	out := make([]Attachment, 0, len(r.byKey))
+	for _, a := range r.byKey {
+		out = append(out, a)
+	}
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ContainerID != out[j].ContainerID {
+			return out[i].ContainerID < out[j].ContainerID
+		}
+		return out[i].IfName < out[j].IfName
+	})
+	return out
+}
+
+// Apply replays one request as if it came over the socket (the spool path).
+func (r *Registry) Apply(ctx context.Context, req cniproto.Request) error {
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	switch req.Kind {
+	case cniproto.KindAdd:
+		return r.Add(ctx, *req.Attachment)
+	case cniproto.KindDel:
+		return r.Del(ctx, *req.Key)
+	case cniproto.KindGC:
+		_, err := r.GC(ctx, req.Valid)
+		return err
+	}
+	return fmt.Errorf("%s requests are not replayable", req.Kind)
+}
+
+// ReplaySpool applies the spooled requests in order and deletes each file
+// once applied. A file that cannot be read or applied is kept for the next
+// start and reported in the joined error.
+func (r *Registry) ReplaySpool(ctx context.Context, dir string) (int, error) {
+	ents, rerr := cniproto.ReadSpool(dir)
+	errs := []error{rerr}
+	n := 0
+	for _, e := range ents {
+		if err := r.Apply(ctx, e.Request); err != nil {
+			errs = append(errs, fmt.Errorf("replay %s: %w", e.Path, err))
+			continue
+		}
+		if err := removeFile(e.Path); err != nil {
+			errs = append(errs, err)
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// Restore records attachments found in the kernel (the tag scan).
+func (r *Registry) Restore(ctx context.Context, found []Attachment) error {
+	var errs []error
+	for _, a := range found {
+		if err := r.Add(ctx, a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
