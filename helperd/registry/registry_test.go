@@ -125,7 +125,9 @@ func TestServesCNIProto(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&cniproto.Server{Handler: r, Log: quiet(), Authorize: func(cniproto.PeerCred, cniproto.Kind) error { return nil }}).Serve(ctx, l) }()
+	go func() {
+		done <- (&cniproto.Server{Handler: r, Log: quiet(), Authorize: func(cniproto.PeerCred, cniproto.Kind) error { return nil }}).Serve(ctx, l)
+	}()
 	defer func() { cancel(); <-done }()
 	c := &cniproto.Client{Path: path}
 	a := att("c9", "10.244.1.2")

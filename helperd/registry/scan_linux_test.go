@@ -3,8 +3,8 @@ package registry
 import (
 	"context"
 	"os"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/nstest"
