@@ -45,16 +45,18 @@ func FindPrimary(dir string, log *slog.Logger) (Pick, error) {
 	}
 	slices.Sort(files)
 	var p Pick
+	var errs []error
 	for _, f := range files {
 		if err := loadable(f); err != nil {
 			log.Warn("skipping CNI configuration that does not load", "file", f, "err", err)
 			p.Skipped = append(p.Skipped, f)
+			errs = append(errs, fmt.Errorf("skipped %s: %w", f, err))
 			continue
 		}
 		p.Path = f
 		return p, nil
 	}
-	return p, fmt.Errorf("%s: %w", dir, ErrNoPrimary)
+	return p, fmt.Errorf("%s: %w", dir, errors.Join(append([]error{ErrNoPrimary}, errs...)...))
 }
 
 // loadable applies the checks containerd's loader makes.
@@ -78,28 +80,35 @@ type Change struct {
 }
 
 // Install makes the sluice entry the last plugin of the primary network of
-// dir. A primary .conf is converted: the same content as a .conflist with
-// the same base name, then the .conf is removed (a .conf and .conflist of the
-// same base name would otherwise both sort before anything else, and the
-// .conf first). Stale sluice entries in other conflists (left when the
-// primary changed) are removed, so only the primary carries one.
+// dir (see FindPrimary and InstallPrimary).
 func Install(dir string, e Entry, log *slog.Logger) (Change, Pick, error) {
-	if err := e.Validate(); err != nil {
-		return Change{}, Pick{}, err
-	}
 	pick, err := FindPrimary(dir, log)
 	if err != nil {
 		return Change{}, pick, err
 	}
-	ch, err := installFile(pick.Path, e)
+	ch, err := InstallPrimary(dir, pick.Path, e, log)
+	return ch, pick, err
+}
+
+// InstallPrimary makes the sluice entry the last plugin of primary, a file
+// of dir. A .conf is converted: the same content as a .conflist with the
+// same base name, then the .conf is removed (a .conf and .conflist of the
+// same base name would otherwise both sort before anything else, and the
+// .conf first). Stale sluice entries in other conflists (left when the
+// primary changed) are removed, so only the primary carries one.
+func InstallPrimary(dir, primary string, e Entry, log *slog.Logger) (Change, error) {
+	if err := e.Validate(); err != nil {
+		return Change{}, err
+	}
+	ch, err := installFile(primary, e)
 	if err != nil {
-		return ch, pick, err
+		return ch, err
 	}
 	if ch.Changed {
 		log.Info("sluice entry installed", "file", ch.Path, "replaced", ch.Removed)
 	}
 	removeStale(dir, ch.Path, log)
-	return ch, pick, nil
+	return ch, nil
 }
 
 func installFile(path string, e Entry) (Change, error) {

@@ -96,12 +96,9 @@ func Watch(ctx context.Context, cfg WatchConfig) error {
 			cfg.Log.Warn("watch error, resyncing", "dir", cfg.Dir, "err", err)
 			pass.Reset(cfg.Debounce)
 		case <-resync.C:
-			retries = 0
-			if runPass(cfg) {
-				pass.Reset(cfg.Retry)
-			}
+			pass.Reset(0)
 		case <-pass.C:
-			if runPass(cfg) && retries < maxRetries {
+			if runPass(cfg, retries < maxRetries) {
 				retries++
 				pass.Reset(cfg.Retry)
 			} else {
@@ -111,14 +108,25 @@ func Watch(ctx context.Context, cfg WatchConfig) error {
 	}
 }
 
-// runPass installs once and reports whether to look again soon: when a
-// file sorting before the primary did not load, it may be half-written.
-func runPass(cfg WatchConfig) (retry bool) {
-	_, pick, err := Install(cfg.Dir, cfg.Entry, cfg.Log)
+// runPass installs once and reports whether to look again soon. When a
+// file sorting before the primary does not load, it is probably being
+// rewritten in place (Calico), so while wait is true the pass changes
+// nothing: patching the next file would chain sluice onto, or convert, a
+// network that is about to stop being the primary. Once the retries are
+// used up the file is taken as broken and skipped, as the runtime does.
+func runPass(cfg WatchConfig, wait bool) (retry bool) {
+	pick, err := FindPrimary(cfg.Dir, cfg.Log)
 	switch {
+	case len(pick.Skipped) > 0 && wait:
+		return true
 	case errors.Is(err, ErrNoPrimary):
 		cfg.Log.Info("no primary network yet, waiting", "dir", cfg.Dir)
+		return false
 	case err != nil:
+		cfg.Log.Error("find primary network", "err", err)
+		return false
+	}
+	if _, err := InstallPrimary(cfg.Dir, pick.Path, cfg.Entry, cfg.Log); err != nil {
 		// Not transient as far as we know (a file we cannot patch); the
 		// next event or resync looks again.
 		cfg.Log.Error("install sluice entry", "err", err)
