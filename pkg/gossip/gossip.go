@@ -1,0 +1,233 @@
+package gossip
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// State is a member's liveness as this member sees it.
+type State string
+
+// Member states. memberlist v0.7.0 does not expose suspicion (its
+// Node.State is never updated), so a suspect member is reported alive until
+// the suspicion timeout declares it dead. That is also what the election
+// wants: a suspicion is usually refuted, and moving an IP on it would be a
+// false failover.
+const (
+	StateAlive State = "alive" // alive or suspect
+	StateDead  State = "dead"  // failed, or left cleanly
+)
+
+// Member is one gossip member.
+type Member struct {
+	Name     string // memberlist name, the Node name
+	NodeName string // from the member's metadata
+	Addr     netip.AddrPort
+	State    State
+}
+
+// Alive reports whether the member counts as alive for the election.
+func (m Member) Alive() bool { return m.State == StateAlive }
+
+// meta is what every member publishes about itself (memberlist limits it
+// to 512 bytes).
+type meta struct {
+	Node string `json:"node"`
+}
+
+// Gossip is one running member. Create it with New, then Start.
+type Gossip struct {
+	cfg Config
+	log *slog.Logger
+
+	ml      *memberlist.Memberlist
+	changes chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	// members is this package's own copy of the member list, kept by the
+	// event delegate. memberlist.Members() hands out pointers that
+	// memberlist keeps writing to without a lock (a data race under -race),
+	// so it is never used.
+	mu      sync.Mutex
+	members map[string]Member   // by name; dead or left ones stay until they come back
+	peers   map[string]struct{} // "ip:port" from Join, retried until alive
+}
+
+// New checks cfg (after WithDefaults) and returns a member that is not yet
+// started.
+func New(cfg Config, log *slog.Logger) (*Gossip, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gossip config: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Gossip{
+		cfg:     cfg,
+		log:     log.With("component", "gossip", "node", cfg.NodeName),
+		changes: make(chan struct{}, 1),
+		members: map[string]Member{},
+		peers:   map[string]struct{}{},
+	}, nil
+}
+
+// Start binds the gossip port and starts memberlist and the rejoin loop,
+// which stops when ctx ends or on Shutdown.
+func (g *Gossip) Start(ctx context.Context) error {
+	if g.ml != nil {
+		return errors.New("gossip: already started")
+	}
+	mc, err := memberlistConfig(g.cfg)
+	if err != nil {
+		return err
+	}
+	if len(g.cfg.SecretKey) == 0 {
+		g.log.Warn("gossip is NOT encrypted (AllowInsecure)")
+	}
+	md, err := json.Marshal(meta{Node: g.cfg.NodeName})
+	if err != nil {
+		return fmt.Errorf("encode gossip metadata: %w", err)
+	}
+	mc.Delegate = &delegate{meta: md}
+	mc.Events = &events{g: g}
+	if g.cfg.LogOutput != nil {
+		mc.LogOutput = g.cfg.LogOutput
+	} else {
+		mc.Logger = nil
+		mc.LogOutput = &slogWriter{log: g.log}
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("start memberlist on %s:%d: %w", g.cfg.BindAddr, g.cfg.BindPort, err)
+	}
+	g.ml = ml
+	ctx, g.cancel = context.WithCancel(ctx)
+	g.done = make(chan struct{})
+	go g.rejoinLoop(ctx)
+	return nil
+}
+
+// Join contacts the given peers ("ip" or "ip:port"; the port defaults to
+// BindPort) once, and remembers them: peers that are not alive members are
+// contacted again every RejoinInterval, in the background. Join replaces
+// the remembered set, so pass the whole current Node list each time. It
+// returns how many peers answered now; no answer is not an error.
+func (g *Gossip) Join(peers []string) (int, error) {
+	if g.ml == nil {
+		return 0, errors.New("gossip: join before start")
+	}
+	set, err := normalizePeers(peers, g.cfg.BindPort, g.self())
+	if err != nil {
+		return 0, err
+	}
+	g.mu.Lock()
+	g.peers = set
+	g.mu.Unlock()
+	return g.joinMissing(), nil
+}
+
+// Members returns every known member, sorted by name: alive (or suspect)
+// ones as StateAlive, and dead or left ones as StateDead until they come
+// back. It includes this member.
+func (g *Gossip) Members() []Member {
+	g.mu.Lock()
+	out := make([]Member, 0, len(g.members))
+	for _, m := range g.members {
+		out = append(out, m)
+	}
+	g.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Changes fires (coalesced: one pending signal at most) when a member
+// joins, leaves, dies or changes its metadata. Read Members after it fires.
+// Suspicions do not fire it: they do not change the election.
+func (g *Gossip) Changes() <-chan struct{} { return g.changes }
+
+// Leave tells the others this member is leaving, so they drop it at once
+// instead of after the suspicion timeout. Call it before Shutdown on a
+// clean stop.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if g.ml == nil {
+		return nil
+	}
+	if err := g.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("gossip leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossiping without telling anyone (the others will see
+// this member die) and releases the port.
+func (g *Gossip) Shutdown() error {
+	if g.ml == nil {
+		return nil
+	}
+	g.cancel()
+	<-g.done
+	if err := g.ml.Shutdown(); err != nil {
+		return fmt.Errorf("gossip shutdown: %w", err)
+	}
+	return nil
+}
+
+func (g *Gossip) self() string {
+	return netip.AddrPortFrom(g.cfg.BindAddr, uint16(g.cfg.BindPort)).String()
+}
+
+func (g *Gossip) notify() {
+	select {
+	case g.changes <- struct{}{}:
+	default: // one signal is already pending; the reader will see it all
+	}
+}
+
+// toMember converts a memberlist node; alive says which list it came from
+// (memberlist's Node.State is not maintained, see State).
+func toMember(n *memberlist.Node, alive bool) Member {
+	m := Member{Name: n.Name, NodeName: n.Name, State: StateDead}
+	if alive {
+		m.State = StateAlive
+	}
+	var md meta
+	if json.Unmarshal(n.Meta, &md) == nil && md.Node != "" {
+		m.NodeName = md.Node
+	}
+	if a, ok := netip.AddrFromSlice(n.Addr); ok {
+		m.Addr = netip.AddrPortFrom(a.Unmap(), n.Port)
+	}
+	return m
+}
+
+// normalizePeers turns "ip" / "ip:port" into a set of "ip:port", without
+// self.
+func normalizePeers(peers []string, port int, self string) (map[string]struct{}, error) {
+	set := map[string]struct{}{}
+	for _, p := range peers {
+		ap, err := netip.ParseAddrPort(p)
+		if err != nil {
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return nil, fmt.Errorf("gossip peer %q: not ip or ip:port: %w", p, err)
+			}
+			ap = netip.AddrPortFrom(a, uint16(port))
+		}
+		s := ap.String()
+		if s != self {
+			set[s] = struct{}{}
+		}
+	}
+	return set, nil
+}
