@@ -175,6 +175,17 @@ func Uninstall(dir string, log *slog.Logger) ([]Change, error) {
 	var changes []Change
 	var errs []error
 	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", f, err))
+			continue
+		}
+		if has, err := HasEntry(data); err != nil || !has {
+			if err != nil {
+				log.Warn("skipping CNI configuration that does not load", "file", f, "err", err)
+			}
+			continue
+		}
 		ch, err := uninstallFile(f)
 		if err != nil {
 			errs = append(errs, err)

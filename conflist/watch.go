@@ -23,8 +23,8 @@ const (
 	// DefaultRetry is how soon the watcher looks again when a file sorting
 	// before the primary did not load (likely half-written).
 	DefaultRetry = 250 * time.Millisecond
-	// maxRetries bounds the quick retries in a row, so that a file that is
-	// broken for good is only looked at again on resync.
+	// maxRetries bounds the quick retries in a row (2s at DefaultRetry)
+	// spent waiting for a half-written file before it is taken as broken.
 	maxRetries = 8
 	// DefaultResync is the periodic full pass, a safety net for missed
 	// events (inotify queue overflow, a directory replaced under us).
@@ -77,7 +77,7 @@ func Watch(ctx context.Context, cfg WatchConfig) error {
 	defer resync.Stop()
 	pass := time.NewTimer(0) // first pass right away
 	defer pass.Stop()
-	retries := 0
+	st := passState{broken: map[string]bool{}}
 	for {
 		select {
 		case <-ctx.Done():
@@ -87,6 +87,7 @@ func Watch(ctx context.Context, cfg WatchConfig) error {
 				return errors.New("watcher closed")
 			}
 			if relevant(ev) {
+				delete(st.broken, filepath.Base(ev.Name)) // changed: maybe being rewritten
 				pass.Reset(cfg.Debounce)
 			}
 		case err, ok := <-w.Errors:
@@ -98,40 +99,62 @@ func Watch(ctx context.Context, cfg WatchConfig) error {
 		case <-resync.C:
 			pass.Reset(0)
 		case <-pass.C:
-			if runPass(cfg, retries < maxRetries) {
-				retries++
+			if st.run(cfg) {
 				pass.Reset(cfg.Retry)
-			} else {
-				retries = 0
 			}
 		}
 	}
 }
 
-// runPass installs once and reports whether to look again soon. When a
-// file sorting before the primary does not load, it is probably being
-// rewritten in place (Calico), so while wait is true the pass changes
-// nothing: patching the next file would chain sluice onto, or convert, a
-// network that is about to stop being the primary. Once the retries are
-// used up the file is taken as broken and skipped, as the runtime does.
-func runPass(cfg WatchConfig, wait bool) (retry bool) {
+// passState carries what the watcher learnt between passes.
+type passState struct {
+	// retries counts quick retries in a row spent waiting for files that
+	// sort before the primary and do not load.
+	retries int
+	// broken are such files (base names) that were waited for in vain; they
+	// are skipped without waiting until they change again.
+	broken map[string]bool
+}
+
+// run installs once and reports whether to look again soon. When a file
+// sorting before the primary does not load, it is probably being rewritten
+// in place (Calico), so the pass changes nothing and retries: patching the
+// next file would chain sluice onto, or convert, a network that is about to
+// stop being the primary. After maxRetries the file is taken as broken and
+// skipped, as the runtime does.
+func (st *passState) run(cfg WatchConfig) (retry bool) {
 	pick, err := FindPrimary(cfg.Dir, cfg.Log)
-	switch {
-	case len(pick.Skipped) > 0 && wait:
+	if st.unsettled(pick.Skipped) && st.retries < maxRetries {
+		st.retries++
 		return true
+	}
+	st.retries = 0
+	for _, f := range pick.Skipped {
+		st.broken[filepath.Base(f)] = true
+	}
+	switch {
 	case errors.Is(err, ErrNoPrimary):
 		cfg.Log.Info("no primary network yet, waiting", "dir", cfg.Dir)
-		return false
 	case err != nil:
 		cfg.Log.Error("find primary network", "err", err)
-		return false
+	default:
+		if _, err := InstallPrimary(cfg.Dir, pick.Path, cfg.Entry, cfg.Log); err != nil {
+			// Not transient as far as we know (a file we cannot patch);
+			// the next event or resync looks again.
+			cfg.Log.Error("install sluice entry", "err", err)
+		}
 	}
-	if _, err := InstallPrimary(cfg.Dir, pick.Path, cfg.Entry, cfg.Log); err != nil {
-		// Not transient as far as we know (a file we cannot patch); the
-		// next event or resync looks again.
-		cfg.Log.Error("install sluice entry", "err", err)
+	return false
+}
+
+// unsettled reports whether a skipped file is not yet known to be broken.
+func (st *passState) unsettled(skipped []string) bool {
+	for _, f := range skipped {
+		if !st.broken[filepath.Base(f)] {
+			return true
+		}
 	}
-	return len(pick.Skipped) > 0
+	return false
 }
 
 // relevant keeps events on configuration files; our temp files, editor

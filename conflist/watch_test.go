@@ -155,3 +155,24 @@ func TestWatchStopsOnCancel(t *testing.T) {
 		t.Error("bad entry accepted")
 	}
 }
+
+func TestWatchSkipsFileBrokenForGood(t *testing.T) {
+	dir := writeFiles(t, map[string][]byte{
+		"00-broken.conflist":  []byte(`{"name":`),
+		"10-flannel.conflist": readTestdata(t, "10-flannel.conflist"),
+	}, 0o644)
+	path := filepath.Join(dir, "10-flannel.conflist")
+	startWatch(t, dir)
+	// The watcher first waits for the broken file to be completed, then
+	// skips it as the runtime does.
+	waitForEntry(t, path, maxRetries*DefaultRetry+time.Second)
+	if got := readFileT(t, filepath.Join(dir, "00-broken.conflist")); string(got) != `{"name":` {
+		t.Errorf("broken file modified: %s", got)
+	}
+	// A flannel restart is then handled without waiting for the broken file.
+	if err := os.WriteFile(path, readTestdata(t, "10-flannel.conflist"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitForEntry(t, path, time.Second)
+	assertQuiet(t, path)
+}
