@@ -1,0 +1,99 @@
+//go:build linux
+
+package garp
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/pkg/nstest"
+)
+
+// twoHosts makes A (va, 192.0.2.1) and B (vb, 192.0.2.2) on one veth, and
+// gives A the egress IP 192.0.2.100 as a /32, as a takeover would.
+func twoHosts(t *testing.T) (a, b *nstest.NS, aMAC string) {
+	a, b = nstest.New(t, "garpa"), nstest.New(t, "garpb")
+	nstest.Veth(t, a, "va", b, "vb")
+	a.MustRun(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "va")
+	a.MustRun(t, "ip", "addr", "add", "192.0.2.100/32", "dev", "va")
+	b.MustRun(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "vb")
+	err := a.Do(func() error {
+		ifi, err := net.InterfaceByName("va")
+		if err == nil {
+			aMAC = ifi.HardwareAddr.String()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b, aMAC
+}
+
+func announceIn(t *testing.T, a *nstest.NS) {
+	t.Helper()
+	err := a.Do(func() error {
+		return Announce(context.Background(), "va", netip.MustParseAddr("192.0.2.100"), 3, 50*time.Millisecond)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// neighMAC returns B's neighbour entry for the egress IP ("" if none).
+func neighMAC(t *testing.T, b *nstest.NS) string {
+	out := b.MustRun(t, "ip", "neigh", "show", "192.0.2.100", "dev", "vb")
+	f := strings.Fields(out)
+	for i := range f {
+		if f[i] == "lladdr" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+func waitNeigh(t *testing.T, b *nstest.NS, want string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if neighMAC(t, b) == want {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("B's neighbour entry for 192.0.2.100 is %q, want %q: %s", neighMAC(t, b), want,
+		b.MustRun(t, "ip", "neigh", "show", "dev", "vb"))
+}
+
+// TestKernelAnnounceUpdatesStaleEntry is the failover case: B still points
+// the egress IP at the old Node's MAC; A's announcement repoints it, with
+// arp_accept left at its default 0.
+func TestKernelAnnounceUpdatesStaleEntry(t *testing.T) {
+	nstest.RequireRoot(t)
+	a, b, aMAC := twoHosts(t)
+	b.MustRun(t, "sysctl", "-qw", "net.ipv4.conf.vb.arp_accept=0")
+	const oldMAC = "02:00:00:00:00:99"
+	b.MustRun(t, "ip", "neigh", "replace", "192.0.2.100", "lladdr", oldMAC, "dev", "vb", "nud", "stale")
+	if got := neighMAC(t, b); got != oldMAC {
+		t.Fatalf("setup: entry %q, want %q", got, oldMAC)
+	}
+	announceIn(t, a)
+	waitNeigh(t, b, aMAC)
+}
+
+// TestKernelAnnounceCreatesEntryWithArpAccept: with arp_accept=1 B learns
+// the IP from the announcement alone.
+func TestKernelAnnounceCreatesEntryWithArpAccept(t *testing.T) {
+	nstest.RequireRoot(t)
+	a, b, aMAC := twoHosts(t)
+	b.MustRun(t, "sysctl", "-qw", "net.ipv4.conf.vb.arp_accept=1")
+	if got := neighMAC(t, b); got != "" {
+		t.Fatalf("setup: B already has an entry %q", got)
+	}
+	announceIn(t, a)
+	waitNeigh(t, b, aMAC)
+}
