@@ -1,0 +1,44 @@
+// Command testhelper is a stand-in for sluice-helperd in the CNI chain
+// tests: it rebuilds the attachment registry from the tagged veths of its
+// network namespace and the spool, then serves the cniproto socket until
+// SIGTERM. Only tests run it; the real helper wires the same registry.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sluicenet/sluice/helperd/registry"
+	"github.com/sluicenet/sluice/pkg/cniproto"
+)
+
+func main() {
+	socket := flag.String("socket", cniproto.DefaultSocketPath, "socket to serve")
+	spool := flag.String("spool", "/var/run/sluice/spool", "spool directory to replay at start")
+	flag.Parse()
+	if err := run(*socket, *spool); err != nil {
+		fmt.Fprintln(os.Stderr, "testhelper:", err)
+		os.Exit(1)
+	}
+}
+
+func run(socket, spool string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	reg := registry.New(registry.Options{Log: log})
+	if err := reg.Start(ctx, spool); err != nil {
+		log.Warn("start", "err", err)
+	}
+	l, err := cniproto.Listen(socket)
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready") // the test waits for this line
+	return (&cniproto.Server{Handler: reg, Log: log}).Serve(ctx, l)
+}
