@@ -133,22 +133,11 @@ var markRule = regexp.MustCompile(`--comment "sluice:ip=([0-9.]+)" -j MARK --set
 // keeps every mark and table as it was.
 func (d *Datapath) CurrentIDs(ctx context.Context) (map[netip.Addr]uint16, error) {
 	out := map[netip.Addr]uint16{}
-	chains, err := d.ipt.ListChains("mangle")
-	if err != nil {
-		return nil, fmt.Errorf("list mangle chains: %w", err)
-	}
-	found := false
-	for _, c := range chains {
-		found = found || c == ChainPrerouting
-	}
-	if !found {
-		return out, ctx.Err()
-	}
-	rules, err := chainRules(d.ipt, "mangle", ChainPrerouting)
+	have, err := d.readTable("mangle")
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range rules {
+	for _, r := range have[ChainPrerouting] {
 		m := markRule.FindStringSubmatch(r)
 		if m == nil {
 			continue
@@ -196,10 +185,14 @@ func (d *Datapath) Stats(ctx context.Context) (Stats, error) {
 	chains := BuildChains(d.cfg, Desired{})
 	var errs []error
 	for _, table := range []string{"mangle", "nat"} {
+		have, err := d.readTable(table)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		for _, chain := range sortedChainNames(chains[table]) {
-			specs, err := chainRules(d.ipt, table, chain)
-			if err != nil {
-				errs = append(errs, err)
+			specs, ok := have[chain]
+			if !ok {
 				continue
 			}
 			counters, err := sr.StructuredStats(table, chain)
@@ -207,7 +200,7 @@ func (d *Datapath) Stats(ctx context.Context) (Stats, error) {
 				errs = append(errs, fmt.Errorf("counters of %s/%s: %w", table, chain, err))
 				continue
 			}
-			// -S and -L list a chain in the same order.
+			// iptables-save and -L list a chain in the same order.
 			for i, spec := range specs {
 				rs := RuleStats{Table: table, Chain: chain, Rule: spec}
 				if i < len(counters) {

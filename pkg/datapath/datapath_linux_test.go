@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicenet/sluice/pkg/nstest"
 	"github.com/vishvananda/netlink"
@@ -102,9 +103,11 @@ func TestEgressDatapath(t *testing.T) {
 	})
 
 	t.Run("second Apply writes nothing", func(t *testing.T) {
+		start := time.Now()
 		if n := apply(t, tp.node1, d1, desiredFor(false, 1)); n != 0 {
 			t.Errorf("node1: %d writes", n)
 		}
+		t.Logf("no-op Apply took %v", time.Since(start))
 		if n := apply(t, tp.node2, d2, desiredFor(true, 1)); n != 0 {
 			t.Errorf("node2: %d writes", n)
 		}

@@ -11,17 +11,18 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 )
 
-// iptablesRunner is the iptables backend: reads through go-iptables, writes
-// as one iptables-restore --noflush per table, so a table's Sluice chains
-// change atomically and O(1) processes run however many Egresses exist.
+// iptablesRunner is the iptables backend: one iptables-save per table to
+// read, one iptables-restore --noflush per table to write, so a table's
+// Sluice chains change atomically and a reconcile runs a constant number of
+// processes however many Egresses exist.
 type iptablesRunner interface {
-	ListChains(table string) ([]string, error)
-	List(table, chain string) ([]string, error)
+	Save(table string) ([]byte, error)
 	Restore(table string, script []byte) error
 }
 
 // execIPTables uses the iptables binaries on PATH, so the helper follows the
-// backend (nft or legacy) the node already uses.
+// backend (nft or legacy) the node already uses. go-iptables provides the
+// counters (StructuredStats).
 type execIPTables struct{ *iptables.IPTables }
 
 func newExecIPTables() (*execIPTables, error) {
@@ -30,6 +31,17 @@ func newExecIPTables() (*execIPTables, error) {
 		return nil, fmt.Errorf("init iptables: %w", err)
 	}
 	return &execIPTables{ipt}, nil
+}
+
+func (e *execIPTables) Save(table string) ([]byte, error) {
+	var stderr bytes.Buffer
+	cmd := exec.Command("iptables-save", "-t", table)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("iptables-save -t %s: %w: %s", table, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return out, nil
 }
 
 func (e *execIPTables) Restore(table string, script []byte) error {
@@ -41,40 +53,43 @@ func (e *execIPTables) Restore(table string, script []byte) error {
 	return nil
 }
 
-// chainRules returns a chain's rules as specs without "-A <chain> ".
-func chainRules(r iptablesRunner, table, chain string) ([]string, error) {
-	lines, err := r.List(table, chain)
-	if err != nil {
-		return nil, fmt.Errorf("list %s/%s: %w", table, chain, err)
-	}
-	var out []string
-	prefix := "-A " + chain + " "
-	for _, l := range lines {
-		if s, ok := strings.CutPrefix(l, prefix); ok {
-			out = append(out, s)
+// tableRules is one table as iptables-save prints it: every chain, with its
+// rules as specs without "-A <chain> ".
+type tableRules map[string][]string
+
+func parseIPTablesSave(out []byte) tableRules {
+	t := tableRules{}
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, ":"):
+			name, _, _ := strings.Cut(line[1:], " ")
+			if _, ok := t[name]; !ok {
+				t[name] = nil
+			}
+		case strings.HasPrefix(line, "-A "):
+			chain, spec, _ := strings.Cut(line[3:], " ")
+			t[chain] = append(t[chain], spec)
 		}
 	}
-	return out, nil
+	return t
+}
+
+func (d *Datapath) readTable(table string) (tableRules, error) {
+	out, err := d.ipt.Save(table)
+	if err != nil {
+		return nil, err
+	}
+	return parseIPTablesSave(out), nil
 }
 
 // iptablesScript builds, for one table, the restore script that makes the
 // Sluice chains equal want and puts each jump first exactly once. It returns
 // nil when the table already matches.
-func iptablesScript(r iptablesRunner, table string, want map[string][]string) ([]byte, error) {
-	existing, err := r.ListChains(table)
-	if err != nil {
-		return nil, fmt.Errorf("list chains of %s: %w", table, err)
-	}
+func iptablesScript(have tableRules, table string, want map[string][]string) []byte {
 	var b strings.Builder
 	for _, chain := range sortedChainNames(want) {
-		if slices.Contains(existing, chain) {
-			have, err := chainRules(r, table, chain)
-			if err != nil {
-				return nil, err
-			}
-			if slices.Equal(have, want[chain]) {
-				continue
-			}
+		if rules, ok := have[chain]; ok && slices.Equal(rules, want[chain]) {
+			continue
 		}
 		// Declaring a chain in a --noflush restore creates or flushes it.
 		fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
@@ -86,13 +101,10 @@ func iptablesScript(r iptablesRunner, table string, want map[string][]string) ([
 		if j.Table != table {
 			continue
 		}
-		have, err := chainRules(r, table, j.From)
-		if err != nil {
-			return nil, err
-		}
+		from := have[j.From]
 		jump := "-j " + j.To
-		n := count(have, jump)
-		if n == 1 && have[0] == jump {
+		n := count(from, jump)
+		if n == 1 && from[0] == jump {
 			continue
 		}
 		for range n {
@@ -101,9 +113,9 @@ func iptablesScript(r iptablesRunner, table string, want map[string][]string) ([
 		fmt.Fprintf(&b, "-I %s 1 %s\n", j.From, jump)
 	}
 	if b.Len() == 0 {
-		return nil, nil
+		return nil
 	}
-	return []byte("*" + table + "\n" + b.String() + "COMMIT\n"), nil
+	return []byte("*" + table + "\n" + b.String() + "COMMIT\n")
 }
 
 func count(list []string, s string) int {
@@ -129,11 +141,12 @@ func sortedChainNames(m map[string][]string) []string {
 func (d *Datapath) syncIPTables(want Chains) error {
 	var errs []error
 	for _, table := range []string{"mangle", "nat"} {
-		script, err := iptablesScript(d.ipt, table, want[table])
+		have, err := d.readTable(table)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		script := iptablesScript(have, table, want[table])
 		if script == nil {
 			continue
 		}
@@ -149,29 +162,24 @@ func (d *Datapath) syncIPTables(want Chains) error {
 func (d *Datapath) removeIPTables() error {
 	var errs []error
 	for _, table := range []string{"mangle", "nat"} {
-		chains, err := d.ipt.ListChains(table)
+		have, err := d.readTable(table)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("list chains of %s: %w", table, err))
+			errs = append(errs, err)
 			continue
 		}
 		var b strings.Builder
-		for _, from := range chains {
+		for _, from := range sortedChainNames(have) {
 			if strings.HasPrefix(from, setPrefix) {
 				continue
 			}
-			have, err := chainRules(d.ipt, table, from)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			for _, r := range have {
+			for _, r := range have[from] {
 				if to, ok := strings.CutPrefix(r, "-j "); ok && strings.HasPrefix(to, setPrefix) && !strings.Contains(to, " ") {
 					fmt.Fprintf(&b, "-D %s %s\n", from, r)
 				}
 			}
 		}
 		var ours []string
-		for _, c := range chains {
+		for _, c := range sortedChainNames(have) {
 			if strings.HasPrefix(c, setPrefix) {
 				ours = append(ours, c)
 				fmt.Fprintf(&b, "-F %s\n", c)

@@ -1,0 +1,156 @@
+package datapath
+
+import (
+	"strings"
+	"testing"
+)
+
+// fakeIPT is an iptables backend over canned iptables-save output that
+// records every restore script.
+type fakeIPT struct {
+	tables   map[string]string
+	restores []string
+}
+
+func (f *fakeIPT) Save(table string) ([]byte, error) { return []byte(f.tables[table]), nil }
+func (f *fakeIPT) Restore(table string, s []byte) error {
+	f.restores = append(f.restores, string(s))
+	return nil
+}
+
+// saveOf renders chains as iptables-save would.
+func saveOf(table string, builtins []string, c map[string][]string) string {
+	var b strings.Builder
+	b.WriteString("*" + table + "\n")
+	for _, n := range builtins {
+		b.WriteString(":" + n + " ACCEPT [0:0]\n")
+	}
+	for _, n := range sortedChainNames(c) {
+		if !strings.HasPrefix(n, "SLUICE-") {
+			continue
+		}
+		b.WriteString(":" + n + " - [0:0]\n")
+	}
+	for _, n := range sortedChainNames(c) {
+		for _, r := range c[n] {
+			b.WriteString("-A " + n + " " + r + "\n")
+		}
+	}
+	return b.String() + "COMMIT\n"
+}
+
+func TestSyncIPTables(t *testing.T) {
+	c := testConfig()
+	want := BuildChains(c, twoEgresses())
+	inSync := func() map[string]string {
+		mangle := map[string][]string{"PREROUTING": {"-j SLUICE-PREROUTING"}, "FORWARD": {"-j SLUICE-FORWARD"}}
+		for k, v := range want["mangle"] {
+			mangle[k] = v
+		}
+		nat := map[string][]string{"POSTROUTING": {"-j SLUICE-POSTROUTING", "-s 10.244.1.0/24 -j MASQUERADE"}}
+		for k, v := range want["nat"] {
+			nat[k] = v
+		}
+		return map[string]string{
+			"mangle": saveOf("mangle", []string{"PREROUTING", "FORWARD"}, mangle),
+			"nat":    saveOf("nat", []string{"POSTROUTING"}, nat),
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		tables  map[string]string
+		restore []string // substrings of the restore scripts, in order; nil = no write
+	}{
+		{"in sync: no write", inSync(), nil},
+		{"fresh node", map[string]string{"mangle": "*mangle\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n", "nat": ""}, []string{
+			":SLUICE-FORWARD - [0:0]\n-A SLUICE-FORWARD -o sluice.vxlan",
+			"-I PREROUTING 1 -j SLUICE-PREROUTING\n-I FORWARD 1 -j SLUICE-FORWARD\nCOMMIT",
+			"*nat\n:SLUICE-POSTROUTING - [0:0]\n-A SLUICE-POSTROUTING -o sluice.vxlan -j ACCEPT\n",
+		}},
+		{"jump pushed down and duplicated", func() map[string]string {
+			m := inSync()
+			m["nat"] = strings.Replace(m["nat"], "-A POSTROUTING -j SLUICE-POSTROUTING\n",
+				"-A POSTROUTING -s 10.244.2.0/24 -j MASQUERADE\n-A POSTROUTING -j SLUICE-POSTROUTING\n-A POSTROUTING -j SLUICE-POSTROUTING\n", 1)
+			return m
+		}(), []string{"*nat\n-D POSTROUTING -j SLUICE-POSTROUTING\n-D POSTROUTING -j SLUICE-POSTROUTING\n-I POSTROUTING 1 -j SLUICE-POSTROUTING\nCOMMIT\n"}},
+		{"one rule deleted: only its chain rewritten", func() map[string]string {
+			m := inSync()
+			m["mangle"] = strings.Replace(m["mangle"], "-A SLUICE-FORWARD -o sluice.vxlan -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu\n", "", 1)
+			return m
+		}(), []string{"*mangle\n:SLUICE-FORWARD - [0:0]\n-A SLUICE-FORWARD -o sluice.vxlan -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu\nCOMMIT\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeIPT{tables: tc.tables}
+			d := &Datapath{cfg: c, ipt: f}
+			if err := d.syncIPTables(want); err != nil {
+				t.Fatal(err)
+			}
+			all := strings.Join(f.restores, "")
+			if tc.restore == nil && (len(f.restores) != 0 || d.writes != 0) {
+				t.Fatalf("wrote %q", f.restores)
+			}
+			pos := 0
+			for _, s := range tc.restore {
+				i := strings.Index(all[pos:], s)
+				if i < 0 {
+					t.Fatalf("restore scripts lack %q (after %d):\n%s", s, pos, all)
+				}
+				pos += i + len(s)
+			}
+			if d.writes != len(f.restores) {
+				t.Errorf("writes %d, restores %d", d.writes, len(f.restores))
+			}
+		})
+	}
+}
+
+func TestRemoveIPTables(t *testing.T) {
+	f := &fakeIPT{tables: map[string]string{
+		"nat": "*nat\n:POSTROUTING ACCEPT [0:0]\n:SLUICE-POSTROUTING - [0:0]\n:KUBE-X - [0:0]\n" +
+			"-A POSTROUTING -j KUBE-X\n-A POSTROUTING -j SLUICE-POSTROUTING\n-A SLUICE-POSTROUTING -o sluice.vxlan -j ACCEPT\nCOMMIT\n",
+	}}
+	d := &Datapath{cfg: testConfig(), ipt: f}
+	if err := d.removeIPTables(); err != nil {
+		t.Fatal(err)
+	}
+	want := "*nat\n-D POSTROUTING -j SLUICE-POSTROUTING\n-F SLUICE-POSTROUTING\n-X SLUICE-POSTROUTING\nCOMMIT\n"
+	if len(f.restores) != 1 || f.restores[0] != want {
+		t.Errorf("got %q want %q", f.restores, want)
+	}
+}
+
+func TestIPSetScripts(t *testing.T) {
+	have := parseIPSetSave([]byte(`create KUBE-X hash:ip family inet
+add KUBE-X 10.0.0.1
+create SLUICE-EXCEPT hash:net family inet hashsize 1024 maxelem 65536
+add SLUICE-EXCEPT 10.244.0.0/16
+add SLUICE-EXCEPT 192.0.2.99
+create SLUICE-EG-old hash:ip family inet
+add SLUICE-EG-old 10.244.9.9
+create SLUICE-EG-a hash:net family inet
+`))
+	if _, ok := have["KUBE-X"]; ok || len(have) != 3 || len(have[SetExcept].Members) != 2 {
+		t.Fatalf("parsed %+v", have)
+	}
+	want := []IPSet{
+		{Name: SetExcept, Type: "hash:net", Members: []string{"10.244.0.0/16", "192.0.2.11"}},
+		{Name: "SLUICE-EG-a", Type: "hash:ip", Members: []string{"10.244.1.2"}},
+		{Name: "SLUICE-EG-b", Type: "hash:ip", Members: []string{"10.244.1.3"}},
+	}
+	adds, dels := ipsetScripts(have, want)
+	wantAdds := "add SLUICE-EXCEPT 192.0.2.11\n" +
+		"create SLUICE-TMP hash:ip family inet maxelem 262144\nflush SLUICE-TMP\nadd SLUICE-TMP 10.244.1.2\nswap SLUICE-TMP SLUICE-EG-a\ndestroy SLUICE-TMP\n" +
+		"create SLUICE-EG-b hash:ip family inet maxelem 262144\nadd SLUICE-EG-b 10.244.1.3\n"
+	wantDels := "del SLUICE-EXCEPT 192.0.2.99\ndestroy SLUICE-EG-old\n"
+	if string(adds) != wantAdds || string(dels) != wantDels {
+		t.Errorf("adds\n%s\nwant\n%s\ndels\n%s\nwant\n%s", adds, wantAdds, dels, wantDels)
+	}
+	// In sync: nothing to do.
+	have = map[string]*IPSet{}
+	for i := range want {
+		have[want[i].Name] = &want[i]
+	}
+	if a, d := ipsetScripts(have, want); a != nil || d != nil {
+		t.Errorf("in sync but got %q %q", a, d)
+	}
+}
