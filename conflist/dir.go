@@ -3,7 +3,6 @@ package conflist
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -122,7 +121,9 @@ func installFile(path string, e Entry) (Change, error) {
 		if list, err = ConfToList(data); err != nil {
 			return ch, fmt.Errorf("convert %s to a conflist: %w", path, err)
 		}
-		ch.Path = strings.TrimSuffix(path, filepath.Ext(path)) + ".conflist"
+		if ch.Path, err = conversionTarget(path); err != nil {
+			return ch, err
+		}
 		ch.Removed = path
 	}
 	out, err := AppendEntry(list, e)
@@ -133,15 +134,45 @@ func installFile(path string, e Entry) (Change, error) {
 		return ch, nil
 	}
 	ch.Changed = true
-	if err := WriteFileAtomic(ch.Path, out, mode); err != nil {
+	if err := writeAtomic(ch.Path, out, mode, sameContent(path, data)); err != nil {
 		return ch, err
 	}
 	if ch.Removed != "" {
+		// A .conf rewritten meanwhile stays; it sorts first, so the next
+		// pass converts it again.
+		if err := sameContent(path, data)(); err != nil {
+			return ch, err
+		}
 		if err := os.Remove(ch.Removed); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return ch, fmt.Errorf("remove converted %s: %w", ch.Removed, err)
 		}
 	}
 	return ch, nil
+}
+
+// conversionTarget names the .conflist that replaces the primary .conf at
+// path: same base name, so that it sorts where the .conf did. It refuses when
+// that file exists and is another network's (no sluice entry: not written by
+// us), or when another configuration file would sort between the two and so
+// become the primary.
+func conversionTarget(path string) (string, error) {
+	target := strings.TrimSuffix(path, filepath.Ext(path)) + ".conflist"
+	if data, err := os.ReadFile(target); err == nil {
+		if ours, _ := HasEntry(data); !ours {
+			return "", fmt.Errorf("convert %s: %s exists and is not ours", path, target)
+		}
+	}
+	files, err := libcni.ConfFiles(filepath.Dir(path), confExtensions)
+	if err != nil {
+		return "", fmt.Errorf("list %s: %w", filepath.Dir(path), err)
+	}
+	lo, hi := min(path, target), max(path, target)
+	for _, f := range files {
+		if f > lo && f < hi {
+			return "", fmt.Errorf("convert %s: %s sorts between it and %s and would become the primary", path, f, target)
+		}
+	}
+	return target, nil
 }
 
 // removeStale removes sluice entries from every conflist but keep. Files it
@@ -213,84 +244,6 @@ func uninstallFile(path string) (Change, error) {
 		return ch, nil
 	}
 	ch.Changed = true
-	return ch, WriteFileAtomic(path, out, mode)
+	return ch, writeAtomic(path, out, mode, sameContent(path, data))
 }
 
-func readFile(path string) ([]byte, fs.FileMode, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, 0, fmt.Errorf("stat %s: %w", path, err)
-	}
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	return data, st.Mode().Perm(), nil
-}
-
-// WriteFileAtomic replaces path with data: a temp file in the same
-// directory (named so that no runtime loads it), fsync, chmod, rename, and an
-// fsync of the directory. A reader sees the old file or the new one, never a
-// mix, and containerd's watcher reloads on the rename.
-func WriteFileAtomic(path string, data []byte, mode fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tempPrefix+"*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync() // durability of the rename; failure here is not worth failing the install
-		d.Close()
-	}
-	return nil
-}
-
-// CopyBinary installs the plugin binary src as binDir/sluice, mode 0755,
-// atomically (a running plugin keeps its old inode).
-func CopyBinary(src, binDir string) (string, error) {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return "", fmt.Errorf("read plugin binary: %w", err)
-	}
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return "", fmt.Errorf("create %s: %w", binDir, err)
-	}
-	dst := filepath.Join(binDir, PluginType)
-	return dst, WriteFileAtomic(dst, data, 0o755)
-}
-
-// RemoveBinary removes binDir/sluice; a missing binary is not an error.
-func RemoveBinary(binDir string) error {
-	err := os.Remove(filepath.Join(binDir, PluginType))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove plugin binary: %w", err)
-	}
-	return nil
-}

@@ -249,3 +249,43 @@ func TestCopyBinary(t *testing.T) {
 		t.Error("missing source accepted")
 	}
 }
+
+func TestConvertRefusesUnsafeTargets(t *testing.T) {
+	conf := readTestdata(t, "10-bridge.conf")
+	foreign := readTestdata(t, "10-flannel.conflist")
+	dir := writeFiles(t, map[string][]byte{"10-bridge.conf": conf, "10-bridge.conflist": foreign}, 0o644)
+	if _, _, err := Install(dir, testEntry, quietLog()); err == nil || !strings.Contains(err.Error(), "10-bridge.conflist exists and is not ours") {
+		t.Errorf("err = %v", err)
+	}
+	if got := readFileT(t, filepath.Join(dir, "10-bridge.conflist")); !bytes.Equal(got, foreign) {
+		t.Error("another network's conflist was overwritten")
+	}
+
+	dir = writeFiles(t, map[string][]byte{"10-bridge.conf": conf, "10-bridge.conf.json": foreign}, 0o644)
+	if _, _, err := Install(dir, testEntry, quietLog()); err == nil || !strings.Contains(err.Error(), "would become the primary") {
+		t.Errorf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "10-bridge.conf")); err != nil {
+		t.Errorf(".conf removed although not converted: %v", err)
+	}
+	noTempFiles(t, dir)
+}
+
+func TestWriteAbortsOnConcurrentChange(t *testing.T) {
+	dir := writeFiles(t, map[string][]byte{"10-a.conflist": []byte("old")}, 0o644)
+	path := filepath.Join(dir, "10-a.conflist")
+	// The primary CNI rewrites the file after our read, before our rename.
+	check := func() error {
+		if err := os.WriteFile(path, []byte("theirs"), 0o644); err != nil {
+			return err
+		}
+		return sameContent(path, []byte("old"))()
+	}
+	if err := writeAtomic(path, []byte("ours"), 0o644, check); !errors.Is(err, ErrConcurrentChange) {
+		t.Fatalf("err = %v, want ErrConcurrentChange", err)
+	}
+	if got := readFileT(t, path); string(got) != "theirs" {
+		t.Errorf("concurrent rewrite lost: %q", got)
+	}
+	noTempFiles(t, dir)
+}

@@ -97,6 +97,11 @@ func Watch(ctx context.Context, cfg WatchConfig) error {
 			cfg.Log.Warn("watch error, resyncing", "dir", cfg.Dir, "err", err)
 			pass.Reset(cfg.Debounce)
 		case <-resync.C:
+			// Re-adding is a no-op for a live watch and renews one lost
+			// when the directory was removed and created again.
+			if err := w.Add(cfg.Dir); err != nil {
+				cfg.Log.Warn("re-watch", "dir", cfg.Dir, "err", err)
+			}
 			pass.Reset(0)
 		case <-pass.C:
 			if st.run(cfg) {
@@ -138,7 +143,12 @@ func (st *passState) run(cfg WatchConfig) (retry bool) {
 	case err != nil:
 		cfg.Log.Error("find primary network", "err", err)
 	default:
-		if _, err := InstallPrimary(cfg.Dir, pick.Path, cfg.Entry, cfg.Log); err != nil {
+		_, err := InstallPrimary(cfg.Dir, pick.Path, cfg.Entry, cfg.Log)
+		switch {
+		case errors.Is(err, ErrConcurrentChange):
+			// The rewrite's own event brings another pass.
+			cfg.Log.Info("primary rewritten while patching, looking again", "err", err)
+		case err != nil:
 			// Not transient as far as we know (a file we cannot patch);
 			// the next event or resync looks again.
 			cfg.Log.Error("install sluice entry", "err", err)

@@ -176,3 +176,41 @@ func TestWatchSkipsFileBrokenForGood(t *testing.T) {
 	waitForEntry(t, path, time.Second)
 	assertQuiet(t, path)
 }
+
+// TestWatchSurvivesDirectoryRecreated: Watch neither dies nor goes blind when
+// its directory is removed and created again.
+func TestWatchSurvivesDirectoryRecreated(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "net.d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(ctx, WatchConfig{Dir: dir, Entry: testEntry, Resync: 200 * time.Millisecond, Log: quietLog()})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // let the watch start on the first directory
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "10-flannel.conflist")
+	if err := os.WriteFile(path, readTestdata(t, "10-flannel.conflist"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitForEntry(t, path, 2*time.Second)
+	// And keeps doing so (through renewed events or the 200ms resync).
+	time.Sleep(300 * time.Millisecond)
+	if err := os.WriteFile(path, readTestdata(t, "10-flannel.conflist"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitForEntry(t, path, time.Second)
+}
