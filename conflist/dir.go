@@ -246,4 +246,3 @@ func uninstallFile(path string) (Change, error) {
 	ch.Changed = true
 	return ch, writeAtomic(path, out, mode, sameContent(path, data))
 }
-
