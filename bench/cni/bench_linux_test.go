@@ -1,0 +1,99 @@
+package cnibench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	cnitest "github.com/sluicenet/sluice/integration/cni"
+	"github.com/sluicenet/sluice/pkg/nstest"
+)
+
+func TestMain(m *testing.M) {
+	nstest.Sweep()
+	os.Exit(m.Run())
+}
+
+// BenchmarkCNIAddDel times ADD and DEL of bridge+host-local through libcni,
+// with and without sluice appended (live helper), interleaving the two so
+// that machine noise hits both alike. Run it once:
+//
+//	go test ./bench/cni -run '^$' -bench CNIAddDel -benchtime 1x
+//
+// SLUICE_BENCH_RUNS sets the runs per variant (default 40);
+// SLUICE_BENCH_OUT names a JSON file for the figures.
+func BenchmarkCNIAddDel(b *testing.B) {
+	nstest.RequireRoot(b)
+	runs := 40
+	if s := os.Getenv("SLUICE_BENCH_RUNS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 10000 {
+			b.Fatalf("SLUICE_BENCH_RUNS=%q", s)
+		}
+		runs = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	bins, err := cnitest.BuildBins(ctx, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := cnitest.NewEnv(b, bins, "bench")
+	e.StartHelper(b)
+	plain := e.Conflist(b, cnitest.ConflistOpts{CNIVersion: "1.0.0", Primary: cnitest.Bridge, NoSluice: true})
+	with := e.Conflist(b, cnitest.ConflistOpts{CNIVersion: "1.0.0", Primary: cnitest.Bridge})
+
+	var addWithout, addWith, delWithout, delWith []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		for i := 0; i < runs; i++ {
+			// Alternate which variant goes first, so neither always runs
+			// on a warm cache.
+			order := []bool{false, true}
+			if i%2 == 1 {
+				order = []bool{true, false}
+			}
+			for _, sluice := range order {
+				l := plain
+				if sluice {
+					l = with
+				}
+				p := e.NewPod(b, fmt.Sprintf("p%d%v", i, sluice))
+				t0 := time.Now()
+				if _, err := e.Add(ctx, l, p); err != nil {
+					b.Fatalf("ADD (sluice=%v): %v", sluice, err)
+				}
+				add := time.Since(t0)
+				t0 = time.Now()
+				if err := e.Del(ctx, l, p); err != nil {
+					b.Fatalf("DEL (sluice=%v): %v", sluice, err)
+				}
+				del := time.Since(t0)
+				p.NS.Delete()
+				if sluice {
+					addWith, delWith = append(addWith, add), append(delWith, del)
+				} else {
+					addWithout, delWithout = append(addWithout, add), append(delWithout, del)
+				}
+			}
+		}
+	}
+	b.StopTimer()
+	r := Compare(addWithout, addWith, delWithout, delWith)
+	b.ReportMetric(r.AddWithout.Median, "add-plain-median-ms")
+	b.ReportMetric(r.AddWith.Median, "add-sluice-median-ms")
+	b.ReportMetric(r.AddOverheadMed, "add-overhead-median-ms")
+	b.ReportMetric(r.AddOverheadP99, "add-overhead-p99-ms")
+	b.ReportMetric(r.DelOverheadMed, "del-overhead-median-ms")
+	out, _ := json.MarshalIndent(r, "", "  ")
+	b.Logf("%s", out)
+	if path := os.Getenv("SLUICE_BENCH_OUT"); path != "" {
+		if err := os.WriteFile(path, append(out, '\n'), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

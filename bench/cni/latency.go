@@ -1,0 +1,76 @@
+// Package cnibench measures what appending sluice costs a CNI chain.
+package cnibench
+
+import (
+	"math"
+	"sort"
+	"time"
+)
+
+// Summary is the figures of one sample set, in milliseconds.
+type Summary struct {
+	N      int     `json:"n"`
+	Median float64 `json:"median_ms"`
+	P99    float64 `json:"p99_ms"`
+}
+
+// Summarize computes the median and p99 (nearest rank) of ds.
+func Summarize(ds []time.Duration) Summary {
+	if len(ds) == 0 {
+		return Summary{}
+	}
+	ms := make([]float64, len(ds))
+	for i, d := range ds {
+		ms[i] = float64(d.Microseconds()) / 1000
+	}
+	sort.Float64s(ms)
+	var median float64
+	if n := len(ms); n%2 == 1 {
+		median = ms[n/2]
+	} else {
+		median = (ms[n/2-1] + ms[n/2]) / 2
+	}
+	return Summary{N: len(ms), Median: median, P99: ms[rank(len(ms), 0.99)]}
+}
+
+// rank is the nearest-rank index of quantile q among n sorted samples.
+func rank(n int, q float64) int {
+	r := int(math.Ceil(q*float64(n))) - 1
+	return max(0, min(r, n-1))
+}
+
+// Results is what `make bench` records.
+type Results struct {
+	Runs            int     `json:"runs"`
+	AddWithout      Summary `json:"add_without_sluice"`
+	AddWith         Summary `json:"add_with_sluice"`
+	DelWithout      Summary `json:"del_without_sluice"`
+	DelWith         Summary `json:"del_with_sluice"`
+	AddOverheadMed  float64 `json:"cni_add_overhead_median_ms"`
+	AddOverheadP99  float64 `json:"cni_add_overhead_p99_ms"`
+	AddRatioMedian  float64 `json:"cni_add_ratio_median"`
+	DelOverheadMed  float64 `json:"cni_del_overhead_median_ms"`
+	DelOverheadP99  float64 `json:"cni_del_overhead_p99_ms"`
+	TargetMedianMax float64 `json:"target_add_overhead_median_ms"`
+	TargetP99Max    float64 `json:"target_add_overhead_p99_ms"`
+}
+
+// Compare fills the overheads: with minus without, per statistic.
+func Compare(addWithout, addWith, delWithout, delWith []time.Duration) Results {
+	r := Results{
+		Runs:       len(addWith),
+		AddWithout: Summarize(addWithout), AddWith: Summarize(addWith),
+		DelWithout: Summarize(delWithout), DelWith: Summarize(delWith),
+		TargetMedianMax: 3, TargetP99Max: 10,
+	}
+	r.AddOverheadMed = round(r.AddWith.Median - r.AddWithout.Median)
+	r.AddOverheadP99 = round(r.AddWith.P99 - r.AddWithout.P99)
+	r.DelOverheadMed = round(r.DelWith.Median - r.DelWithout.Median)
+	r.DelOverheadP99 = round(r.DelWith.P99 - r.DelWithout.P99)
+	if r.AddWithout.Median > 0 {
+		r.AddRatioMedian = round(r.AddWith.Median / r.AddWithout.Median)
+	}
+	return r
+}
+
+func round(f float64) float64 { return math.Round(f*1000) / 1000 }

@@ -1,0 +1,35 @@
+package cnibench
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSummarize(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	tests := []struct {
+		in          []time.Duration
+		median, p99 float64
+	}{
+		{ms(5), 5, 5},
+		{ms(3, 1, 2), 2, 3},
+		{ms(4, 1, 3, 2), 2.5, 4},
+		{ms(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 100), 1, 100},
+	}
+	for _, tt := range tests {
+		s := Summarize(tt.in)
+		if s.Median != tt.median || s.P99 != tt.p99 || s.N != len(tt.in) {
+			t.Errorf("Summarize(%v) = %+v, want median %v p99 %v", tt.in, s, tt.median, tt.p99)
+		}
+	}
+	r := Compare(ms(10, 10, 10), ms(12, 12, 13), ms(5), ms(6))
+	if r.AddOverheadMed != 2 || r.AddOverheadP99 != 3 || r.DelOverheadMed != 1 || r.AddRatioMedian != 1.2 {
+		t.Errorf("Compare = %+v", r)
+	}
+}
