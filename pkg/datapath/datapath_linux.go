@@ -152,10 +152,28 @@ func (d *Datapath) CurrentIDs(ctx context.Context) (map[netip.Addr]uint16, error
 	return out, ctx.Err()
 }
 
-// RuleStats are the counters of one rule in a Sluice chain.
+// RuleStats are the counters of one rule in a Sluice chain. Set and
+// EgressIP are filled for per-Egress rules (mark and SNAT), so a caller
+// maps them back with EgressSetName.
 type RuleStats struct {
 	Table, Chain, Rule string
+	Set                string
+	EgressIP           netip.Addr
 	Packets, Bytes     uint64
+}
+
+var (
+	ruleSet = regexp.MustCompile(`--match-set (` + egressSetBase + `[0-9a-f]+) src`)
+	ruleIP  = regexp.MustCompile(`(?:sluice:ip=|--to-source )([0-9.]+)`)
+)
+
+func describeRule(rs *RuleStats) {
+	if m := ruleSet.FindStringSubmatch(rs.Rule); m != nil {
+		rs.Set = m[1]
+	}
+	if m := ruleIP.FindStringSubmatch(rs.Rule); m != nil {
+		rs.EgressIP, _ = netip.ParseAddr(m[1])
+	}
 }
 
 // SetStats is the size of one Sluice ipset.
@@ -203,6 +221,7 @@ func (d *Datapath) Stats(ctx context.Context) (Stats, error) {
 			// iptables-save and -L list a chain in the same order.
 			for i, spec := range specs {
 				rs := RuleStats{Table: table, Chain: chain, Rule: spec}
+				describeRule(&rs)
 				if i < len(counters) {
 					rs.Packets, rs.Bytes = counters[i].Packets, counters[i].Bytes
 				}

@@ -171,7 +171,7 @@ func TestEgressDatapath(t *testing.T) {
 		}
 		var marked uint64
 		for _, r := range st.Rules {
-			if strings.Contains(r.Rule, "sluice:ip=203.0.113.10") {
+			if r.EgressIP == egIP && r.Set == EgressSetName("eg-a") {
 				marked += r.Packets
 			}
 		}
@@ -188,6 +188,30 @@ func TestEgressDatapath(t *testing.T) {
 			t.Errorf("seen as %s, want node IP", got)
 		}
 		apply(t, tp.node1, d1, desiredFor(false, 1))
+	})
+
+	t.Run("owner moves to node1 without restart", func(t *testing.T) {
+		// node1 now holds the IP; node2 redirects pod2a to node1.
+		on1, on2 := desiredFor(false, 1), desiredFor(true, 1)
+		on1.Egresses[0].OwnerNodeIP, on1.Egresses[0].Local = node1, true
+		on1.HeldIPs, on1.RemotePods = []netip.Addr{egIP}, []RemotePod{{IP: ip2a, NodeIP: node2}}
+		on2.Egresses[0].OwnerNodeIP, on2.Egresses[0].Local = node1, false
+		on2.HeldIPs, on2.RemotePods = nil, nil
+		apply(t, tp.node2, d2, on2)
+		apply(t, tp.node1, d1, on1)
+		tp.ext.MustRun(t, "ip", "neigh", "flush", "dev", "eth0") // what pkg/garp's announcement achieves
+		for _, p := range []*nstest.NS{tp.pod1a, tp.pod2a} {
+			if got := seenAs(t, p, ext); got != "203.0.113.10" {
+				t.Errorf("%s after move seen as %s", p.Name, got)
+			}
+		}
+		if out := tp.node2.MustRun(t, "ip", "addr", "show", "dev", "eth0"); strings.Contains(out, "203.0.113.10") {
+			t.Errorf("node2 still holds the egress IP: %s", out)
+		}
+		apply(t, tp.node1, d1, desiredFor(false, 1))
+		apply(t, tp.node2, d2, desiredFor(true, 1))
+		tp.ext.MustRun(t, "ip", "neigh", "flush", "dev", "eth0")
+		t.Run("and back", checkPaths)
 	})
 
 	t.Run("uninstall leaves nothing", func(t *testing.T) {

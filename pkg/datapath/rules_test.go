@@ -205,3 +205,28 @@ func TestBuildRulesRoutesPeers(t *testing.T) {
 		t.Errorf("peers %+v", peers)
 	}
 }
+
+func TestExplain(t *testing.T) {
+	c, d := testConfig(), twoEgresses()
+	d.Egresses[0].AllPodIPs = []netip.Addr{podA}
+	d.Egresses[1].AllPodIPs = []netip.Addr{podB}
+	d.Egresses[2].AllPodIPs = []netip.Addr{netip.MustParseAddr("10.244.3.3")}
+	for _, tc := range []struct {
+		pod  netip.Addr
+		want PodPath
+	}{
+		{podA, PodPath{Egress: "staging", EgressIP: eip2, Set: EgressSetName("staging"), Mark: 0x70000, Table: 10007, Peer: n2}},
+		{podB, PodPath{Egress: "prod", EgressIP: eip, Set: EgressSetName("prod"), SNATHere: true}},
+		{netip.MustParseAddr("10.244.3.3"), PodPath{Egress: "orphan", Set: EgressSetName("orphan")}},
+		{netip.MustParseAddr("10.244.9.9"), PodPath{}},
+	} {
+		got := Explain(c, d, tc.pod)
+		if got.Summary == "" {
+			t.Errorf("%v: no summary", tc.pod)
+		}
+		got.Summary = ""
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%v: got %+v want %+v", tc.pod, got, tc.want)
+		}
+	}
+}
