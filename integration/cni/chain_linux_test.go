@@ -74,6 +74,10 @@ func testChain(t *testing.T, primary Primary, ver string) {
 	e.StartHelper(t)
 	l := e.Conflist(t, ConflistOpts{CNIVersion: ver, Primary: primary})
 	a, b := e.NewPod(t, "pa"), e.NewPod(t, "pb")
+	lo := e.Loopback(t, ver)
+	if _, err := e.Add(ctx, lo, a); err != nil {
+		t.Fatalf("loopback ADD: %v", err)
+	}
 
 	res, err := e.Add(ctx, l, a)
 	if err != nil {
@@ -144,6 +148,9 @@ func testChain(t *testing.T, primary Primary, ver string) {
 	}
 	if got := listHelper(t, e); len(got) != 0 {
 		t.Fatalf("helper still knows %v after DEL", keys(got))
+	}
+	if err := e.Del(ctx, lo, a); err != nil {
+		t.Fatalf("loopback DEL: %v", err)
 	}
 	if ents, _ := cniproto.ReadSpool(e.Spool); len(ents) != 0 {
 		t.Fatalf("spool has %d entries with a live helper", len(ents))

@@ -256,3 +256,14 @@ func (h *Helper) Stop() {
 	}
 	h.done = nil
 }
+
+// Loopback is the separate "lo" network runtimes set up in every sandbox
+// before the Pod network (containerd does this with the loopback plugin).
+func (e *Env) Loopback(t testing.TB, cniVersion string) *libcni.NetworkConfigList {
+	t.Helper()
+	l, err := libcni.NetworkConfFromBytes([]byte(`{"cniVersion":"` + cniVersion + `","name":"cni-loopback","plugins":[{"type":"loopback"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

@@ -292,3 +292,21 @@ func TestCrossCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestPanicBecomesCNIError(t *testing.T) {
+	f := run(func(*Plugin, *skel.CmdArgs) error { panic("boom") })
+	log := t.TempDir() + "/sluice.log"
+	err := f(&skel.CmdArgs{StdinData: []byte(`{"cniVersion":"1.0.0","name":"n","type":"sluice","logFile":"` + log + `"}`)})
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrInternal || !strings.Contains(cerr.Details, "boom") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestInvalidConfigIsDecodingError(t *testing.T) {
+	err := run((*Plugin).Add)(&skel.CmdArgs{StdinData: []byte(`{"cniVersion":"1.0.0","timeout":"x"}`)})
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrDecodingFailure {
+		t.Fatalf("err = %v", err)
+	}
+}
