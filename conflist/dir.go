@@ -35,8 +35,13 @@ type Pick struct {
 }
 
 // FindPrimary picks the primary network of dir as the runtime does: the
-// configuration files sorted lexically, the first one that loads. Files that
-// fail to load are logged and skipped.
+// configuration files sorted lexically (libcni ConfFiles + sort.Strings),
+// each loaded with ConfListFromFile (.conflist) or ConfFromFile (.conf,
+// .json), the first one that loads. Files that fail to load are logged and
+// skipped, as CRI-O (ocicni) and the old kubelet CNI code do. containerd
+// (go-cni loadFromConfDir) instead fails the whole load on such a file and
+// keeps its previous configuration, so there skipping is harmless: the file
+// we patch is the one containerd uses once the broken file is fixed or gone.
 func FindPrimary(dir string, log *slog.Logger) (Pick, error) {
 	files, err := libcni.ConfFiles(dir, confExtensions)
 	if err != nil {
