@@ -40,8 +40,9 @@ type Pick struct {
 // .json), the first one that loads. Files that fail to load are logged and
 // skipped, as CRI-O (ocicni) and the old kubelet CNI code do. containerd
 // (go-cni loadFromConfDir) instead fails the whole load on such a file and
-// keeps its previous configuration, so there skipping is harmless: the file
-// we patch is the one containerd uses once the broken file is fixed or gone.
+// keeps its previous configuration, so there skipping is harmless: once the
+// broken file is removed the file we patched is the primary, and once it is
+// fixed it is the primary and a watcher patches it.
 func FindPrimary(dir string, log *slog.Logger) (Pick, error) {
 	files, err := libcni.ConfFiles(dir, confExtensions)
 	if err != nil {
