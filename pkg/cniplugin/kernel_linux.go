@@ -46,6 +46,11 @@ func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	if err != nil {
 		return HostLink{}, fmt.Errorf("peer ifindex %d not in this namespace: %w", peer, err)
 	}
+	// An index is only unique per namespace: if the peer lives elsewhere,
+	// the same number may name an unrelated link here.
+	if _, ok := l.(*netlink.Veth); !ok {
+		return HostLink{}, fmt.Errorf("ifindex %d here is %s (%s), not the pod's veth peer; is the plugin running in the node's namespace?", peer, l.Attrs().Name, l.Type())
+	}
 	return HostLink{Name: l.Attrs().Name, Index: peer, Alias: l.Attrs().Alias}, nil
 }
 
