@@ -51,10 +51,12 @@ func run(verb func(*Plugin, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
 			Log:      log,
 			Now:      time.Now,
 		}
+		start := time.Now()
 		if err := verb(p, args); err != nil {
-			log.Error("failed", "err", err)
+			log.Error("failed", "err", err, "took", time.Since(start))
 			return err
 		}
+		log.Debug("done", "took", time.Since(start))
 		return nil
 	}
 }
@@ -69,5 +71,14 @@ func newLogger(logFile string) (*slog.Logger, func()) {
 			w, closer = f, func() { f.Close() }
 		}
 	}
-	return slog.New(slog.NewTextHandler(w, nil)), closer
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: logLevel()})), closer
+}
+
+// logLevel is Info unless SLUICE_CNI_DEBUG is set in the runtime's
+// environment (it reaches the plugin, which inherits it).
+func logLevel() slog.Level {
+	if os.Getenv("SLUICE_CNI_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
