@@ -172,9 +172,9 @@ func conversionTarget(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("list %s: %w", filepath.Dir(path), err)
 	}
-	lo, hi := min(path, target), max(path, target)
 	for _, f := range files {
-		if f > lo && f < hi {
+		// A target sorting before the .conf (a .json) can only move earlier.
+		if f > path && f < target {
 			return "", fmt.Errorf("convert %s: %s sorts between it and %s and would become the primary", path, f, target)
 		}
 	}
