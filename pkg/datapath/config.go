@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // Defaults. The port avoids flannel (8472) and Calico VXLAN (4789).
@@ -83,6 +84,21 @@ type Config struct {
 	// TunnelMTU overrides the tunnel MTU; 0 means uplink MTU - 50 (VXLAN
 	// over IPv4 overhead), so encapsulated packets are never fragmented.
 	TunnelMTU int
+	// ResyncPeriod is how long Apply trusts its record of what it applied
+	// before reading the kernel back in full (which repairs drift). 0 means
+	// DefaultResync; a negative value reads back on every Apply.
+	ResyncPeriod time.Duration
+}
+
+// DefaultResync bounds how long drift (a hand-deleted rule) survives when
+// Apply is called at least this often.
+const DefaultResync = 3 * time.Second
+
+func (c Config) resync() time.Duration {
+	if c.ResyncPeriod == 0 {
+		return DefaultResync
+	}
+	return c.ResyncPeriod
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -150,7 +166,10 @@ type Desired struct {
 type EgressState struct {
 	Name     string
 	EgressIP netip.Addr
-	ID       uint16 // mark id 1..MaxID, stable per egress IP (see AssignIDs)
+	// ID is the mark id 1..MaxID, stable per egress IP (see AssignIDs and
+	// CurrentIDs), or shared by Egresses with the same owner. 0 disables
+	// the redirect (the Pods fall back to their node IP).
+	ID uint16
 	// LocalPodIPs are the selected Pods on this node. Informational: the
 	// ipset holds AllPodIPs (see BuildIPSets).
 	LocalPodIPs []netip.Addr
@@ -189,10 +208,14 @@ func (d Desired) Validate(c Config) error {
 			if e.ID < 1 || e.ID > MaxID {
 				errs = append(errs, fmt.Errorf("egress %q: ID %d out of 1..%d", e.Name, e.ID, MaxID))
 			}
-			if ip, ok := ids[e.ID]; ok && ip != e.EgressIP {
-				errs = append(errs, fmt.Errorf("egress %q: ID %d already used by %v", e.Name, e.ID, ip))
+			// Egresses may share an id only when they share the owner: the
+			// id selects the route to the owner, nothing else (SNAT is
+			// decided by the owner's ipsets). Sharing keeps the rule list,
+			// which every routed packet walks, O(#owner nodes).
+			if owner, ok := ids[e.ID]; ok && owner != e.OwnerNodeIP {
+				errs = append(errs, fmt.Errorf("egress %q: ID %d already used for owner %v", e.Name, e.ID, owner))
 			}
-			ids[e.ID] = e.EgressIP
+			ids[e.ID] = e.OwnerNodeIP
 			if !e.OwnerNodeIP.Is4() || e.OwnerNodeIP == c.NodeIP {
 				errs = append(errs, fmt.Errorf("egress %q: OwnerNodeIP %v invalid for a remote owner", e.Name, e.OwnerNodeIP))
 			}

@@ -40,7 +40,7 @@ func TestEgressDatapath(t *testing.T) {
 	ext := extAddr + ":8080"
 	serveSource(t, tp.ext, ext)
 	serveSource(t, tp.pod2a, "10.244.2.2:8080")
-	d1, d2 := newDatapath(t, tp.node1, "192.0.2.11"), newDatapath(t, tp.node2, "192.0.2.12")
+	d1, d2 := newDatapath(t, tp.node1, "192.0.2.11", -1), newDatapath(t, tp.node2, "192.0.2.12", -1)
 
 	if got := seenAs(t, tp.pod1a, ext); got != "192.0.2.11" {
 		t.Fatalf("before Apply pod1a seen as %s, want node IP", got)
@@ -136,6 +136,24 @@ func TestEgressDatapath(t *testing.T) {
 		checkPaths(t)
 	})
 
+	t.Run("record skips read-back until resync", func(t *testing.T) {
+		const period = 300 * time.Millisecond
+		r := newDatapath(t, tp.node1, "192.0.2.11", period)
+		apply(t, tp.node1, r, desiredFor(false, 1)) // no record yet: full read
+		start := time.Now()
+		tp.node1.MustRun(t, "ip", "rule", "del", "prio", "9930")
+		if n := apply(t, tp.node1, r, desiredFor(false, 1)); n != 0 && time.Since(start) < period {
+			t.Errorf("within the period Apply read back and wrote %d", n)
+		}
+		time.Sleep(period)
+		if n := apply(t, tp.node1, r, desiredFor(false, 1)); n != 1 {
+			t.Errorf("after the period Apply made %d writes, want 1 (the rule)", n)
+		}
+		if got := seenAs(t, tp.pod1a, ext); got != "203.0.113.10" {
+			t.Errorf("seen as %s", got)
+		}
+	})
+
 	t.Run("restart converges without flushing", func(t *testing.T) {
 		conn, err := dialFrom(tp.pod1a, ext)
 		if err != nil {
@@ -145,7 +163,7 @@ func TestEgressDatapath(t *testing.T) {
 		if src, err := conn.ask(); err != nil || src != "203.0.113.10" {
 			t.Fatalf("before restart: %s %v", src, err)
 		}
-		r1 := newDatapath(t, tp.node1, "192.0.2.11")
+		r1 := newDatapath(t, tp.node1, "192.0.2.11", -1)
 		var ids map[netip.Addr]uint16
 		if err := tp.node1.Do(func() (err error) { ids, err = r1.CurrentIDs(context.Background()); return err }); err != nil {
 			t.Fatal(err)

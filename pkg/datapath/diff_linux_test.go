@@ -82,7 +82,7 @@ func TestSyncIPTables(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeIPT{tables: tc.tables}
 			d := &Datapath{cfg: c, ipt: f}
-			if err := d.syncIPTables(want); err != nil {
+			if err := d.syncIPTables(want, nil); err != nil {
 				t.Fatal(err)
 			}
 			all := strings.Join(f.restores, "")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -137,10 +138,15 @@ func sortedChainNames(m map[string][]string) []string {
 	return names
 }
 
-// syncIPTables makes every Sluice chain and jump match want.
-func (d *Datapath) syncIPTables(want Chains) error {
+// syncIPTables makes every Sluice chain and jump match want. A table whose
+// chains equal those in installed (the record of the last Apply, nil when
+// unknown) is not read back.
+func (d *Datapath) syncIPTables(want, installed Chains) error {
 	var errs []error
 	for _, table := range []string{"mangle", "nat"} {
+		if installed != nil && chainsEqual(installed[table], want[table]) {
+			continue
+		}
 		have, err := d.readTable(table)
 		if err != nil {
 			errs = append(errs, err)
@@ -197,4 +203,8 @@ func (d *Datapath) removeIPTables() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func chainsEqual(a, b map[string][]string) bool {
+	return maps.EqualFunc(a, b, func(x, y []string) bool { return slices.Equal(x, y) })
 }

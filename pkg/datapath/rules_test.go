@@ -55,13 +55,13 @@ func TestConfigValidate(t *testing.T) {
 
 func TestDesiredValidate(t *testing.T) {
 	c := testConfig()
-	ok := Desired{Egresses: []EgressState{{Name: "a", EgressIP: eip, ID: 1, OwnerNodeIP: n2}}}
+	ok := Desired{Egresses: []EgressState{{Name: "a", EgressIP: eip, ID: 1, OwnerNodeIP: n2}, {Name: "b", EgressIP: eip2, ID: 1, OwnerNodeIP: n2}}}
 	if err := ok.Validate(c); err != nil {
-		t.Fatal(err)
+		t.Fatalf("id shared by one owner rejected: %v", err)
 	}
 	for name, d := range map[string]Desired{
 		"id range":   {Egresses: []EgressState{{Name: "a", EgressIP: eip, ID: 4001, OwnerNodeIP: n2}}},
-		"id clash":   {Egresses: []EgressState{{Name: "a", EgressIP: eip, ID: 1, OwnerNodeIP: n2}, {Name: "b", EgressIP: eip2, ID: 1, OwnerNodeIP: n2}}},
+		"id clash":   {Egresses: []EgressState{{Name: "a", EgressIP: eip, ID: 1, OwnerNodeIP: n2}, {Name: "b", EgressIP: eip2, ID: 1, OwnerNodeIP: netip.MustParseAddr("192.0.2.13")}}},
 		"self owner": {Egresses: []EgressState{{Name: "a", EgressIP: eip, ID: 1, OwnerNodeIP: n1}}},
 		"dup name":   {Egresses: []EgressState{{Name: "a", EgressIP: eip, Local: true}, {Name: "a", EgressIP: eip, Local: true}}},
 		"remote pod": {RemotePods: []RemotePod{{IP: podB, NodeIP: n1}}},

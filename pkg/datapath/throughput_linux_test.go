@@ -48,7 +48,7 @@ func TestThroughput(t *testing.T) {
 		t.Skip("no iperf3")
 	}
 	tp := newTopo(t)
-	d1, d2 := newDatapath(t, tp.node1, "192.0.2.11"), newDatapath(t, tp.node2, "192.0.2.12")
+	d1, d2 := newDatapath(t, tp.node1, "192.0.2.11", -1), newDatapath(t, tp.node2, "192.0.2.12", -1)
 	apply(t, tp.node2, d2, desiredFor(true, 1))
 	apply(t, tp.node1, d1, desiredFor(false, 1))
 	srv := tp.ext.Cmd("iperf3", "-s", "-B", extAddr)

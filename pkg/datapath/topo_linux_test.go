@@ -193,12 +193,15 @@ func apply(t *testing.T, n *nstest.NS, d *Datapath, want Desired) int {
 	return writes
 }
 
-func newDatapath(t *testing.T, n *nstest.NS, nodeIP string) *Datapath {
+// newDatapath makes a Datapath for n. resync is Config.ResyncPeriod; most
+// tests use -1 so that every Apply reads the kernel back in full.
+func newDatapath(t *testing.T, n *nstest.NS, nodeIP string, resync time.Duration) *Datapath {
 	t.Helper()
 	var d *Datapath
 	err := n.Do(func() (err error) {
 		d, err = New(Config{Uplink: "eth0", NodeIP: netip.MustParseAddr(nodeIP),
-			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(clusterA), netip.MustParsePrefix(svcCIDR)}}, nil)
+			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(clusterA), netip.MustParsePrefix(svcCIDR)},
+			ResyncPeriod: resync}, nil)
 		return err
 	})
 	if err != nil {
