@@ -41,16 +41,20 @@ func rank(n int, q float64) int {
 
 // Results is what `make bench` records.
 type Results struct {
-	Runs            int     `json:"runs"`
-	AddWithout      Summary `json:"add_without_sluice"`
-	AddWith         Summary `json:"add_with_sluice"`
-	DelWithout      Summary `json:"del_without_sluice"`
-	DelWith         Summary `json:"del_with_sluice"`
-	AddOverheadMed  float64 `json:"cni_add_overhead_median_ms"`
-	AddOverheadP99  float64 `json:"cni_add_overhead_p99_ms"`
-	AddRatioMedian  float64 `json:"cni_add_ratio_median"`
-	DelOverheadMed  float64 `json:"cni_del_overhead_median_ms"`
-	DelOverheadP99  float64 `json:"cni_del_overhead_p99_ms"`
+	Runs           int     `json:"runs"`
+	AddWithout     Summary `json:"add_without_sluice"`
+	AddWith        Summary `json:"add_with_sluice"`
+	DelWithout     Summary `json:"del_without_sluice"`
+	DelWith        Summary `json:"del_with_sluice"`
+	AddOverheadMed float64 `json:"cni_add_overhead_median_ms"`
+	AddOverheadP99 float64 `json:"cni_add_overhead_p99_ms"`
+	AddRatioMedian float64 `json:"cni_add_ratio_median"`
+	DelOverheadMed float64 `json:"cni_del_overhead_median_ms"`
+	DelOverheadP99 float64 `json:"cni_del_overhead_p99_ms"`
+	// CPU time (user+sys) of the plugin processes of one ADD: a figure that
+	// load on a shared machine distorts far less than wall time.
+	AddCPUWithout   Summary `json:"add_cpu_without_sluice"`
+	AddCPUWith      Summary `json:"add_cpu_with_sluice"`
 	TargetMedianMax float64 `json:"target_add_overhead_median_ms"`
 	TargetP99Max    float64 `json:"target_add_overhead_p99_ms"`
 }
