@@ -1,0 +1,276 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicenet/sluice/helperd/alloc"
+	"github.com/sluicenet/sluice/helperd/registry"
+	"github.com/sluicenet/sluice/pkg/cniproto"
+	"github.com/sluicenet/sluice/pkg/datapath"
+	"github.com/sluicenet/sluice/pkg/election"
+	"github.com/sluicenet/sluice/pkg/gossip"
+	"k8s.io/client-go/tools/record"
+)
+
+// Datapath is the kernel side: one idempotent Apply of the whole state.
+type Datapath interface {
+	Apply(ctx context.Context, want datapath.Desired) error
+	Stats(ctx context.Context) (datapath.Stats, error)
+}
+
+// Members is the gossip view.
+type Members interface {
+	Members() []gossip.Member
+	Changes() <-chan struct{}
+}
+
+// Announcer sends gratuitous ARP for an IP this Node just took.
+type Announcer func(ctx context.Context, ip netip.Addr)
+
+// Agent runs the helper's reconcile loop.
+type Agent struct {
+	Self      string
+	NodeIP    netip.Addr
+	Log       *slog.Logger
+	Cache     *Cache
+	Datapath  Datapath
+	Members   Members // nil: this Node alone is alive
+	Registry  *registry.Registry
+	Allocator *alloc.Allocator
+	Status    *StatusWriter
+	Announce  Announcer // may be nil
+	Recorder  record.EventRecorder
+	Election  election.Policy
+	Resync    time.Duration
+	// PrevIDs are the mark ids found in the kernel at start.
+	PrevIDs map[netip.Addr]uint16
+	Metrics *Metrics // may be nil
+
+	trigger   chan struct{}
+	requested atomic.Uint64
+
+	mu       sync.Mutex
+	done     uint64
+	doneCh   chan struct{}
+	last     Plan
+	lastErr  error
+	pending  map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
+	held     map[netip.Addr]bool
+	statusCh chan Plan
+}
+
+// Init prepares the channels; Run calls it.
+func (a *Agent) init() {
+	a.trigger = make(chan struct{}, 1)
+	a.doneCh = make(chan struct{})
+	a.pending = map[cniproto.Key]cniproto.Attachment{}
+	a.held = map[netip.Addr]bool{}
+	a.statusCh = make(chan Plan, 1)
+	if a.Resync == 0 {
+		a.Resync = 2 * time.Second
+	}
+}
+
+// Poke asks for a reconcile without waiting.
+func (a *Agent) Poke() {
+	a.requested.Add(1)
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Sync asks for a reconcile and waits until one that started after the
+// request has applied the datapath.
+func (a *Agent) Sync(ctx context.Context) error {
+	gen := a.requested.Add(1)
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+	for {
+		a.mu.Lock()
+		done, ch, err := a.done, a.doneCh, a.lastErr
+		a.mu.Unlock()
+		if done >= gen {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the datapath: %w", ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// OnCNIAdd is the registry's OnAdd hook: it programs the Pod's egress
+// before the plugin's ADD is acknowledged, so that even the Pod's first
+// packet leaves with the right IP.
+func (a *Agent) OnCNIAdd(ctx context.Context, att cniproto.Attachment) error {
+	start := time.Now()
+	a.mu.Lock()
+	a.pending[att.Key] = att
+	a.mu.Unlock()
+	if att.PodNamespace != "" && att.PodName != "" {
+		a.Cache.EnsurePod(ctx, att.PodNamespace, att.PodName)
+	}
+	err := a.Sync(ctx)
+	a.Metrics.observeCNI("add", start, err)
+	return err
+}
+
+// Run runs until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	a.init()
+	if a.Registry != nil {
+		cancel := a.Registry.Subscribe(func(ev registry.Event) {
+			if ev.Type == registry.Added {
+				a.mu.Lock()
+				delete(a.pending, ev.Attachment.Key)
+				a.mu.Unlock()
+			}
+			a.Poke()
+		})
+		defer cancel()
+	}
+	a.Cache.OnChange(a.Poke)
+	go a.statusLoop(ctx)
+	var changes <-chan struct{}
+	if a.Members != nil {
+		changes = a.Members.Changes()
+	}
+	ticker := time.NewTicker(a.Resync)
+	defer ticker.Stop()
+	a.Poke()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.trigger:
+		case <-changes:
+			a.requested.Add(1)
+		case <-ticker.C:
+			a.requested.Add(1)
+		}
+		gen := a.requested.Load()
+		err := a.reconcile(ctx)
+		a.mu.Lock()
+		a.done, a.lastErr = gen, err
+		close(a.doneCh)
+		a.doneCh = make(chan struct{})
+		a.mu.Unlock()
+	}
+}
+
+func (a *Agent) reconcile(ctx context.Context) error {
+	start := time.Now()
+	a.mu.Lock()
+	pending := make([]cniproto.Attachment, 0, len(a.pending))
+	for _, att := range a.pending {
+		pending = append(pending, att)
+	}
+	prev := a.last.IDs
+	a.mu.Unlock()
+	if prev == nil {
+		prev = a.PrevIDs
+	}
+	var atts []cniproto.Attachment
+	if a.Registry != nil {
+		atts = a.Registry.List(ctx)
+	}
+	snap := a.Cache.Snapshot(a.Self, append(atts, pending...))
+	snap.Alive = a.alive()
+	snap.Election = a.Election
+	snap.PrevIDs = prev
+	plan := Compute(snap)
+
+	err := a.Datapath.Apply(ctx, plan.Desired)
+	if err != nil {
+		a.Log.Warn("apply datapath", "err", err)
+	}
+	a.Metrics.observeReconcile(start, err)
+	a.announceNew(ctx, plan.Desired.HeldIPs)
+
+	a.mu.Lock()
+	a.last = plan
+	a.mu.Unlock()
+	select { // hand the newest plan to the status writer, dropping a stale one
+	case <-a.statusCh:
+	default:
+	}
+	a.statusCh <- plan
+	return err
+}
+
+func (a *Agent) alive() []string {
+	if a.Members == nil {
+		return []string{a.Self}
+	}
+	out := []string{a.Self}
+	for _, m := range a.Members.Members() {
+		if m.Alive() && m.Name != a.Self {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+// announceNew sends gratuitous ARP for IPs this Node did not hold before.
+func (a *Agent) announceNew(ctx context.Context, held []netip.Addr) {
+	now := map[netip.Addr]bool{}
+	for _, ip := range held {
+		now[ip] = true
+		if !a.held[ip] && a.Announce != nil {
+			go a.Announce(ctx, ip)
+		}
+	}
+	a.held = now
+	a.Metrics.setHeld(len(now))
+}
+
+// statusLoop writes Egress status and runs the allocator, off the
+// datapath's path: API latency never delays a Pod's ADD.
+func (a *Agent) statusLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case plan := <-a.statusCh:
+			var errs []error
+			leader := a.isLeader()
+			if leader && a.Allocator != nil {
+				errs = append(errs, a.Allocator.Sync(ctx, a.Cache.Pools(), a.Cache.Egresses()))
+			}
+			if a.Status != nil {
+				errs = append(errs, a.Status.Write(ctx, plan, leader))
+			}
+			if err := errors.Join(errs...); err != nil && ctx.Err() == nil {
+				a.Log.Info("status write (will retry)", "err", err)
+				a.Metrics.allocError()
+				time.AfterFunc(500*time.Millisecond, a.Poke)
+			}
+		}
+	}
+}
+
+// isLeader tells whether this Node runs the allocator and writes status for
+// Egresses no Node holds. Every helper computes the same leader from the
+// alive members; two leaders (during a partition) are safe because the
+// allocator's writes are conditional.
+func (a *Agent) isLeader() bool {
+	return election.Owner("sluice/allocator", a.alive(), "", election.Rebalance) == a.Self
+}
+
+// LastPlan returns the last computed plan.
+func (a *Agent) LastPlan() Plan {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.last
+}

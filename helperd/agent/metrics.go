@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the helper's own Prometheus metrics. Per-Egress packet and
+// byte counters come from the kernel at scrape time (see collector.go).
+// A nil *Metrics is valid and records nothing.
+type Metrics struct {
+	heldIPs       prometheus.Gauge
+	failovers     prometheus.Counter
+	takeovers     prometheus.Counter
+	reconcileDur  prometheus.Histogram
+	reconcileErrs prometheus.Counter
+	cniRequests   *prometheus.CounterVec
+	cniLatency    *prometheus.HistogramVec
+	allocErrors   prometheus.Counter
+}
+
+// NewMetrics registers the metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		heldIPs: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_egress_ips_held",
+			Help: "Egress IPs this Node holds on its uplink."}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_failovers_total",
+			Help: "Egress IPs this Node took over from another Node."}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_takeovers_total",
+			Help: "Egress IPs this Node started holding that no Node held before."}),
+		reconcileDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_reconcile_duration_seconds",
+			Help: "Time to compute and apply the whole desired state.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		reconcileErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_reconcile_errors_total",
+			Help: "Reconciles whose datapath Apply returned an error."}),
+		cniRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_cni_requests_total",
+			Help: "CNI plugin requests handled, by verb and result."}, []string{"verb", "result"}),
+		cniLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_cni_request_duration_seconds",
+			Help: "Time from a CNI request to its reply, by verb.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12)}, []string{"verb"}),
+		allocErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_allocation_errors_total",
+			Help: "Allocation or status writes that failed and will be retried."}),
+	}
+	reg.MustRegister(m.heldIPs, m.failovers, m.takeovers, m.reconcileDur, m.reconcileErrs,
+		m.cniRequests, m.cniLatency, m.allocErrors)
+	return m
+}
+
+func (m *Metrics) setHeld(n int) {
+	if m != nil {
+		m.heldIPs.Set(float64(n))
+	}
+}
+
+func (m *Metrics) failover() {
+	if m != nil {
+		m.failovers.Inc()
+	}
+}
+
+func (m *Metrics) takeover() {
+	if m != nil {
+		m.takeovers.Inc()
+	}
+}
+
+func (m *Metrics) allocError() {
+	if m != nil {
+		m.allocErrors.Inc()
+	}
+}
+
+func (m *Metrics) observeReconcile(start time.Time, err error) {
+	if m == nil {
+		return
+	}
+	m.reconcileDur.Observe(time.Since(start).Seconds())
+	if err != nil {
+		m.reconcileErrs.Inc()
+	}
+}
+
+func (m *Metrics) observeCNI(verb string, start time.Time, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.cniRequests.WithLabelValues(verb, result).Inc()
+	m.cniLatency.WithLabelValues(verb).Observe(time.Since(start).Seconds())
+}

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicenet/sluice/helperd/egstatus"
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/record"
+)
+
+// StatusWriter writes egressNode, egressIP and IPAssigned.
+//
+// Who writes what:
+//   - the Node that holds an IP writes itself as egressNode, IPAssigned=True;
+//   - a Node that stops holding an IP while status still names it writes the
+//     unassigned status, conditional on the object not having changed (so it
+//     never overwrites the new holder's claim);
+//   - the leader writes IPAssigned=False for Egresses that no Node holds.
+type StatusWriter struct {
+	Self     string
+	Client   versioned.Interface
+	Cache    *Cache
+	Recorder record.EventRecorder // may be nil
+	Metrics  *Metrics
+	Now      func() time.Time
+}
+
+// Write brings the status of every Egress in the plan up to date.
+func (w *StatusWriter) Write(ctx context.Context, plan Plan, leader bool) error {
+	var errs []error
+	for _, ep := range plan.Egresses {
+		eg := w.Cache.Egress(ep.Name)
+		if eg == nil || !ep.IP.IsValid() {
+			continue
+		}
+		if err := w.writeOne(ctx, eg, ep, leader); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (w *StatusWriter) writeOne(ctx context.Context, eg *v1alpha1.Egress, ep EgressPlan, leader bool) error {
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	var want egstatus.Assignment
+	rv := ""
+	switch {
+	case ep.Owner == w.Self:
+		msg := fmt.Sprintf("egress IP %s is held by Node %s", ep.IP, w.Self)
+		want = egstatus.Assignment{EgressNode: w.Self, EgressIP: ep.IP.String(),
+			Assigned: egstatus.Condition(eg.Status.Conditions, v1alpha1.IPAssigned, true, v1alpha1.ReasonAssigned, msg, eg.Generation, now())}
+	case ep.Owner == "" && (eg.Status.EgressNode == w.Self || leader):
+		if eg.Status.EgressNode == w.Self {
+			rv = eg.ResourceVersion // give up only what is still ours
+		}
+		reason := ep.Reason
+		if reason == "" {
+			reason = v1alpha1.ReasonNoEligibleNode
+		}
+		want = egstatus.Assignment{EgressIP: ep.IP.String(),
+			Assigned: egstatus.Condition(eg.Status.Conditions, v1alpha1.IPAssigned, false, reason,
+				ep.Message+"; its Pods leave with their Node's IP", eg.Generation, now())}
+	default:
+		return nil // another Node holds it and writes its own status
+	}
+	if current, ok := egstatus.Find(eg.Status.Conditions, v1alpha1.IPAssigned); ok &&
+		egstatus.Same(current, want.Assigned) && eg.Status.EgressNode == want.EgressNode && eg.Status.EgressIP == want.EgressIP {
+		return nil
+	}
+	if err := egstatus.ApplyAssignment(ctx, w.Client, eg.Name, rv, want); err != nil {
+		return err
+	}
+	w.event(eg, want)
+	return nil
+}
+
+func (w *StatusWriter) event(eg *v1alpha1.Egress, want egstatus.Assignment) {
+	prev := eg.Status.EgressNode
+	switch {
+	case want.EgressNode != "" && prev == want.EgressNode:
+		return
+	case want.EgressNode != "" && prev != "":
+		w.Metrics.failover()
+		w.record(eg, corev1.EventTypeNormal, "FailedOver", "egress IP %s moved from Node %s to Node %s", want.EgressIP, prev, want.EgressNode)
+	case want.EgressNode != "":
+		w.Metrics.takeover()
+		w.record(eg, corev1.EventTypeNormal, "Assigned", "egress IP %s assigned to Node %s", want.EgressIP, want.EgressNode)
+	case prev != "" || eg.Status.EgressIP == "":
+		w.record(eg, corev1.EventTypeWarning, "Unassigned", "egress IP %s is held by no Node: %s", want.EgressIP, want.Assigned.Message)
+	}
+}
+
+func (w *StatusWriter) record(eg *v1alpha1.Egress, typ, reason, format string, args ...any) {
+	if w.Recorder != nil {
+		w.Recorder.Eventf(eg, typ, reason, format, args...)
+	}
+}
