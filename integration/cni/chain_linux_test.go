@@ -308,3 +308,54 @@ func TestHelperRestartRebuilds(t *testing.T) {
 		t.Fatalf("CHECK after restart: %v", err)
 	}
 }
+
+// TestCheckFailsWithoutTagOrHelperRecord removes, one at a time, the two
+// things CHECK verifies: the helper's record and the veth's tag.
+func TestCheckFailsWithoutTagOrHelperRecord(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := ctxT(t)
+	e := NewEnv(t, bins, "check")
+	e.StartHelper(t)
+	l := e.Conflist(t, ConflistOpts{CNIVersion: "1.0.0", Primary: PTP})
+	p := e.NewPod(t, "ck")
+	if _, err := e.Add(ctx, l, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Check(ctx, l, p); err != nil {
+		t.Fatalf("CHECK of a fresh attachment: %v", err)
+	}
+	key := cniproto.Key{ContainerID: p.RT.ContainerID, IfName: p.RT.IfName}
+	c := &cniproto.Client{Path: e.Socket}
+	if _, err := c.Do(ctx, cniproto.Request{Kind: cniproto.KindDel, Key: &key}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Check(ctx, l, p); err == nil || !strings.Contains(err.Error(), "does not know") {
+		t.Fatalf("CHECK with the helper's record gone: %v", err)
+	}
+	// Put the record back, then strip the tag from the veth.
+	got := listHelper(t, e)
+	if len(got) != 0 {
+		t.Fatalf("helper still knows %v", keys(got))
+	}
+	if err := e.In(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, lk := range links {
+			if cniproto.IsTag(lk.Attrs().Alias) {
+				a, _ := cniproto.ParseTag(lk.Attrs().Alias)
+				if _, err := c.Do(ctx, cniproto.Request{Kind: cniproto.KindAdd, Attachment: &a}); err != nil {
+					return err
+				}
+				return netlink.LinkSetAlias(lk, "")
+			}
+		}
+		return errors.New("no tagged link")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Check(ctx, l, p); err == nil || !strings.Contains(err.Error(), "not tagged") {
+		t.Fatalf("CHECK with the tag gone: %v", err)
+	}
+}
