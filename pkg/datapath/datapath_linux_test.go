@@ -139,7 +139,7 @@ func TestEgressDatapath(t *testing.T) {
 	t.Run("record skips read-back until resync", func(t *testing.T) {
 		const period = 1500 * time.Millisecond
 		r := newDatapath(t, tp.node1, "192.0.2.11", period)
-		t0 := time.Now() // the record is dated from the start of Apply
+		t0 := time.Now()                            // the record is dated from the start of Apply
 		apply(t, tp.node1, r, desiredFor(false, 1)) // no record yet: full read
 		tp.node1.MustRun(t, "ip", "rule", "del", "prio", "9930")
 		n := apply(t, tp.node1, r, desiredFor(false, 1))
