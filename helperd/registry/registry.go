@@ -228,3 +228,18 @@ func (r *Registry) Restore(ctx context.Context, found []Attachment) error {
 	}
 	return errors.Join(errs...)
 }
+
+// untagged returns the keys of have that are not among tagged.
+func untagged(have, tagged []Attachment) []Key {
+	in := make(map[Key]bool, len(tagged))
+	for _, a := range tagged {
+		in[a.Key] = true
+	}
+	var out []Key
+	for _, a := range have {
+		if !in[a.Key] {
+			out = append(out, a.Key)
+		}
+	}
+	return out
+}

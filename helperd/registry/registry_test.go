@@ -139,3 +139,15 @@ func TestServesCNIProto(t *testing.T) {
 		t.Fatalf("status %+v %v", resp, err)
 	}
 }
+
+func TestUntagged(t *testing.T) {
+	have := []Attachment{att("a"), att("b"), att("c")}
+	tagged := []Attachment{att("b"), att("z")}
+	got := untagged(have, tagged)
+	if len(got) != 2 || got[0].ContainerID != "a" || got[1].ContainerID != "c" {
+		t.Fatalf("untagged = %v", got)
+	}
+	if got := untagged(nil, tagged); len(got) != 0 {
+		t.Fatalf("untagged(nil) = %v", got)
+	}
+}

@@ -41,11 +41,18 @@ func ScanTagged() ([]Attachment, error) {
 
 // Start fills the registry as a starting helper must: first the kernel's
 // tags (the state that exists), then the spool (what happened while no
-// helper listened, in order, so a spooled DEL wins over a tag).
+// helper listened, in order, so a spooled DEL wins over a tag). Finally it
+// drops what the spool added but the kernel no longer has: the plugin tags
+// the veth before it reports, so an untagged spooled ADD is a Pod whose
+// veth is gone without a DEL reaching us.
 func (r *Registry) Start(ctx context.Context, spoolDir string) error {
 	found, serr := ScanTagged()
 	rerr := r.Restore(ctx, found)
 	n, perr := r.ReplaySpool(ctx, spoolDir)
-	r.opts.Log.Info("registry started", "tagged", len(found), "replayed", n)
+	stale := untagged(r.List(ctx), found)
+	for _, k := range stale {
+		_ = r.Del(ctx, k)
+	}
+	r.opts.Log.Info("registry started", "tagged", len(found), "replayed", n, "stale", len(stale))
 	return errors.Join(serr, rerr, perr)
 }

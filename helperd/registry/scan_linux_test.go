@@ -38,6 +38,11 @@ func TestStartFromTagsAndSpool(t *testing.T) {
 	if _, err := cniproto.WriteSpool(spool, cniproto.Request{Kind: cniproto.KindDel, Key: &gone.Key}, timeNow()); err != nil {
 		t.Fatal(err)
 	}
+	// A spooled ADD whose veth is gone (no tag anywhere) must not survive.
+	ghost := cniproto.Attachment{Key: cniproto.Key{ContainerID: "c-ghost", IfName: "eth0"}, PodIPs: []string{"10.244.0.7"}}
+	if _, err := cniproto.WriteSpool(spool, cniproto.Request{Kind: cniproto.KindAdd, Attachment: &ghost}, timeNow()); err != nil {
+		t.Fatal(err)
+	}
 	r := New(Options{Log: quiet()})
 	if err := node.Do(func() error { return r.Start(context.Background(), spool) }); err != nil {
 		t.Fatal(err)
