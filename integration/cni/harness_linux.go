@@ -118,6 +118,9 @@ func (e *Env) Conflist(t testing.TB, o ConflistOpts) *libcni.NetworkConfigList {
 	if !o.NoSluice {
 		s := map[string]any{"type": "sluice", "socket": e.Socket, "spoolDir": e.Spool,
 			"logFile": filepath.Join(e.Dir, "sluice.log"), "failClosed": o.FailClosed}
+		if f := os.Getenv("SLUICE_CNI_LOG"); f != "" {
+			s["logFile"] = f // keep the plugin's log past the test, for debugging
+		}
 		if o.Timeout != "" {
 			s["timeout"] = o.Timeout
 		}
