@@ -134,6 +134,10 @@ func (c Config) Validate() error {
 	if !c.NodeIP.Is4() {
 		errs = append(errs, fmt.Errorf("NodeIP %v: must be an IPv4 address (IPv6 is not supported yet)", c.NodeIP))
 	}
+	if len(c.ClusterCIDRs) == 0 {
+		// Without them Pod↔Pod traffic of selected Pods would be redirected.
+		errs = append(errs, errors.New("ClusterCIDRs: at least the Pod CIDRs are required"))
+	}
 	for _, p := range c.ClusterCIDRs {
 		if !p.IsValid() || !p.Addr().Is4() {
 			errs = append(errs, fmt.Errorf("ClusterCIDRs: %v is not an IPv4 prefix", p))

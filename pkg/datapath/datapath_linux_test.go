@@ -259,5 +259,9 @@ func TestEgressDatapath(t *testing.T) {
 		if got := seenAs(t, tp.pod1a, ext); got != "192.0.2.11" {
 			t.Errorf("after uninstall seen as %s, want node IP", got)
 		}
+		before := d1.writes
+		if err := tp.node1.Do(func() error { return d1.Uninstall(context.Background()) }); err != nil || d1.writes != before {
+			t.Errorf("second Uninstall: %v, %d writes", err, d1.writes-before)
+		}
 	})
 }

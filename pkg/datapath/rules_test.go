@@ -39,6 +39,7 @@ func TestConfigValidate(t *testing.T) {
 		{"Uplink", func(c *Config) { c.Uplink = "enp0s31f6abcd" }},
 		{"NodeIP", func(c *Config) { c.NodeIP = netip.MustParseAddr("2001:db8::1") }},
 		{"ClusterCIDRs", func(c *Config) { c.ClusterCIDRs = []netip.Prefix{{}} }},
+		{"ClusterCIDRs", func(c *Config) { c.ClusterCIDRs = nil }},
 		{"TunnelMTU", func(c *Config) { c.TunnelMTU = 100 }},
 	} {
 		c := good
