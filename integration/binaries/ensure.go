@@ -88,7 +88,11 @@ func build(ctx context.Context, tool Tool, s step) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, goBin, "build", "-C", s.dir, "-trimpath", "-o", tmp, s.pkg)
+	args := []string{"build", "-C", s.dir, "-trimpath", "-o", tmp}
+	if s.ldflags != "" {
+		args = append(args, "-ldflags="+s.ldflags)
+	}
+	cmd := exec.CommandContext(ctx, goBin, append(args, s.pkg)...)
 	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false", "GOWORK=off")
 	// Own process group, killed with the caller: nothing outlives the test.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

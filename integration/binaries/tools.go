@@ -7,6 +7,7 @@ package binaries
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 )
 
 // Tool names one program (or, for CNIPlugins, one directory of programs)
@@ -47,19 +48,44 @@ type spec struct {
 	cacheKey string   // directory under .cache/bin, carries the versions
 	outputs  []output // what to build into that directory
 	isDir    bool     // Ensure returns the directory rather than the file
+	ldflags  string   // passed to go build -ldflags
 }
+
+// kubeLDFlags stamps the version the way Kubernetes' own release build
+// does (hack/lib/version.sh). Without it a module build reports
+// v0.0.0-master, which kubectl's skew check and /version would show.
+var kubeLDFlags = func() string {
+	var flags []string
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		flags = append(flags,
+			"-X "+pkg+".gitVersion="+KubernetesVersion,
+			"-X "+pkg+".gitMajor="+kubeMajor,
+			"-X "+pkg+".gitMinor="+kubeMinor,
+			"-X "+pkg+".gitTreeState=clean",
+		)
+	}
+	return strings.Join(flags, " ")
+}()
+
+// kubeMajor and kubeMinor are KubernetesVersion's parts, for kubeLDFlags.
+const (
+	kubeMajor = "1"
+	kubeMinor = "37"
+)
 
 // specs is the whole build recipe, as data. kube-apiserver and kubectl
 // share a cache directory because they come from one module at one version.
 var specs = map[Tool]spec{
 	KubeAPIServer: {
 		module:   "kube",
-		cacheKey: "k8s-" + KubernetesVersion,
+		cacheKey: "kubernetes-" + KubernetesVersion,
+		ldflags:  kubeLDFlags,
 		outputs:  []output{{"kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"}},
 	},
 	Kubectl: {
 		module:   "kube",
-		cacheKey: "k8s-" + KubernetesVersion,
+		cacheKey: "kubernetes-" + KubernetesVersion,
+		ldflags:  kubeLDFlags,
 		outputs:  []output{{"kubectl", "k8s.io/kubernetes/cmd/kubectl"}},
 	},
 	Etcd: {
@@ -85,9 +111,10 @@ var specs = map[Tool]spec{
 // step is one `go build` to run: package pkg of the module in dir, written
 // to out.
 type step struct {
-	dir string
-	pkg string
-	out string
+	dir     string
+	pkg     string
+	out     string
+	ldflags string
 }
 
 // plan is the pure part of Ensure: for a repository root, the path Ensure
@@ -100,9 +127,10 @@ func plan(root string, tool Tool) (result string, steps []step, err error) {
 	cache := filepath.Join(root, ".cache", "bin", s.cacheKey)
 	for _, o := range s.outputs {
 		steps = append(steps, step{
-			dir: filepath.Join(root, "integration", "tools", s.module),
-			pkg: o.pkg,
-			out: filepath.Join(cache, o.name),
+			dir:     filepath.Join(root, "integration", "tools", s.module),
+			pkg:     o.pkg,
+			out:     filepath.Join(cache, o.name),
+			ldflags: s.ldflags,
 		})
 	}
 	if s.isDir {

@@ -14,8 +14,8 @@ func TestPlan(t *testing.T) {
 		wantOuts   []string
 		wantDir    string
 	}{
-		{KubeAPIServer, "/r/.cache/bin/k8s-v1.37.2/kube-apiserver", []string{"kube-apiserver"}, "/r/integration/tools/kube"},
-		{Kubectl, "/r/.cache/bin/k8s-v1.37.2/kubectl", []string{"kubectl"}, "/r/integration/tools/kube"},
+		{KubeAPIServer, "/r/.cache/bin/kubernetes-v1.37.2/kube-apiserver", []string{"kube-apiserver"}, "/r/integration/tools/kube"},
+		{Kubectl, "/r/.cache/bin/kubernetes-v1.37.2/kubectl", []string{"kubectl"}, "/r/integration/tools/kube"},
 		{Etcd, "/r/.cache/bin/etcd-v3.7.3/etcd", []string{"etcd"}, "/r/integration/tools/etcd"},
 		{CNIPlugins, "/r/.cache/bin/cni-plugins-v1.9.1-cnitool-v1.3.0",
 			[]string{"bridge", "ptp", "host-local", "loopback", "portmap", "cnitool"}, "/r/integration/tools/cni"},
@@ -41,6 +41,13 @@ func TestPlan(t *testing.T) {
 				}
 			}
 		})
+	}
+	_, steps, _ := plan("/r", KubeAPIServer)
+	if !strings.Contains(steps[0].ldflags, "k8s.io/component-base/version.gitVersion=v1.37.2") {
+		t.Errorf("kube-apiserver is not stamped with its version: %q", steps[0].ldflags)
+	}
+	if !strings.HasPrefix(KubernetesVersion, "v"+kubeMajor+"."+kubeMinor+".") {
+		t.Errorf("kubeMajor/kubeMinor %s.%s do not match %s", kubeMajor, kubeMinor, KubernetesVersion)
 	}
 	if _, _, err := plan("/r", "nope"); err == nil {
 		t.Error("plan of an unknown tool succeeded")
