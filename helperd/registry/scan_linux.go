@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/sluicenet/sluice/pkg/cniplugin"
 	"github.com/sluicenet/sluice/pkg/cniproto"
@@ -18,13 +21,15 @@ func removeFile(path string) error {
 }
 
 // ScanTagged rebuilds attachments from the aliases of the host veths in the
-// current network namespace. The tag holds the identity; the link gives
-// the veth name and index. The netns path is not in the kernel tag.
+// current network namespace. The tag holds the identity; the link gives the
+// veth name and index, and its peer's nsid gives back the netns path when
+// the namespace is bind-mounted under NetnsDirs.
 func ScanTagged() ([]Attachment, error) {
 	links, err := cniplugin.TaggedLinks()
-	if err != nil {
+	if err != nil || len(links) == 0 {
 		return nil, err
 	}
+	paths := netnsPaths(NetnsDirs...)
 	var out []Attachment
 	var errs []error
 	for _, l := range links {
@@ -33,10 +38,43 @@ func ScanTagged() ([]Attachment, error) {
 			errs = append(errs, fmt.Errorf("link %s: %w", l.Name, err))
 			continue
 		}
-		a.HostVeth, a.HostIfIndex = l.Name, l.Index
+		a.HostVeth, a.HostIfIndex, a.Netns = l.Name, l.Index, paths[l.PeerNetNsID]
 		out = append(out, a)
 	}
 	return out, errors.Join(errs...)
+}
+
+// NetnsDirs are where runtimes bind-mount Pod namespaces (containerd and
+// CRI-O use /var/run/netns, which is /run/netns on most distributions).
+var NetnsDirs = []string{"/run/netns", "/var/run/netns"}
+
+// netnsPaths maps the nsids this namespace has for the named namespaces in
+// dirs to their paths, so a tagged veth's peer nsid gives back the netns
+// path the plugin was called with. Namespaces without an nsid are skipped.
+func netnsPaths(dirs ...string) map[int]string {
+	out := map[int]string{}
+	for _, d := range dirs {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			p := filepath.Join(d, e.Name())
+			f, err := os.Open(p)
+			if err != nil {
+				continue
+			}
+			id, err := netlink.GetNetNsIdByFd(int(f.Fd()))
+			f.Close()
+			if err != nil || id < 0 {
+				continue
+			}
+			if _, seen := out[id]; !seen {
+				out[id] = p
+			}
+		}
+	}
+	return out
 }
 
 // Start fills the registry as a starting helper must: first the kernel's

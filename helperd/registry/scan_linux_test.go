@@ -52,7 +52,7 @@ func TestStartFromTagsAndSpool(t *testing.T) {
 		t.Fatalf("registry %+v, want only c-keep", got)
 	}
 	g := got[0]
-	if g.Key != keep.Key || g.HostVeth != "vethA" || g.HostIfIndex == 0 || g.PodUID != keep.PodUID || g.PodName != "web" || g.PodIPs[0] != "10.244.0.5" {
+	if g.Key != keep.Key || g.HostVeth != "vethA" || g.HostIfIndex == 0 || g.PodUID != keep.PodUID || g.PodName != "web" || g.PodIPs[0] != "10.244.0.5" || g.Netns != pod.Path {
 		t.Fatalf("rebuilt %+v", g)
 	}
 }

@@ -300,7 +300,7 @@ func TestHelperRestartRebuilds(t *testing.T) {
 		t.Fatalf("after restart helper knows %v, want %s and %s", keys(got), pa.RT.ContainerID, pc.RT.ContainerID)
 	}
 	for _, a := range got {
-		if a.HostVeth == "" || len(a.PodIPs) != 1 || a.PodName == "" {
+		if a.HostVeth == "" || len(a.PodIPs) != 1 || a.PodName == "" || a.Netns != map[string]string{pa.RT.ContainerID: pa.NS.Path, pc.RT.ContainerID: pc.NS.Path}[a.ContainerID] {
 			t.Fatalf("rebuilt attachment incomplete: %+v", a)
 		}
 	}

@@ -81,7 +81,7 @@ func TaggedLinks() ([]HostLink, error) {
 	var out []HostLink
 	for _, l := range links {
 		if a := l.Attrs(); cniproto.IsTag(a.Alias) {
-			out = append(out, HostLink{Name: a.Name, Index: a.Index, Alias: a.Alias})
+			out = append(out, HostLink{Name: a.Name, Index: a.Index, Alias: a.Alias, PeerNetNsID: a.NetNsID})
 		}
 	}
 	return out, nil

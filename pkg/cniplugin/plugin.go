@@ -25,6 +25,9 @@ type HostLink struct {
 	Name  string
 	Index int
 	Alias string
+	// PeerNetNsID is the nsid (in the caller's namespace) of the namespace
+	// holding the veth's peer, or -1; only TaggedLinks fills it.
+	PeerNetNsID int
 }
 
 // Kernel is the little the plugin needs from netlink.
