@@ -6,7 +6,10 @@
 // The ring is Antrea's: crc32 (IEEE) of strconv.Itoa(i)+member for
 // VirtualNodes virtual nodes per member, keyed by the IP string. A member
 // leaving only moves the IPs it owned; a member joining takes about
-// 1/(N+1) of the IPs and moves nothing else.
+// 1/(N+1) of the IPs and moves nothing else. One deliberate difference: on a
+// crc32 collision of two virtual nodes Antrea keeps whichever member was
+// added last (input order); here the smaller name wins, so every helper
+// agrees whatever order its member list comes in.
 //
 // Two policies decide what happens when a Node comes back:
 //

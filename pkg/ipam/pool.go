@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 )
 
 // ErrPoolExhausted means every IP of the pool is in use.
@@ -44,6 +46,11 @@ func (p *Pool) Contains(ip netip.Addr) bool {
 // status.usage.used figure.
 func (p *Pool) Used(used []netip.Addr) int64 {
 	return int64(len(p.inPool(used)))
+}
+
+// Usage is the pool's status.usage for the IPs in use.
+func (p *Pool) Usage(used []netip.Addr) v1alpha1.IPPoolUsage {
+	return v1alpha1.IPPoolUsage{Total: p.Total(), Used: p.Used(used)}
 }
 
 // Next returns the lowest IP of the pool that is not in used, or

@@ -93,6 +93,10 @@ func TestUsed(t *testing.T) {
 	if got != 2 {
 		t.Errorf("Used = %d, want 2", got)
 	}
+	u := p.Usage(addrs("192.0.2.1", "192.0.2.1", "203.0.113.1"))
+	if u != (v1alpha1.IPPoolUsage{Total: 6, Used: 1}) {
+		t.Errorf("Usage = %+v, want total 6 used 1", u)
+	}
 }
 
 func BenchmarkNext1000UsedInSlash8(b *testing.B) {
