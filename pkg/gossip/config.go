@@ -45,30 +45,35 @@ type Config struct {
 // Tuning holds memberlist's timing knobs. See the package doc for the
 // detection time and the loss-safety reasoning behind the defaults.
 type Tuning struct {
-	// ProbeInterval: each member probes one peer this often. 200 ms (not
+	// ProbeInterval: each member probes one peer this often. 150 ms (not
 	// memberlist's 1 s) is what brings detection under a second; the cost
-	// is 5 small UDP probes/s per member.
+	// is ~7 small UDP probes/s per member.
 	ProbeInterval time.Duration
 	// ProbeTimeout: wait this long for a direct ack before asking peers
-	// to probe indirectly. 100 ms is far above LAN RTT (<1 ms) and leaves
-	// half the interval for the indirect and TCP probes.
+	// to probe indirectly. 80 ms is far above LAN RTT (<1 ms) yet tolerates
+	// a busy scheduler, and leaves the rest of the interval for the
+	// indirect and TCP probes.
 	ProbeTimeout time.Duration
-	// SuspicionMult: the suspicion timeout is SuspicionMult ×
-	// max(1, log10(n)) × ProbeInterval. 2 gives 400 ms for n < 10 and,
-	// because Lifeguard expects SuspicionMult-2 = 0 confirmations, the
-	// timer starts at that minimum instead of waiting for other probers.
+	// SuspicionMult: the minimum suspicion timeout is SuspicionMult ×
+	// max(1, log10(n)) × ProbeInterval = 450 ms for n < 10. With 3,
+	// Lifeguard expects SuspicionMult-2 = 1 independent confirmation: a
+	// member is declared dead after the minimum only if a second member
+	// also failed to reach it (which, for a really dead Node, happens
+	// within the minimum). A lone accuser, one whose packets were lost or
+	// whose target was briefly starved of CPU, waits the maximum instead.
+	// (SuspicionMult 2 had no confirmation and gave false deaths in the
+	// kernel test on an overloaded box.)
 	SuspicionMult int
-	// SuspicionMaxTimeoutMult bounds the Lifeguard timeout at this many
-	// times the minimum. With SuspicionMult 2 it is not used (no
-	// confirmations expected); kept at memberlist's 6 for larger
-	// SuspicionMult values.
+	// SuspicionMaxTimeoutMult: an unconfirmed suspicion lasts this many
+	// times the minimum: 4 × 450 ms = 1.8 s for the suspected member to
+	// refute, which covers dozens of retransmissions and CPU stalls.
 	SuspicionMaxTimeoutMult int
 	// IndirectChecks: peers asked to probe a member that missed its
 	// direct ack. 3 paths make one lost packet harmless.
 	IndirectChecks int
 	// GossipInterval: how often queued messages (suspect, alive, dead) are
 	// sent. 50 ms lets a suspected member hear of it and refute well inside
-	// the 400 ms suspicion timeout.
+	// the 450 ms minimum suspicion timeout.
 	GossipInterval time.Duration
 	// GossipNodes: peers each gossip round goes to.
 	GossipNodes int
@@ -82,7 +87,9 @@ type Tuning struct {
 	// PushPullInterval: full state exchange over TCP, the anti-entropy
 	// that repairs anything gossip missed. Cheap on small clusters.
 	PushPullInterval time.Duration
-	// TCPTimeout bounds join and push/pull connections. LAN: 1 s is ample.
+	// TCPTimeout bounds join and push/pull connections. 3 s, not 1 s:
+	// Linux retransmits a lost SYN after 1 s, and under 2% loss a 1 s
+	// timeout made push/pull fail every few seconds in the kernel test.
 	TCPTimeout time.Duration
 	// AwarenessMaxMultiplier: Lifeguard lets a member that is itself
 	// unhealthy (its probes go unanswered) stretch its probe interval up
@@ -97,17 +104,17 @@ type Tuning struct {
 // DefaultTuning is the fast-detection tuning; see the package doc.
 func DefaultTuning() Tuning {
 	return Tuning{
-		ProbeInterval:           200 * time.Millisecond,
-		ProbeTimeout:            100 * time.Millisecond,
-		SuspicionMult:           2,
-		SuspicionMaxTimeoutMult: 6,
+		ProbeInterval:           150 * time.Millisecond,
+		ProbeTimeout:            80 * time.Millisecond,
+		SuspicionMult:           3,
+		SuspicionMaxTimeoutMult: 4,
 		IndirectChecks:          3,
 		GossipInterval:          50 * time.Millisecond,
 		GossipNodes:             3,
 		RetransmitMult:          6,
 		GossipToTheDeadTime:     10 * time.Second,
 		PushPullInterval:        10 * time.Second,
-		TCPTimeout:              time.Second,
+		TCPTimeout:              3 * time.Second,
 		AwarenessMaxMultiplier:  8,
 		RejoinInterval:          2 * time.Second,
 	}
@@ -245,36 +252,39 @@ func memberlistConfig(c Config) (*memberlist.Config, error) {
 // Detection is the modelled time from a member's death to the others
 // marking it dead, for one cluster size.
 type Detection struct {
-	Suspicion time.Duration // suspicion timeout (memberlist's formula)
-	Mean      time.Duration // first probe + failed probe + suspicion, mean
-	P99       time.Duration // the same at the 99th percentile
+	Suspicion    time.Duration // suspicion timeout once confirmed (memberlist's minimum)
+	MaxSuspicion time.Duration // an unconfirmed suspicion: the time a wrongly suspected member has to refute
+	Mean         time.Duration // first probe + failed probe + suspicion, mean
+	P99          time.Duration // the same at the 99th percentile
 }
 
 // DetectionBounds models detection in a cluster of n members (see the
 // package doc). Each of the n-1 survivors probes the dead member once per
 // n-1 intervals at a random phase, so the first probe comes after the
 // minimum of n-1 uniform draws on [0, (n-1)·ProbeInterval). The failed
-// probe takes one ProbeInterval, then the suspicion timer runs. It mirrors
-// memberlist's suspicionTimeout and ignores gossip latency (tens of ms) and
-// Lifeguard awareness.
+// probe takes one ProbeInterval, then the suspicion timer runs; a second
+// survivor's confirmation arrives within the minimum timeout, so the
+// minimum applies. It mirrors memberlist's suspicionTimeout and ignores
+// gossip latency (tens of ms) and Lifeguard awareness.
 func DetectionBounds(t Tuning, n int) Detection {
 	t = t.withDefaults()
 	scale := math.Max(1, math.Log10(math.Max(1, float64(n))))
-	susp := time.Duration(t.SuspicionMult) * time.Duration(scale*1000) * t.ProbeInterval / 1000
-	if t.SuspicionMult-2 >= 1 && n-2 >= t.SuspicionMult-2 {
-		// Lifeguard starts at the max and needs confirmations to shrink.
-		susp *= time.Duration(t.SuspicionMaxTimeoutMult)
+	minS := (time.Duration(t.SuspicionMult) * time.Duration(scale*1000) * t.ProbeInterval / 1000).Round(time.Millisecond)
+	maxS := minS
+	if k := t.SuspicionMult - 2; k >= 1 && n-2 >= k {
+		// Lifeguard starts at the max and shrinks to the min with k
+		// confirmations; with fewer peers memberlist uses the min.
+		maxS = time.Duration(t.SuspicionMaxTimeoutMult) * minS
 	}
 	probers := float64(max(1, n-1))
 	cycle := probers * t.ProbeInterval.Seconds()
-	firstMean := cycle / (probers + 1)
-	firstP99 := cycle * (1 - math.Pow(0.01, 1/probers))
-	sec := func(s float64) time.Duration {
-		return time.Duration(s * 1e3 * float64(time.Millisecond)).Round(time.Millisecond)
-	}
+	sec := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)).Round(time.Millisecond) }
+	firstMean := sec(cycle / (probers + 1))
+	firstP99 := sec(cycle * (1 - math.Pow(0.01, 1/probers)))
 	return Detection{
-		Suspicion: susp.Round(time.Millisecond),
-		Mean:      sec(firstMean) + t.ProbeInterval + susp.Round(time.Millisecond),
-		P99:       sec(firstP99) + t.ProbeInterval + susp.Round(time.Millisecond),
+		Suspicion:    minS,
+		MaxSuspicion: maxS,
+		Mean:         firstMean + t.ProbeInterval + minS,
+		P99:          firstP99 + t.ProbeInterval + minS,
 	}
 }

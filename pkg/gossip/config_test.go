@@ -111,12 +111,12 @@ func TestDetectionBounds(t *testing.T) {
 		n    int
 		want Detection
 	}{
-		{2, Detection{400 * ms, 700 * ms, 798 * ms}},
-		{3, Detection{400 * ms, 733 * ms, 960 * ms}},
-		{5, Detection{400 * ms, 760 * ms, 1147 * ms}},
-		{10, Detection{400 * ms, 780 * ms, 1321 * ms}},
-		{20, Detection{520 * ms, 910 * ms, 1538 * ms}},
-		{50, Detection{679 * ms, 1075 * ms, 1758 * ms}},
+		{2, Detection{450 * ms, 450 * ms, 675 * ms, 749 * ms}},
+		{3, Detection{450 * ms, 1800 * ms, 700 * ms, 870 * ms}},
+		{5, Detection{450 * ms, 1800 * ms, 720 * ms, 1010 * ms}},
+		{10, Detection{450 * ms, 1800 * ms, 735 * ms, 1141 * ms}},
+		{20, Detection{585 * ms, 2340 * ms, 878 * ms, 1348 * ms}},
+		{50, Detection{764 * ms, 3056 * ms, 1061 * ms, 1573 * ms}},
 	}
 	for _, tt := range tests {
 		if got := DetectionBounds(DefaultTuning(), tt.n); got != tt.want {
@@ -127,10 +127,10 @@ func TestDetectionBounds(t *testing.T) {
 	// peers for k = 2 confirmations, so the timer is the 4 s minimum; on 5
 	// it starts at the 6× maximum and shrinks as confirmations arrive.
 	lan := Tuning{ProbeInterval: time.Second, ProbeTimeout: 500 * ms, SuspicionMult: 4, SuspicionMaxTimeoutMult: 6}
-	if got := DetectionBounds(lan, 3).Suspicion; got != 4*time.Second {
-		t.Errorf("LAN n=3 suspicion %v, want 4s", got)
+	if got := DetectionBounds(lan, 3); got.Suspicion != 4*time.Second || got.MaxSuspicion != 4*time.Second {
+		t.Errorf("LAN n=3 suspicion %+v, want 4s both", got)
 	}
-	if got := DetectionBounds(lan, 5).Suspicion; got != 24*time.Second {
+	if got := DetectionBounds(lan, 5).MaxSuspicion; got != 24*time.Second {
 		t.Errorf("LAN n=5 starts its Lifeguard timer at %v, want 24s", got)
 	}
 }
