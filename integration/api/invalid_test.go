@@ -102,7 +102,7 @@ var invalidObjects = []invalid{
   - cidr: 198.51.100.0`, "spec.ipRanges[0].cidr", "must be a valid CIDR"},
 	{"cidr with host bits", "ExternalIPPool", `
   ipRanges:
-  - cidr: 198.51.100.5/28`, "spec.ipRanges[0].cidr", "must be a network address: use 198.51.100.0/28"},
+  - cidr: 198.51.100.5/28`, "spec.ipRanges[0].cidr", "must be a network address"},
 	{"empty ipRanges", "ExternalIPPool", `
   ipRanges: []`, "spec.ipRanges", "should have at least 1 items"},
 	{"ipRanges missing", "ExternalIPPool", `
