@@ -274,3 +274,10 @@ func (a *Agent) LastPlan() Plan {
 	defer a.mu.Unlock()
 	return a.last
 }
+
+// Ready reports whether the agent has applied the datapath at least once.
+func (a *Agent) Ready() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.done > 0
+}

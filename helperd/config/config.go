@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -154,4 +155,11 @@ func (c *Config) Validate() error {
 // Excluded returns every destination prefix that Sluice leaves alone.
 func (c *Config) Excluded() []netip.Prefix {
 	return append(append([]netip.Prefix(nil), c.ClusterCIDRs...), c.ExceptCIDRs...)
+}
+
+// Level is the slog level of LogLevel.
+func (c *Config) Level() slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.LogLevel))
+	return l
 }

@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	descSNATPackets = prometheus.NewDesc("sluice_egress_snat_packets_total",
+		"Packets SNATed to the egress IP on this Node, from the SNAT rule's counter.", []string{"egress", "egress_ip"}, nil)
+	descSNATBytes = prometheus.NewDesc("sluice_egress_snat_bytes_total",
+		"Bytes SNATed to the egress IP on this Node, from the SNAT rule's counter.", []string{"egress", "egress_ip"}, nil)
+	descSelected = prometheus.NewDesc("sluice_egress_selected_pods",
+		"Pods the Egress applies to, cluster-wide and on this Node.", []string{"egress", "scope"}, nil)
+	descMembers = prometheus.NewDesc("sluice_gossip_members",
+		"Gossip members by state as this Node sees them.", []string{"state"}, nil)
+)
+
+// Collector reads the datapath's rule counters at scrape time, so the
+// figures are the kernel's own and cost nothing between scrapes.
+type Collector struct {
+	Datapath Datapath
+	Agent    *Agent // for Egress names and selection counts; may be nil
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSNATPackets
+	ch <- descSNATBytes
+	ch <- descSelected
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	names := map[string]string{}
+	if c.Agent != nil {
+		for _, ep := range c.Agent.LastPlan().Egresses {
+			if ep.IP.IsValid() {
+				names[ep.IP.String()] = ep.Name
+			}
+			ch <- prometheus.MustNewConstMetric(descSelected, prometheus.GaugeValue, float64(ep.PodsCluster), ep.Name, "cluster")
+			ch <- prometheus.MustNewConstMetric(descSelected, prometheus.GaugeValue, float64(ep.PodsHere), ep.Name, "node")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.Datapath.Stats(ctx)
+	if err != nil {
+		return
+	}
+	type sum struct{ p, b uint64 }
+	sums := map[string]sum{}
+	for _, r := range st.Rules {
+		if r.Table != "nat" || !r.EgressIP.IsValid() {
+			continue
+		}
+		s := sums[r.EgressIP.String()]
+		s.p += r.Packets
+		s.b += r.Bytes
+		sums[r.EgressIP.String()] = s
+	}
+	for ip, s := range sums {
+		ch <- prometheus.MustNewConstMetric(descSNATPackets, prometheus.CounterValue, float64(s.p), names[ip], ip)
+		ch <- prometheus.MustNewConstMetric(descSNATBytes, prometheus.CounterValue, float64(s.b), names[ip], ip)
+	}
+}
+
+// MemberCollector reports the gossip view.
+type MemberCollector struct {
+	Members Members
+}
+
+// Describe implements prometheus.Collector.
+func (c *MemberCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descMembers }
+
+// Collect implements prometheus.Collector.
+func (c *MemberCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]int{"alive": 0, "dead": 0}
+	for _, m := range c.Members.Members() {
+		counts[string(m.State)]++
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(n), state)
+	}
+}

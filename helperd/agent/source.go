@@ -1,0 +1,195 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/pkg/datapath"
+	"github.com/sluicenet/sluice/pkg/policy"
+)
+
+// Source answers the CLI from the last reconciled plan.
+type Source struct {
+	Agent  *Agent
+	Config datapath.Config
+}
+
+var _ statusapi.Source = (*Source)(nil)
+
+func mark(id uint16) string {
+	if id == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%#x", uint32(id)<<16)
+}
+
+func table(id uint16) int {
+	if id == 0 {
+		return 0
+	}
+	return datapath.TableEgressLo + int(id)
+}
+
+// Egresses lists every Egress with this Node's view of it.
+func (s *Source) Egresses() []statusapi.EgressRow {
+	plan := s.Agent.LastPlan()
+	var rows []statusapi.EgressRow
+	for _, ep := range plan.Egresses {
+		row := statusapi.EgressRow{Name: ep.Name, Pool: ep.Pool, Node: ep.Owner, HeldHere: ep.Owner == s.Agent.Self,
+			PodsHere: ep.PodsHere, PodsCluster: ep.PodsCluster, ConditionsNote: ep.Reason}
+		if ep.IP.IsValid() {
+			row.EgressIP = ep.IP.String()
+		}
+		if redirected(plan, ep.Name) {
+			row.Mark, row.Table = mark(ep.ID), table(ep.ID)
+		}
+		for _, k := range ep.Shadowed {
+			row.OverlapLosers = append(row.OverlapLosers, k.String())
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func redirected(plan Plan, name string) bool {
+	for _, e := range plan.Desired.Egresses {
+		if e.Name == name {
+			return !e.Local && e.OwnerNodeIP.IsValid()
+		}
+	}
+	return false
+}
+
+// Pods lists this Node's Pods that the CNI plugin reported or that an
+// Egress selects.
+func (s *Source) Pods() []statusapi.PodRow {
+	plan := s.Agent.LastPlan()
+	rows := map[policy.PodKey]*statusapi.PodRow{}
+	if s.Agent.Registry != nil {
+		for _, att := range s.Agent.Registry.List(context.Background()) {
+			k := policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}
+			rows[k] = &statusapi.PodRow{Namespace: k.Namespace, Name: k.Name, IPs: att.PodIPs, HostVeth: att.HostVeth, FromCNI: true}
+		}
+	}
+	for k, a := range plan.Policy.Pods {
+		if a.Node != s.Agent.Self {
+			continue
+		}
+		r := rows[k]
+		if r == nil {
+			r = &statusapi.PodRow{Namespace: k.Namespace, Name: k.Name}
+			for _, ip := range a.IPs {
+				r.IPs = append(r.IPs, ip.String())
+			}
+			rows[k] = r
+		}
+		r.Egress, r.Losers = a.Egress, a.Losers
+	}
+	out := make([]statusapi.PodRow, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b statusapi.PodRow) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	return out
+}
+
+// Datapath lists what Sluice installed here, with counters.
+func (s *Source) Datapath(ctx context.Context) (statusapi.DatapathReport, error) {
+	plan := s.Agent.LastPlan()
+	rep := statusapi.DatapathReport{Node: s.Agent.Self,
+		Tunnel: fmt.Sprintf("%s (VXLAN VNI %d, UDP %d, via %s)", s.Config.TunnelDev, s.Config.VNI, s.Config.TunnelPort, s.Config.Uplink)}
+	for _, ip := range plan.Desired.HeldIPs {
+		rep.HeldIPs = append(rep.HeldIPs, ip.String())
+	}
+	for _, r := range datapath.BuildRules(s.Config, plan.Desired) {
+		rep.Rules = append(rep.Rules, fmt.Sprintf("%+v", r))
+	}
+	for _, r := range datapath.BuildRoutes(plan.Desired) {
+		rep.Routes = append(rep.Routes, fmt.Sprintf("%+v", r))
+	}
+	st, err := s.Agent.Datapath.Stats(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, set := range st.Sets {
+		rep.IPSets = append(rep.IPSets, fmt.Sprintf("%s: %d members", set.Name, set.Members))
+	}
+	for _, r := range st.Rules {
+		rep.Counters = append(rep.Counters, statusapi.Counter{Object: r.Table + "/" + r.Chain, Detail: r.Rule,
+			Packets: r.Packets, Bytes: r.Bytes})
+	}
+	return rep, nil
+}
+
+// Explain walks one Pod's path.
+func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi.Explanation, error) {
+	plan := s.Agent.LastPlan()
+	key := policy.PodKey{Namespace: namespace, Name: name}
+	ex := statusapi.Explanation{Namespace: namespace, Name: name}
+	a, selected := plan.Policy.Pods[key]
+	if !selected {
+		snap := s.Agent.Cache.Snapshot(s.Agent.Self, nil)
+		found := false
+		for _, p := range snap.Pods {
+			if p.Namespace == namespace && p.Name == name {
+				found, ex.Node = true, p.Node
+				for _, ip := range p.IPs {
+					ex.PodIPs = append(ex.PodIPs, ip.String())
+				}
+			}
+		}
+		if !found {
+			return ex, fmt.Errorf("pod %s/%s: %w", namespace, name, statusapi.ErrNotFound)
+		}
+		ex.Why = []string{"no Egress selects this Pod"}
+		ex.Path = "Node IP: the primary CNI's own masquerade, Sluice does nothing"
+		return ex, nil
+	}
+	ex.Node, ex.Egress = a.Node, a.Egress
+	for _, ip := range a.IPs {
+		ex.PodIPs = append(ex.PodIPs, ip.String())
+	}
+	ex.Why = append(ex.Why, fmt.Sprintf("Egress %s selects it (appliedTo matches its labels and Namespace)", a.Egress))
+	if len(a.Losers) > 0 {
+		ex.Why = append(ex.Why, fmt.Sprintf("also selected by %s; %s wins as the oldest (then by name)",
+			strings.Join(a.Losers, ", "), a.Egress))
+	}
+	var ep EgressPlan
+	for _, e := range plan.Egresses {
+		if e.Name == a.Egress {
+			ep = e
+		}
+	}
+	if ep.IP.IsValid() {
+		ex.EgressIP = ep.IP.String()
+	}
+	ex.EgressNode = ep.Owner
+	switch {
+	case !ep.IP.IsValid() || ep.Owner == "":
+		ex.Path = "Node IP: the Egress has no holder (" + ep.Reason + ": " + ep.Message + ")"
+	case a.Node != s.Agent.Self:
+		ex.Path = fmt.Sprintf("the Pod runs on %s; ask the helper there for its first hop", a.Node)
+	case ep.Owner == s.Agent.Self:
+		ex.Path = "local: SNAT on this Node's uplink " + s.Config.Uplink
+		ex.SNATIP = ep.IP.String()
+	default:
+		ex.Path = fmt.Sprintf("tunnel: marked, routed by table %d through %s to %s (%s), SNATed there",
+			table(ep.ID), s.Config.TunnelDev, ep.Owner, ep.OwnerIP)
+		ex.Mark, ex.Table, ex.TunnelPeer, ex.SNATIP = mark(ep.ID), table(ep.ID), ep.OwnerIP.String(), ep.IP.String()
+	}
+	if st, err := s.Agent.Datapath.Stats(ctx); err == nil {
+		for _, r := range st.Rules {
+			if r.EgressIP == ep.IP && ep.IP.IsValid() {
+				ex.Counters = append(ex.Counters, statusapi.Counter{Object: r.Table + "/" + r.Chain, Detail: r.Rule,
+					Packets: r.Packets, Bytes: r.Bytes})
+			}
+		}
+	}
+	return ex, nil
+}
+

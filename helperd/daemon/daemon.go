@@ -1,0 +1,284 @@
+// Package daemon assembles sluice-helperd from its parts and runs it.
+package daemon
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sluicenet/sluice/helperd/agent"
+	"github.com/sluicenet/sluice/helperd/alloc"
+	"github.com/sluicenet/sluice/helperd/config"
+	"github.com/sluicenet/sluice/helperd/registry"
+	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
+	"github.com/sluicenet/sluice/pkg/cniproto"
+	"github.com/sluicenet/sluice/pkg/datapath"
+	"github.com/sluicenet/sluice/pkg/election"
+	"github.com/sluicenet/sluice/pkg/garp"
+	"github.com/sluicenet/sluice/pkg/gossip"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+)
+
+// Gratuitous ARP on takeover: three announcements 100 ms apart. The first
+// moves every neighbour that hears it; the later ones cover a lost frame
+// without stretching the failover (antrea#5117 shows the 15 s outage when
+// there are none).
+const (
+	garpCount    = 3
+	garpInterval = 100 * time.Millisecond
+)
+
+// Run runs the helper until ctx ends.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	rc, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	sl, err := versioned.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("sluice client: %w", err)
+	}
+	nodeIP, err := waitNodeIP(ctx, kube, cfg.NodeName)
+	if err != nil {
+		return err
+	}
+	uplink := cfg.Uplink
+	if uplink == "" {
+		if uplink, err = agent.UplinkFor(nodeIP); err != nil {
+			return err
+		}
+	}
+	dcfg := datapath.Config{TunnelDev: cfg.TunnelDev, TunnelPort: cfg.TunnelPort, VNI: cfg.VNI,
+		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded()}
+	dp, err := datapath.New(dcfg, log.With("part", "datapath"))
+	if err != nil {
+		return err
+	}
+	prevIDs, err := dp.CurrentIDs(ctx)
+	if err != nil {
+		log.Warn("read mark ids from the kernel", "err", err)
+	}
+	log.Info("starting", "node", cfg.NodeName, "nodeIP", nodeIP, "uplink", uplink, "ids", len(prevIDs))
+
+	reg := prometheus.NewRegistry()
+	metrics := agent.NewMetrics(reg)
+	collector := &agent.Collector{Datapath: dp}
+	reg.MustRegister(collector)
+	recorder := eventRecorder(kube, cfg.NodeName)
+
+	cache := agent.NewCache(kube, sl)
+	if err := cache.Start(ctx); err != nil {
+		return err
+	}
+	g, err := startGossip(ctx, cfg, nodeIP, cache, log)
+	if err != nil {
+		return err
+	}
+	defer leave(g, log)
+	reg.MustRegister(&agent.MemberCollector{Members: g})
+
+	a := &agent.Agent{Self: cfg.NodeName, NodeIP: nodeIP, Log: log.With("part", "agent"), Cache: cache,
+		Datapath: dp, Members: g, Election: election.Rebalance, Resync: cfg.Resync, PrevIDs: prevIDs,
+		Metrics: metrics, Recorder: recorder,
+		Allocator: &alloc.Allocator{Client: sl, Recorder: recorder},
+		Status:    &agent.StatusWriter{Self: cfg.NodeName, Client: sl, Cache: cache, Recorder: recorder, Metrics: metrics},
+		Announce: func(ctx context.Context, ip netip.Addr) {
+			if err := garp.Announce(ctx, uplink, ip, garpCount, garpInterval); err != nil {
+				log.Warn("gratuitous ARP", "ip", ip, "err", err)
+			}
+		},
+	}
+	collector.Agent = a
+	a.Registry = registry.New(registry.Options{OnAdd: a.OnCNIAdd, Log: log.With("part", "registry")})
+
+	errc := make(chan error, 8)
+	run := func(name string, fn func() error) {
+		go func() {
+			if err := fn(); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	run("agent", func() error { return a.Run(ctx) })
+	run("addresses", func() error {
+		return agent.WatchAddrs(ctx, cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev, a.Poke)
+	})
+	if err := a.Registry.Start(ctx, cfg.SpoolDir); err != nil {
+		log.Warn("registry start", "err", err)
+	}
+	ln, err := cniproto.Listen(cfg.CNISocket)
+	if err != nil {
+		return err
+	}
+	run("cni socket", func() error {
+		return (&cniproto.Server{Handler: a.Registry, Log: log.With("part", "cni")}).Serve(ctx, ln)
+	})
+	run("status socket", func() error {
+		return (&statusapi.Server{Path: cfg.StatusSocket, Source: &agent.Source{Agent: a, Config: dcfg.WithDefaults()},
+			Log: log}).Serve(ctx)
+	})
+	if cfg.MetricsAddr != "" {
+		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, reg, a) })
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig: not given and not in a cluster: %w", err)
+		}
+		return rc, nil
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	return rc, nil
+}
+
+// waitNodeIP reads this Node's InternalIP, waiting for the Node object.
+func waitNodeIP(ctx context.Context, kube kubernetes.Interface, name string) (netip.Addr, error) {
+	for {
+		n, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			if ip := agent.NodeIP(n); ip.IsValid() {
+				return ip, nil
+			}
+			err = errors.New("it has no InternalIP yet")
+		}
+		slog.Info("waiting for this Node", "node", name, "err", err)
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, fmt.Errorf("node %s: %w", name, err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, cache *agent.Cache, log *slog.Logger) (*gossip.Gossip, error) {
+	key, err := readKey(cfg.GossipKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	g, err := gossip.New(gossip.Config{NodeName: cfg.NodeName, BindAddr: nodeIP, BindPort: cfg.GossipPort,
+		SecretKey: key, AllowInsecure: cfg.GossipInsecure}, log.With("part", "gossip"))
+	if err != nil {
+		return nil, err
+	}
+	if err := g.Start(ctx); err != nil {
+		return nil, err
+	}
+	join := func() {
+		var peers []string
+		for name, n := range cache.Nodes() {
+			if name != cfg.NodeName && n.IP.IsValid() {
+				peers = append(peers, netip.AddrPortFrom(n.IP, uint16(cfg.GossipPort)).String())
+			}
+		}
+		if len(peers) > 0 {
+			_, _ = g.Join(peers)
+		}
+	}
+	join()
+	go func() { // Nodes come and go: keep the peer list in step.
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				join()
+			}
+		}
+	}()
+	return g, nil
+}
+
+// readKey reads the gossip key: 16, 24 or 32 raw bytes, or their base64.
+func readKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key-file: %w", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if dec, err := base64.StdEncoding.DecodeString(s); err == nil && validKeyLen(len(dec)) {
+		return dec, nil
+	}
+	if validKeyLen(len(b)) {
+		return b, nil
+	}
+	return nil, fmt.Errorf("--gossip-key-file %s: want 16, 24 or 32 bytes (raw or base64), got %d", path, len(b))
+}
+
+func validKeyLen(n int) bool { return n == 16 || n == 24 || n == 32 }
+
+func leave(g *gossip.Gossip, log *slog.Logger) {
+	if err := g.Leave(time.Second); err != nil {
+		log.Warn("gossip leave", "err", err)
+	}
+	_ = g.Shutdown()
+}
+
+func eventRecorder(kube kubernetes.Interface, node string) record.EventRecorder {
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = v1alpha1.AddToScheme(scheme)
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	return b.NewRecorder(scheme, corev1.EventSource{Component: "sluice-helperd", Host: node})
+}
+
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, a *agent.Agent) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.Ready() {
+			http.Error(w, "not reconciled yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
