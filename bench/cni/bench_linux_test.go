@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +51,7 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	with := e.Conflist(b, cnitest.ConflistOpts{CNIVersion: "1.0.0", Primary: cnitest.Bridge})
 
 	var addWithout, addWith, delWithout, delWith []time.Duration
-	var cpuWithout, cpuWith []time.Duration
+	var cpuWithout, cpuWith, bareWall, bareCPU []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		for i := 0; i < runs; i++ {
@@ -77,6 +79,14 @@ func BenchmarkCNIAddDel(b *testing.B) {
 				del := time.Since(t0)
 				p.NS.Delete()
 				if sluice {
+					// Baseline: what any exec'd Go plugin costs right now.
+					c0, t0 := childCPU(b), time.Now()
+					if err := bareExec(ctx, bins.Sluice+"/sluice"); err != nil {
+						b.Fatal(err)
+					}
+					bareWall, bareCPU = append(bareWall, time.Since(t0)), append(bareCPU, childCPU(b)-c0)
+				}
+				if sluice {
 					addWith, delWith = append(addWith, add), append(delWith, del)
 					cpuWith = append(cpuWith, cpu)
 				} else {
@@ -89,12 +99,16 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	b.StopTimer()
 	r := Compare(addWithout, addWith, delWithout, delWith)
 	r.AddCPUWithout, r.AddCPUWith = Summarize(cpuWithout), Summarize(cpuWith)
+	r.BareExec, r.BareExecCPU = Summarize(bareWall), Summarize(bareCPU)
+	r.AddOverheadBeyondExec = round(r.AddOverheadMed - r.BareExec.Median)
 	b.ReportMetric(r.AddWithout.Median, "add-plain-median-ms")
 	b.ReportMetric(r.AddWith.Median, "add-sluice-median-ms")
 	b.ReportMetric(r.AddOverheadMed, "add-overhead-median-ms")
 	b.ReportMetric(r.AddOverheadP99, "add-overhead-p99-ms")
 	b.ReportMetric(r.DelOverheadMed, "del-overhead-median-ms")
 	b.ReportMetric(r.AddCPUWith.Median-r.AddCPUWithout.Median, "add-cpu-overhead-median-ms")
+	b.ReportMetric(r.BareExec.Median, "bare-exec-median-ms")
+	b.ReportMetric(r.AddOverheadBeyondExec, "add-overhead-beyond-exec-median-ms")
 	out, _ := json.MarshalIndent(r, "", "  ")
 	b.Logf("%s", out)
 	if path := os.Getenv("SLUICE_BENCH_OUT"); path != "" {
@@ -113,4 +127,16 @@ func childCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// bareExec runs the plugin's VERSION command: process start-up and nothing
+// else, the floor for any chained plugin.
+func bareExec(ctx context.Context, path string) error {
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = []string{"CNI_COMMAND=VERSION"}
+	cmd.Stdin = strings.NewReader(`{"cniVersion":"1.0.0"}`)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("sluice VERSION: %w: %s", err, out)
+	}
+	return nil
 }

@@ -53,10 +53,18 @@ type Results struct {
 	DelOverheadP99 float64 `json:"cni_del_overhead_p99_ms"`
 	// CPU time (user+sys) of the plugin processes of one ADD: a figure that
 	// load on a shared machine distorts far less than wall time.
-	AddCPUWithout   Summary `json:"add_cpu_without_sluice"`
-	AddCPUWith      Summary `json:"add_cpu_with_sluice"`
-	TargetMedianMax float64 `json:"target_add_overhead_median_ms"`
-	TargetP99Max    float64 `json:"target_add_overhead_p99_ms"`
+	AddCPUWithout Summary `json:"add_cpu_without_sluice"`
+	AddCPUWith    Summary `json:"add_cpu_with_sluice"`
+	// A bare exec of the sluice binary (VERSION), measured alongside: the
+	// part of the overhead that is process start-up, not sluice's work.
+	BareExec    Summary `json:"sluice_bare_exec"`
+	BareExecCPU Summary `json:"sluice_bare_exec_cpu"`
+	// AddOverheadBeyondExec is the median ADD overhead minus the median
+	// bare exec: what sluice's own work (netns lookup, tag, helper ack)
+	// adds on top of being one more process in the chain.
+	AddOverheadBeyondExec float64 `json:"cni_add_overhead_beyond_exec_median_ms"`
+	TargetMedianMax       float64 `json:"target_add_overhead_median_ms"`
+	TargetP99Max          float64 `json:"target_add_overhead_p99_ms"`
 }
 
 // Compare fills the overheads: with minus without, per statistic.
