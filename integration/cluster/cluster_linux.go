@@ -1,0 +1,272 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/sluicenet/sluice/integration/binaries"
+	sluiceclient "github.com/sluicenet/sluice/pkg/client/clientset/versioned"
+	"github.com/sluicenet/sluice/pkg/nstest"
+)
+
+// Cluster is a running test cluster. Its methods are safe for concurrent
+// use unless noted.
+type Cluster struct {
+	Opts    Options
+	Dir     string
+	LAN     *nstest.NS // the switch: br0
+	CP      *nstest.NS // etcd + kube-apiserver at ControlPlaneIP
+	Nodes   []*Node
+	Ext     []*Ext
+	Started time.Duration // from New/Start to ready
+
+	cp      *controlPlane
+	client  kubernetes.Interface
+	sluice  sluiceclient.Interface
+	kubectl string
+	log     *slog.Logger
+
+	mu        sync.Mutex
+	nsList    []*nstest.NS // every namespace made, deleted in reverse
+	pods      []*Pod
+	podSeq    int
+	closeOnce sync.Once
+	closeErr  error
+	tmpDir    bool
+}
+
+// New starts a cluster for a test, fails the test if it cannot, and closes
+// it at cleanup (which also runs when the test panics). When the test has
+// failed, the tail of every log is printed first.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	nstest.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, opts)
+	if c != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Log(c.LogTails(40))
+			}
+			if err := c.Close(); err != nil {
+				t.Errorf("close cluster: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Logf("cluster ready in %s (%d nodes, dir %s)", c.Started.Round(time.Millisecond), len(c.Nodes), c.Dir)
+	return c
+}
+
+// Start starts a cluster without a testing.T, for `make demo` and the
+// benchmarks. The caller must Close it (also on error, when the returned
+// cluster is not nil: Close removes what was already made).
+func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+	begin := time.Now()
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	opts, err = opts.withDefaults(root)
+	if err != nil {
+		return nil, err
+	}
+	c = &Cluster{Opts: opts, Dir: opts.Dir, log: slog.Default()}
+	if c.Dir == "" {
+		if c.Dir, err = os.MkdirTemp("", "sluice-cluster-"); err != nil {
+			return nil, fmt.Errorf("create cluster dir: %w", err)
+		}
+		c.tmpDir = !opts.KeepDir
+	}
+	// A panic half-way through must not leave namespaces or processes.
+	defer func() {
+		if p := recover(); p != nil {
+			_ = c.Close()
+			panic(p)
+		}
+	}()
+	if err := c.build(ctx); err != nil {
+		return c, err
+	}
+	c.Started = time.Since(begin)
+	return c, nil
+}
+
+// build brings everything up: the control plane starts in the background
+// while the namespaces are wired, since the apiserver's start dominates.
+func (c *Cluster) build(ctx context.Context) error {
+	tag := fmt.Sprintf("c%d", clusterSeq.Add(1))
+	var err error
+	if c.LAN, err = c.newNS(tag + "-lan"); err != nil {
+		return err
+	}
+	if err := runBatch(c.LAN, []string{
+		"link add br0 type bridge",
+		"link set br0 up",
+	}); err != nil {
+		return err
+	}
+	if c.CP, err = c.newNS(tag + "-cp"); err != nil {
+		return err
+	}
+	if err := c.plug(c.CP, "cp", ControlPlaneIP); err != nil {
+		return err
+	}
+	type cpResult struct {
+		cp  *controlPlane
+		err error
+	}
+	cpDone := make(chan cpResult, 1)
+	go func() {
+		cp, err := startControlPlane(ctx, c.Dir+"/controlplane", c.CP, c.Opts.APIServerArgs)
+		cpDone <- cpResult{cp, err}
+	}()
+	topoErr := c.buildTopology(ctx, tag)
+	r := <-cpDone
+	c.cp = r.cp
+	if err := errors.Join(topoErr, r.err); err != nil {
+		return err
+	}
+	if err := c.connectAPI(ctx); err != nil {
+		return err
+	}
+	return c.registerNodes(ctx)
+}
+
+// buildTopology makes the lan bridge, the Nodes and the external servers.
+func (c *Cluster) buildTopology(ctx context.Context, tag string) error {
+	for i := 1; i <= c.Opts.Nodes; i++ {
+		n, err := c.newNode(ctx, tag, i)
+		if n != nil {
+			c.Nodes = append(c.Nodes, n)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for k := 0; k < c.Opts.ExtServers; k++ {
+		e, err := c.newExt(tag, k)
+		if e != nil {
+			c.Ext = append(c.Ext, e)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newNS makes a namespace and records it for Close.
+func (c *Cluster) newNS(name string) (*nstest.NS, error) {
+	n, err := newNS(name)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.nsList = append(c.nsList, n)
+	c.mu.Unlock()
+	return n, nil
+}
+
+// plug connects n to br0 with a veth: "eth0" inside n, "v-<short>" in lan.
+func (c *Cluster) plug(n *nstest.NS, short, addr string) error {
+	lanEnd := "v-" + short
+	if err := runBatch(c.LAN, []string{
+		fmt.Sprintf("link add %s type veth peer name eth0 netns %s", lanEnd, n.Name),
+		fmt.Sprintf("link set %s master br0", lanEnd),
+		fmt.Sprintf("link set %s up", lanEnd),
+	}); err != nil {
+		return err
+	}
+	return runBatch(n, []string{
+		fmt.Sprintf("addr add %s/24 dev eth0", addr),
+		"link set eth0 up",
+	})
+}
+
+// Node returns the Node called name, or nil.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Close stops everything, in an order that shuts down quickly: helpers
+// (SIGTERM, then SIGKILL), the external servers, the apiserver, etcd, and
+// last the namespaces, which also ends any process still inside one. It is
+// safe to call more than once and on a half-built cluster.
+func (c *Cluster) Close() error {
+	c.closeOnce.Do(func() {
+		var errs []error
+		var wg sync.WaitGroup
+		for _, n := range c.Nodes {
+			wg.Add(1)
+			go func() { defer wg.Done(); n.stopHelper(helperGrace) }()
+		}
+		wg.Wait()
+		for _, e := range c.Ext {
+			e.close()
+		}
+		if c.cp != nil {
+			c.cp.stop()
+		}
+		c.mu.Lock()
+		list := c.nsList
+		c.nsList = nil
+		c.mu.Unlock()
+		for i := len(list) - 1; i >= 0; i-- {
+			list[i].Delete()
+		}
+		if c.tmpDir {
+			if err := os.RemoveAll(c.Dir); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s: %w", c.Dir, err))
+			}
+		}
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// Namespaces lists the names of every namespace the cluster made and has
+// not yet removed.
+func (c *Cluster) Namespaces() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, n := range c.nsList {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+// RESTConfig returns a copy of the admin rest config, with the dialer that
+// opens sockets inside the cp namespace.
+func (c *Cluster) RESTConfig() *rest.Config {
+	cfg := c.cp.restConfig()
+	cpPath := c.CP.Path
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialIn(ctx, cpPath, network, addr)
+	}
+	return cfg
+}
+
+// Kubeconfig is the admin kubeconfig's path. It names the apiserver by its
+// lan address, so it works from the cp and every Node namespace (not from
+// the root namespace).
+func (c *Cluster) Kubeconfig() string { return c.cp.kubeconfig }

@@ -1,0 +1,164 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// helperGrace is how long a helper gets after SIGTERM before SIGKILL.
+const helperGrace = 5 * time.Second
+
+// HelperArgs is the command line StartHelper gives node's sluice-helperd,
+// before StartHelper's extra arguments: the defaults (node name,
+// kubeconfig, cluster CIDRs, uplink, per-node sockets and state, gossip),
+// then Options.HelperArgs. Go's flag package keeps the last value of a
+// repeated flag, so callers override a default by repeating it.
+func (c *Cluster) HelperArgs(n *Node) []string {
+	args := defaultHelperArgs(n.Name, c.Kubeconfig(), n.Paths)
+	args = append(args, "--spool-dir="+filepath.Join(n.Paths.RunDir, "spool"))
+	return append(args, c.Opts.HelperArgs...)
+}
+
+// StartHelper starts sluice-helperd inside the Node's namespace, logging
+// to Node.Paths.HelperLog (appended across restarts). It fails if the
+// Node's helper already runs.
+func (c *Cluster) StartHelper(node string, extraArgs ...string) error {
+	n := c.Node(node)
+	if n == nil {
+		return fmt.Errorf("start helper: no node %q", node)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.helper != nil {
+		return fmt.Errorf("start helper on %s: already running (pid %d)", node, n.helper.Process.Pid)
+	}
+	if _, err := os.Stat(c.Opts.HelperBinary); err != nil {
+		return fmt.Errorf("start helper on %s: %w (run make build)", node, err)
+	}
+	args := append(c.HelperArgs(n), extraArgs...)
+	f, err := os.OpenFile(n.Paths.HelperLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open helper log: %w", err)
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "=== %s start: %s %s\n", time.Now().Format(time.RFC3339Nano), c.Opts.HelperBinary, strings.Join(args, " "))
+	cmd := n.NS.Cmd(c.Opts.HelperBinary, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start helper on %s: %w", node, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		if lf, e := os.OpenFile(n.Paths.HelperLog, os.O_WRONLY|os.O_APPEND, 0o644); e == nil {
+			fmt.Fprintf(lf, "=== %s exit: %v\n", time.Now().Format(time.RFC3339Nano), err)
+			lf.Close()
+		}
+		close(done)
+	}()
+	n.helper = cmd
+	n.helperDone = done
+	return nil
+}
+
+// HelperPID is the pid of the Node's running helper, or 0.
+func (c *Cluster) HelperPID(node string) int {
+	n := c.Node(node)
+	if n == nil {
+		return 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.helper == nil {
+		return 0
+	}
+	return n.helper.Process.Pid
+}
+
+// StopHelper stops the Node's helper with SIGTERM (SIGKILL after a grace
+// period) and waits for it.
+func (c *Cluster) StopHelper(node string) error {
+	n := c.Node(node)
+	if n == nil {
+		return fmt.Errorf("stop helper: no node %q", node)
+	}
+	n.stopHelper(helperGrace)
+	return nil
+}
+
+// KillHelper ends the Node's helper with SIGKILL, as a crash would.
+func (c *Cluster) KillHelper(node string) error {
+	n := c.Node(node)
+	if n == nil {
+		return fmt.Errorf("kill helper: no node %q", node)
+	}
+	n.stopHelper(0)
+	return nil
+}
+
+// stopHelper signals the helper (SIGKILL at once when grace is 0) and
+// waits until it has been reaped. A frozen helper is thawed first, or
+// SIGTERM would wait for nothing.
+func (n *Node) stopHelper(grace time.Duration) {
+	n.mu.Lock()
+	cmd, done := n.helper, n.helperDone
+	n.helper, n.helperDone = nil, nil
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	pid := cmd.Process.Pid
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+	if grace > 0 {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		select {
+		case <-done:
+			return
+		case <-time.After(grace):
+		}
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	<-done
+}
+
+// LogTails returns the last lines of every log the cluster keeps: the
+// helpers', etcd's and kube-apiserver's. New prints it when a test fails.
+func (c *Cluster) LogTails(lines int) string {
+	var b strings.Builder
+	paths := []string{}
+	for _, n := range c.Nodes {
+		paths = append(paths, n.Paths.HelperLog, filepath.Join(n.Paths.Root, "sluice-cni.log"))
+	}
+	if c.cp != nil {
+		paths = append(paths, c.cp.logs...)
+	}
+	for _, p := range paths {
+		if t := tail(p, lines); t != "" {
+			fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", p, lines, t)
+		}
+	}
+	return b.String()
+}
+
+// nodeCmdPIDs lists the pids inside the Node namespace, except our own.
+func (n *Node) pids() ([]int, error) {
+	out, err := exec.Command("ip", "netns", "pids", n.NS.Name).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ip netns pids %s: %w", n.NS.Name, err)
+	}
+	var pids []int
+	self := os.Getpid()
+	for _, f := range strings.Fields(string(out)) {
+		var pid int
+		if _, err := fmt.Sscan(f, &pid); err == nil && pid != self {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
