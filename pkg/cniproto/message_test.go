@@ -109,6 +109,16 @@ func TestTagRoundTrip(t *testing.T) {
 		t.Fatalf("truncated tag: got %+v", got)
 	}
 
+	// Only an over-long key itself cannot be tagged.
+	a.Key.ContainerID = strings.Repeat("c", 200)
+	if tag, err := FormatTag(a); err != nil || len(tag) > MaxTagLen {
+		t.Fatalf("long container ID: %q %v", tag, err)
+	}
+	a.Key.ContainerID = strings.Repeat("c", 250)
+	if _, err := FormatTag(a); err == nil {
+		t.Fatal("a key longer than the alias limit was tagged")
+	}
+
 	for _, bad := range []string{"other", "sluice:1:abc", "sluice:1:abc:eth0:nons:uid:", "sluice:1:a b:eth0:/:u:"} {
 		if _, err := ParseTag(bad); err == nil {
 			t.Errorf("ParseTag(%q) succeeded", bad)

@@ -17,7 +17,8 @@ import (
 // podUID is stored without its dashes (32 hex digits). The kernel accepts
 // aliases up to MaxTagLen bytes. When an attachment does not fit, the pod
 // name and then the namespace are left out (the helper can find them from
-// the UID through the API server); the key and IPs are never dropped.
+// the UID through the API server), then the UID, then the IPs; only the
+// key is never dropped (the helper still gets everything over the socket).
 const (
 	tagPrefix = "sluice:1:"
 	// MaxTagLen is IFALIASZ-1: the kernel refuses longer aliases.
@@ -39,10 +40,16 @@ func FormatTag(a Attachment) (string, error) {
 		}
 	}
 	ips := strings.Join(a.PodIPs, ",")
-	build := func(ns, name string) string {
+	build := func(ns, name, uid, ips string) string {
 		return tagPrefix + a.ContainerID + ":" + a.IfName + ":" + ns + "/" + name + ":" + uid + ":" + ips
 	}
-	for _, t := range []string{build(a.PodNamespace, a.PodName), build(a.PodNamespace, ""), build("", "")} {
+	for _, t := range []string{
+		build(a.PodNamespace, a.PodName, uid, ips),
+		build(a.PodNamespace, "", uid, ips),
+		build("", "", uid, ips),
+		build("", "", "", ips),
+		build("", "", "", ""),
+	} {
 		if len(t) <= MaxTagLen {
 			return t, nil
 		}
