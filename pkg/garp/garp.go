@@ -16,7 +16,13 @@
 // entry only with net.ipv4.conf.*.arp_accept=1. That is fine for failover:
 // the hosts that matter already have an entry pointing at the old Node.
 //
-// IPv6 (unsolicited neighbour advertisement) is not implemented yet.
+// For IPv6, each round sends one unsolicited Neighbor Advertisement
+// (RFC 4861 §7.2.6) with mdlayher/ndp: to all-nodes (ff02::1), Override
+// set, Solicited clear, with our MAC as the Target Link-Layer Address, and
+// from the announced address itself. Linux updates an existing neighbour
+// entry from it (to STALE, with the new MAC). The address must not be
+// tentative: add an IPv6 egress address with IFA_F_NODAD (`nodad`), which
+// a failover wants anyway (DAD would delay it by a second or more).
 package garp
 
 import (
@@ -28,18 +34,14 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
 )
-
-// sender is the part of *arp.Client that Announce uses.
-type sender interface {
-	WriteTo(p *arp.Packet, addr net.HardwareAddr) error
-}
 
 // Packets returns the two gratuitous ARP packets that announce ip at mac:
 // request-style first, then reply-style (see the package doc).
 func Packets(mac net.HardwareAddr, ip netip.Addr) ([]*arp.Packet, error) {
 	if !ip.Is4() {
-		return nil, fmt.Errorf("gratuitous arp for %v: not an IPv4 address (IPv6 is not implemented)", ip)
+		return nil, fmt.Errorf("gratuitous arp for %v: not an IPv4 address", ip)
 	}
 	zero := make(net.HardwareAddr, len(mac))
 	req, err := arp.NewPacket(arp.OperationRequest, mac, ip, zero, ip)
@@ -53,15 +55,32 @@ func Packets(mac net.HardwareAddr, ip netip.Addr) ([]*arp.Packet, error) {
 	return []*arp.Packet{req, rep}, nil
 }
 
-// Announce sends count rounds of gratuitous ARP for ip from ifaceName's
-// MAC, interval apart (the first round at once). Spacing the rounds covers
-// a lost frame and a switch or neighbour that was busy. The interface must
-// already carry an IPv4 address (mdlayher/arp requires one), normally ip
-// itself. It returns early with ctx's error if ctx ends.
+// Advertisement returns the unsolicited Neighbor Advertisement that
+// announces the IPv6 address ip at mac (see the package doc).
+func Advertisement(mac net.HardwareAddr, ip netip.Addr) (*ndp.NeighborAdvertisement, error) {
+	if !ip.Is6() || ip.Is4In6() {
+		return nil, fmt.Errorf("neighbor advertisement for %v: not an IPv6 address", ip)
+	}
+	return &ndp.NeighborAdvertisement{
+		Override:      true, // replace the old Node's MAC in existing entries
+		TargetAddress: ip,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: mac}},
+	}, nil
+}
+
+// Announce sends count rounds of gratuitous ARP (IPv4) or unsolicited
+// Neighbor Advertisement (IPv6) for ip from ifaceName's MAC, interval apart
+// (the first round at once). Spacing the rounds covers a lost frame and a
+// switch or neighbour that was busy. The interface must already carry ip
+// (mdlayher/arp requires an IPv4 address on it; for IPv6 ip is the source
+// address). It returns early with ctx's error if ctx ends.
 func Announce(ctx context.Context, ifaceName string, ip netip.Addr, count int, interval time.Duration) error {
 	ifi, err := net.InterfaceByName(ifaceName)
 	if err != nil {
-		return fmt.Errorf("gratuitous arp: interface %q: %w", ifaceName, err)
+		return fmt.Errorf("announce %v: interface %q: %w", ip, ifaceName, err)
+	}
+	if ip.Is6() && !ip.Is4In6() {
+		return announceIPv6(ctx, ifi, ip, count, interval)
 	}
 	pkts, err := Packets(ifi.HardwareAddr, ip)
 	if err != nil {
@@ -72,14 +91,39 @@ func Announce(ctx context.Context, ifaceName string, ip netip.Addr, count int, i
 		return fmt.Errorf("gratuitous arp: open %s: %w", ifaceName, err)
 	}
 	defer c.Close()
-	return send(ctx, c, pkts, count, interval)
+	return send(ctx, count, interval, func() error {
+		for _, p := range pkts {
+			if err := c.WriteTo(p, ethernet.Broadcast); err != nil {
+				return fmt.Errorf("gratuitous arp %v for %v: %w", p.Operation, p.SenderIP, err)
+			}
+		}
+		return nil
+	})
 }
 
-// send writes every packet to the broadcast address, count times, interval
-// apart.
-func send(ctx context.Context, s sender, pkts []*arp.Packet, count int, interval time.Duration) error {
+func announceIPv6(ctx context.Context, ifi *net.Interface, ip netip.Addr, count int, interval time.Duration) error {
+	na, err := Advertisement(ifi.HardwareAddr, ip)
+	if err != nil {
+		return err
+	}
+	c, _, err := ndp.Listen(ifi, ndp.Addr(ip.String()))
+	if err != nil {
+		return fmt.Errorf("neighbor advertisement: open %s from %v: %w", ifi.Name, ip, err)
+	}
+	defer c.Close()
+	allNodes := netip.IPv6LinkLocalAllNodes().WithZone(ifi.Name)
+	return send(ctx, count, interval, func() error {
+		if err := c.WriteTo(na, nil, allNodes); err != nil {
+			return fmt.Errorf("neighbor advertisement for %v: %w", ip, err)
+		}
+		return nil
+	})
+}
+
+// send calls writeRound count times, interval apart, the first at once.
+func send(ctx context.Context, count int, interval time.Duration, writeRound func() error) error {
 	if count < 1 {
-		return fmt.Errorf("gratuitous arp: count %d < 1", count)
+		return fmt.Errorf("announce: count %d < 1", count)
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -89,13 +133,11 @@ func send(ctx context.Context, s sender, pkts []*arp.Packet, count int, interval
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("gratuitous arp: round %d of %d: %w", i+1, count, ctx.Err())
+			return fmt.Errorf("announce: round %d of %d: %w", i+1, count, ctx.Err())
 		case <-t.C:
 		}
-		for _, p := range pkts {
-			if err := s.WriteTo(p, ethernet.Broadcast); err != nil {
-				return fmt.Errorf("gratuitous arp %v for %v: %w", p.Operation, p.SenderIP, err)
-			}
+		if err := writeRound(); err != nil {
+			return err
 		}
 	}
 	return nil

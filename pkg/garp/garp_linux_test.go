@@ -45,8 +45,10 @@ func announceIn(t *testing.T, a *nstest.NS) {
 }
 
 // neighMAC returns B's neighbour entry for the egress IP ("" if none).
-func neighMAC(t *testing.T, b *nstest.NS) string {
-	out := b.MustRun(t, "ip", "neigh", "show", "192.0.2.100", "dev", "vb")
+func neighMAC(t *testing.T, b *nstest.NS) string { return neighMACOf(t, b, "192.0.2.100") }
+
+func neighMACOf(t *testing.T, b *nstest.NS, ip string) string {
+	out := b.MustRun(t, "ip", "neigh", "show", ip, "dev", "vb")
 	f := strings.Fields(out)
 	for i := range f {
 		if f[i] == "lladdr" && i+1 < len(f) {
@@ -96,4 +98,34 @@ func TestKernelAnnounceCreatesEntryWithArpAccept(t *testing.T) {
 	}
 	announceIn(t, a)
 	waitNeigh(t, b, aMAC)
+}
+
+// TestKernelAdvertisementUpdatesStaleEntry is the IPv6 failover case: B's
+// entry for the egress IP points at the old Node; A's unsolicited NA
+// repoints it. Addresses are from the IPv6 documentation prefix, inside the
+// test namespaces only.
+func TestKernelAdvertisementUpdatesStaleEntry(t *testing.T) {
+	nstest.RequireRoot(t)
+	a, b, aMAC := twoHosts(t)
+	a.MustRun(t, "ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "va", "nodad")
+	a.MustRun(t, "ip", "-6", "addr", "add", "2001:db8::100/128", "dev", "va", "nodad")
+	b.MustRun(t, "ip", "-6", "addr", "add", "2001:db8::2/64", "dev", "vb", "nodad")
+	const oldMAC = "02:00:00:00:00:99"
+	b.MustRun(t, "ip", "-6", "neigh", "replace", "2001:db8::100", "lladdr", oldMAC, "dev", "vb", "nud", "stale")
+	if got := neighMACOf(t, b, "2001:db8::100"); got != oldMAC {
+		t.Fatalf("setup: entry %q, want %q", got, oldMAC)
+	}
+	err := a.Do(func() error {
+		return Announce(context.Background(), "va", netip.MustParseAddr("2001:db8::100"), 3, 50*time.Millisecond)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for neighMACOf(t, b, "2001:db8::100") != aMAC {
+		if time.Now().After(deadline) {
+			t.Fatalf("B's entry for 2001:db8::100 is %q, want %q", neighMACOf(t, b, "2001:db8::100"), aMAC)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/arp"
-	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
 )
 
 var mac = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
@@ -44,64 +44,73 @@ func TestPackets(t *testing.T) {
 	}
 }
 
-type fakeSender struct {
+// fakeRounds records when each round was written.
+type fakeRounds struct {
 	mu    sync.Mutex
 	at    []time.Time
-	dst   []net.HardwareAddr
 	fails error
 }
 
-func (f *fakeSender) WriteTo(p *arp.Packet, addr net.HardwareAddr) error {
+func (f *fakeRounds) write() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.at = append(f.at, time.Now())
-	f.dst = append(f.dst, addr)
 	return f.fails
 }
 
 func TestSendCountsAndSpacing(t *testing.T) {
-	pkts, _ := Packets(mac, netip.MustParseAddr("192.0.2.9"))
-	f := &fakeSender{}
+	f := &fakeRounds{}
 	const interval = 30 * time.Millisecond
-	if err := send(context.Background(), f, pkts, 3, interval); err != nil {
+	if err := send(context.Background(), 3, interval, f.write); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.at) != 6 {
-		t.Fatalf("sent %d packets, want 3 rounds × 2", len(f.at))
-	}
-	for i, d := range f.dst {
-		if d.String() != ethernet.Broadcast.String() {
-			t.Errorf("packet %d sent to %v, want broadcast", i, d)
-		}
+	if len(f.at) != 3 {
+		t.Fatalf("wrote %d rounds, want 3", len(f.at))
 	}
 	for r := 1; r < 3; r++ {
-		if gap := f.at[2*r].Sub(f.at[2*r-2]); gap < interval {
+		if gap := f.at[r].Sub(f.at[r-1]); gap < interval {
 			t.Errorf("round %d came %v after the previous, want ≥ %v", r, gap, interval)
 		}
 	}
 }
 
 func TestSendStopsOnCancel(t *testing.T) {
-	pkts, _ := Packets(mac, netip.MustParseAddr("192.0.2.9"))
-	f := &fakeSender{}
+	f := &fakeRounds{}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := send(ctx, f, pkts, 100, time.Hour)
+	err := send(ctx, 100, time.Hour, f.write)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("send = %v, want deadline exceeded", err)
 	}
-	if len(f.at) != 2 {
-		t.Fatalf("sent %d packets before cancel, want the first round (2)", len(f.at))
+	if len(f.at) != 1 {
+		t.Fatalf("wrote %d rounds before cancel, want the first only", len(f.at))
 	}
 }
 
 func TestSendErrors(t *testing.T) {
-	pkts, _ := Packets(mac, netip.MustParseAddr("192.0.2.9"))
 	boom := errors.New("boom")
-	if err := send(context.Background(), &fakeSender{fails: boom}, pkts, 2, 0); !errors.Is(err, boom) {
+	if err := send(context.Background(), 2, 0, (&fakeRounds{fails: boom}).write); !errors.Is(err, boom) {
 		t.Fatalf("send = %v, want wrapped boom", err)
 	}
-	if err := send(context.Background(), &fakeSender{}, pkts, 0, 0); err == nil {
+	if err := send(context.Background(), 0, 0, (&fakeRounds{}).write); err == nil {
 		t.Fatal("count 0 accepted")
+	}
+}
+
+func TestAdvertisement(t *testing.T) {
+	ip := netip.MustParseAddr("2001:db8::100")
+	na, err := Advertisement(mac, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !na.Override || na.Solicited || na.Router || na.TargetAddress != ip || len(na.Options) != 1 {
+		t.Fatalf("advertisement = %+v", na)
+	}
+	lla, ok := na.Options[0].(*ndp.LinkLayerAddress)
+	if !ok || lla.Direction != ndp.Target || lla.Addr.String() != mac.String() {
+		t.Fatalf("option = %+v, want target link-layer address %v", na.Options[0], mac)
+	}
+	if _, err := Advertisement(mac, netip.MustParseAddr("192.0.2.1")); err == nil {
+		t.Fatal("IPv4 accepted")
 	}
 }
