@@ -359,3 +359,43 @@ func TestCheckFailsWithoutTagOrHelperRecord(t *testing.T) {
 		t.Fatalf("CHECK with the tag gone: %v", err)
 	}
 }
+
+// TestAddWaitsForAck has the helper take its time before acking (as it
+// will when it programs the Pod's egress first): within the timeout ADD
+// waits for it; past the timeout ADD fails open to the spool, or fails
+// closed with code 11.
+func TestAddWaitsForAck(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := ctxT(t)
+	e := NewEnv(t, bins, "slow")
+	h := e.StartHelper(t, "-add-delay", "400ms")
+	l := e.Conflist(t, ConflistOpts{CNIVersion: "1.0.0", Primary: Bridge, Timeout: "3s"})
+	p := e.NewPod(t, "sw")
+	start := time.Now()
+	if _, err := e.Add(ctx, l, p); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("ADD returned after %v, before the helper's 400ms ack", d)
+	}
+	if ents, _ := cniproto.ReadSpool(e.Spool); len(ents) != 0 {
+		t.Fatalf("acked ADD was spooled")
+	}
+	h.Stop()
+
+	e.StartHelper(t, "-add-delay", "5s")
+	open := e.Conflist(t, ConflistOpts{CNIVersion: "1.0.0", Primary: Bridge, Timeout: "300ms"})
+	q := e.NewPod(t, "so")
+	if _, err := e.Add(ctx, open, q); err != nil {
+		t.Fatalf("fail-open ADD with a slow helper: %v", err)
+	}
+	if ents, _ := cniproto.ReadSpool(e.Spool); len(ents) != 1 || ents[0].Request.Attachment.ContainerID != q.RT.ContainerID {
+		t.Fatalf("slow helper: spool %+v", ents)
+	}
+	closed := e.Conflist(t, ConflistOpts{CNIVersion: "1.0.0", Primary: Bridge, Timeout: "300ms", FailClosed: true})
+	_, err := e.Add(ctx, closed, e.NewPod(t, "sc"))
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrTryAgainLater {
+		t.Fatalf("fail-closed ADD with a slow helper: err = %v, want code 11", err)
+	}
+}

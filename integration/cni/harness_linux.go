@@ -206,9 +206,9 @@ type Helper struct {
 
 // StartHelper starts the test helper in the node namespace and waits until
 // it serves. It is stopped at cleanup if the test did not stop it.
-func (e *Env) StartHelper(t testing.TB) *Helper {
+func (e *Env) StartHelper(t testing.TB, extraArgs ...string) *Helper {
 	t.Helper()
-	cmd := e.Node.Cmd(e.Bins.Helper, "-socket", e.Socket, "-spool", e.Spool)
+	cmd := e.Node.Cmd(e.Bins.Helper, append([]string{"-socket", e.Socket, "-spool", e.Spool}, extraArgs...)...)
 	logf, err := os.OpenFile(filepath.Join(e.Dir, "helper.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)

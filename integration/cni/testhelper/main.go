@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/sluicenet/sluice/helperd/registry"
 	"github.com/sluicenet/sluice/pkg/cniproto"
@@ -20,18 +21,26 @@ import (
 func main() {
 	socket := flag.String("socket", cniproto.DefaultSocketPath, "socket to serve")
 	spool := flag.String("spool", "/var/run/sluice/spool", "spool directory to replay at start")
+	addDelay := flag.Duration("add-delay", 0, "time each ADD takes before the ack (stands in for datapath programming)")
 	flag.Parse()
-	if err := run(*socket, *spool); err != nil {
+	if err := run(*socket, *spool, *addDelay); err != nil {
 		fmt.Fprintln(os.Stderr, "testhelper:", err)
 		os.Exit(1)
 	}
 }
 
-func run(socket, spool string) error {
+func run(socket, spool string, addDelay time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	reg := registry.New(registry.Options{Log: log})
+	reg := registry.New(registry.Options{Log: log, OnAdd: func(ctx context.Context, a registry.Attachment) error {
+		select {
+		case <-time.After(addDelay):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
 	if err := reg.Start(ctx, spool); err != nil {
 		log.Warn("start", "err", err)
 	}
