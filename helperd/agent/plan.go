@@ -69,13 +69,16 @@ type Plan struct {
 
 // Compute decides everything for one Node. It is pure.
 func Compute(s Snapshot) Plan {
-	res := policy.Compute(policy.View{Egresses: s.Egresses, Pods: s.Pods, Namespaces: s.Namespaces})
+	live := make([]*v1alpha1.Egress, 0, len(s.Egresses))
+	for _, eg := range s.Egresses {
+		if eg.DeletionTimestamp == nil {
+			live = append(live, eg)
+		}
+	}
+	res := policy.Compute(policy.View{Egresses: live, Pods: s.Pods, Namespaces: s.Namespaces})
 	local := res.LocalIPs(s.Self)
 	var plans []EgressPlan
-	for _, eg := range s.Egresses {
-		if eg.DeletionTimestamp != nil {
-			continue
-		}
+	for _, eg := range live {
 		ep := owner(s, eg)
 		if r := res.Egresses[eg.Name]; r != nil {
 			ep.PodsCluster = len(r.Pods)
