@@ -35,8 +35,9 @@ const (
 	DefaultVNI        = 4096
 )
 
-// Marks live in bits 16–27 (MarkMask) so they never collide with the low
-// bits kube-proxy and most CNIs use, nor with Cilium/Calico high nibbles.
+// Marks live in bits 16–27 (MarkMask), clear of kube-proxy's 0x4000/0x8000
+// and of Cilium's 0x0f00/0xf000 bits. Calico's default mark mask
+// (0xffff0000) overlaps them: on Calico, move its iptablesMarkMask.
 const (
 	MarkMask   uint32 = 0x0fff0000
 	markShift         = 16

@@ -17,9 +17,10 @@ import (
 )
 
 // Datapath reconciles the kernel of the current network namespace to a
-// Desired state. It keeps no record of what it installed: every Apply reads
-// the kernel back and diffs, so a restart or a hand-deleted rule converges
-// on the next Apply, and nothing that failed is ever assumed present.
+// Desired state. The kernel is the source of truth: Apply reads it back and
+// diffs (at most Config.ResyncPeriod after the last full read, see
+// applied), so a restart or a hand-deleted rule converges, and nothing
+// that failed is ever assumed present (any error drops the record).
 //
 // Call its methods from the node's network namespace (for tests: on a
 // locked thread inside ns.Do); commands it runs inherit that namespace.

@@ -154,3 +154,34 @@ create SLUICE-EG-a hash:net family inet
 		t.Errorf("in sync but got %q %q", a, d)
 	}
 }
+
+// The parsers read tool output that other software on the node shapes
+// (their chains, sets and comments): they must never panic.
+func FuzzParseIPTablesSave(f *testing.F) {
+	f.Add([]byte("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j SLUICE-POSTROUTING\nCOMMIT\n"))
+	f.Add([]byte("-A \n:\n-A X"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for chain, rules := range parseIPTablesSave(b) {
+			if strings.ContainsAny(chain, " \n") {
+				t.Fatalf("chain name %q", chain)
+			}
+			for _, r := range rules {
+				if !strings.Contains(string(b), "-A "+chain+" "+r) {
+					t.Fatalf("rule %q of %q not in the input", r, chain)
+				}
+			}
+		}
+	})
+}
+
+func FuzzParseIPSetSave(f *testing.F) {
+	f.Add([]byte("create SLUICE-EXCEPT hash:net family inet\nadd SLUICE-EXCEPT 10.0.0.0/8\n"))
+	f.Add([]byte("add SLUICE-X 1\ncreate SLUICE-X"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for name, s := range parseIPSetSave(b) {
+			if !strings.HasPrefix(name, "SLUICE-") || s.Name != name {
+				t.Fatalf("parsed foreign or misnamed set %q (%q)", name, s.Name)
+			}
+		}
+	})
+}

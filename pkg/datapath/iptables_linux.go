@@ -68,8 +68,9 @@ func parseIPTablesSave(out []byte) tableRules {
 				t[name] = nil
 			}
 		case strings.HasPrefix(line, "-A "):
-			chain, spec, _ := strings.Cut(line[3:], " ")
-			t[chain] = append(t[chain], spec)
+			if chain, spec, ok := strings.Cut(line[3:], " "); ok && chain != "" && spec != "" {
+				t[chain] = append(t[chain], spec)
+			}
 		}
 	}
 	return t
