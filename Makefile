@@ -1,16 +1,23 @@
-# Sluice. `make test` and `make demo` are the two commands README.md promises.
+# Sluice. README.md promises two commands: `make test` and `make demo`.
 SHELL := /bin/bash
 GO ?= go
 BIN := bin
+# The race detector is on for every test; integration tests start real
+# binaries and namespaces, so the timeout is generous.
 GOTEST_FLAGS ?= -race -count=1 -timeout 40m
+# Each fuzz target runs briefly in `make test`; `make fuzz FUZZTIME=5m` digs deeper.
+FUZZTIME ?= 8s
+FUZZ_TARGETS := ./conflist:FuzzAppend ./pkg/cniproto:FuzzDecodeRequest ./pkg/ipam:FuzzParseRanges ./pkg/policy:FuzzSelects
 
-.PHONY: all build generate verify tools test unit bench demo clean
+.PHONY: all build generate verify tools test unit fuzz bench demo clean
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./plugin/... ./helperd/... ./conflist/cmd/...
+	$(GO) build -o $(BIN)/sluice ./plugin
+	$(GO) build -o $(BIN)/sluice-helperd ./helperd
+	$(GO) build -o $(BIN)/sluice-cni-install ./conflist/cmd/sluice-cni-install
 
 generate:
 	hack/update-codegen.sh
@@ -19,17 +26,33 @@ verify:
 	hack/verify.sh
 
 # The real kube-apiserver, etcd and kubectl, and the CNI reference plugins,
-# built from the Go module proxy into .cache/ (see integration/tools).
+# built from the Go module proxy into .cache/ (see integration/binaries).
 tools:
 	$(GO) run ./integration/cmd/sluice-tools
 
 # Everything: unit tests, kernel tests in throwaway network namespaces (root),
-# and the integration tests against a real kube-apiserver and etcd.
+# integration tests against a real kube-apiserver and etcd, brief fuzzing,
+# and the demo itself so that it cannot rot.
 test: verify build tools
 	$(GO) test $(GOTEST_FLAGS) ./...
+	$(MAKE) fuzz
+	$(MAKE) demo
 
 unit:
 	$(GO) test -race -count=1 -short ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s -parallel 1 >/dev/null; \
+	done; echo "fuzz: ok"
+
+bench: build tools
+	$(GO) run ./bench/cmd/sluice-bench
+
+demo: build tools
+	$(GO) run ./integration/cmd/sluice-demo
 
 clean:
 	rm -rf $(BIN)
