@@ -45,7 +45,9 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s -parallel 1 >/dev/null; \
+		log=$$(mktemp); \
+		if ! $(GO) test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s -parallel 1 >$$log 2>&1; then \
+			cat $$log; rm -f $$log; exit 1; fi; rm -f $$log; \
 	done; echo "fuzz: ok"
 
 bench: build tools
