@@ -5,6 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -90,17 +92,23 @@ func (g *Gossip) joinMissing() int {
 	if len(missing) == 0 {
 		return 0
 	}
-	// One Join call per peer, so one unreachable peer does not hide the
-	// result of the others; each costs at most TCPTimeout.
-	answered := 0
+	// One Join call per peer, in parallel: one unreachable peer must not
+	// hide the others' result nor delay them (each costs up to TCPTimeout).
+	var answered atomic.Int32
+	var wg sync.WaitGroup
 	for _, p := range missing {
-		if _, err := g.ml.Join([]string{p}); err != nil {
-			g.log.Debug("join peer failed, will retry", "peer", p, "err", err)
-			continue
-		}
-		answered++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := g.ml.Join([]string{p}); err != nil {
+				g.log.Debug("join peer failed, will retry", "peer", p, "err", err)
+				return
+			}
+			answered.Add(1)
+		}()
 	}
-	return answered
+	wg.Wait()
+	return int(answered.Load())
 }
 
 // missingPeers returns the wanted peers that are not alive, sorted.
