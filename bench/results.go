@@ -1,0 +1,151 @@
+// Package bench records benchmark figures. Every benchmark merges its
+// figures into bench/results.json (a flat object: name → {value, unit,
+// target}) and BENCHMARKS.md is rendered from it, with the command that
+// produced each figure, so benchmarks can run one at a time or all at once.
+package bench
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Figure is one measured number.
+type Figure struct {
+	Name    string  `json:"-"`
+	Value   float64 `json:"value"`
+	Unit    string  `json:"unit"`
+	Target  string  `json:"target"`            // e.g. "<= 3", ">= 0.8"; "" for context figures
+	Command string  `json:"command,omitempty"` // what produced it
+	Note    string  `json:"note,omitempty"`    // how it was measured: runs, medians, side by side
+	When    string  `json:"when,omitempty"`
+}
+
+// Root is the repository root, found from this file's location.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// Record merges figs into bench/results.json and re-renders BENCHMARKS.md.
+func Record(figs ...Figure) error {
+	path := filepath.Join(Root(), "bench", "results.json")
+	all := map[string]Figure{}
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &all); err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	now := time.Now().UTC().Format("2006-01-02 15:04 UTC")
+	for _, f := range figs {
+		if f.Name == "" {
+			return errors.New("bench: a figure has no name")
+		}
+		f.When = now
+		all[f.Name] = f
+	}
+	b, err := json.MarshalIndent(all, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(path, append(b, '\n')); err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(Root(), "BENCHMARKS.md"), []byte(Render(all)))
+}
+
+// Met reports whether a figure meets its target ("<= x", ">= x", "== x").
+func (f Figure) Met() (met, known bool) {
+	var op string
+	var want float64
+	if _, err := fmt.Sscanf(f.Target, "%s %g", &op, &want); err != nil {
+		return false, false
+	}
+	switch op {
+	case "<=":
+		return f.Value <= want, true
+	case ">=":
+		return f.Value >= want, true
+	case "==":
+		return f.Value == want, true
+	}
+	return false, false
+}
+
+// Render formats the figures as BENCHMARKS.md.
+func Render(all map[string]Figure) string {
+	names := make([]string, 0, len(all))
+	for n := range all {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	b.WriteString("# Benchmarks\n\n")
+	b.WriteString("Written by `make bench` (and by each benchmark on its own) from `bench/results.json`.\n")
+	b.WriteString("Machines here are noisy (2 shared cores): figures are medians and ratios measured side by side\n")
+	b.WriteString("in one run, as each row's note says.\n\n")
+	b.WriteString("| Figure | Value | Unit | Target | Met | How | Command | When |\n|---|---|---|---|---|---|---|---|\n")
+	for _, n := range names {
+		f := all[n]
+		met := "-"
+		if ok, known := f.Met(); known {
+			met = map[bool]string{true: "yes", false: "**no**"}[ok]
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | `%s` | %s |\n", n, fmtValue(f.Value), f.Unit,
+			dash(f.Target), met, dash(f.Note), dash(f.Command), f.When)
+	}
+	return b.String()
+}
+
+func fmtValue(v float64) string {
+	if v == float64(int64(v)) {
+		return fmt.Sprint(int64(v))
+	}
+	return fmt.Sprintf("%.3g", v)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.ReplaceAll(s, "|", "\\|")
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".bench-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// Median returns the median of xs (xs is sorted in place).
+func Median(xs []float64) float64 { return Quantile(xs, 0.5) }
+
+// Quantile returns the q-quantile of xs by nearest rank (xs is sorted in
+// place). With fewer than 100 samples the p99 is the maximum.
+func Quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	i := int(q*float64(len(xs))+0.999999) - 1
+	i = max(0, min(i, len(xs)-1))
+	return xs[i]
+}
