@@ -21,10 +21,18 @@ type Figure struct {
 	Name    string  `json:"-"`
 	Value   float64 `json:"value"`
 	Unit    string  `json:"unit"`
-	Target  string  `json:"target"`            // e.g. "<= 3", ">= 0.8"; "" for context figures
-	Command string  `json:"command,omitempty"` // what produced it
-	Note    string  `json:"note,omitempty"`    // how it was measured: runs, medians, side by side
-	When    string  `json:"when,omitempty"`
+	Target  string  `json:"target"` // e.g. "<= 3", ">= 0.8"; "" for context figures
+	Command string  `json:"-"`      // what produced it
+	Note    string  `json:"-"`      // how it was measured: runs, medians, side by side
+	When    string  `json:"-"`
+}
+
+// meta is what results.json leaves out (it is exactly name → {value, unit,
+// target}); it lives in bench/meta.json.
+type meta struct {
+	Command string `json:"command"`
+	Note    string `json:"note,omitempty"`
+	When    string `json:"when"`
 }
 
 // Root is the repository root, found from this file's location.
@@ -36,12 +44,12 @@ func Root() string {
 // Record merges figs into bench/results.json and re-renders BENCHMARKS.md.
 func Record(figs ...Figure) error {
 	path := filepath.Join(Root(), "bench", "results.json")
-	all := map[string]Figure{}
-	if b, err := os.ReadFile(path); err == nil {
-		if err := json.Unmarshal(b, &all); err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
+	metaPath := filepath.Join(Root(), "bench", "meta.json")
+	all, metas := map[string]Figure{}, map[string]meta{}
+	if err := readJSON(path, &all); err != nil {
+		return err
+	}
+	if err := readJSON(metaPath, &metas); err != nil {
 		return err
 	}
 	now := time.Now().UTC().Format("2006-01-02 15:04 UTC")
@@ -49,14 +57,18 @@ func Record(figs ...Figure) error {
 		if f.Name == "" {
 			return errors.New("bench: a figure has no name")
 		}
-		f.When = now
 		all[f.Name] = f
+		metas[f.Name] = meta{Command: f.Command, Note: f.Note, When: now}
 	}
-	b, err := json.MarshalIndent(all, "", "  ")
-	if err != nil {
+	for name, f := range all {
+		m := metas[name]
+		f.Name, f.Command, f.Note, f.When = name, m.Command, m.Note, m.When
+		all[name] = f
+	}
+	if err := writeJSON(path, all); err != nil {
 		return err
 	}
-	if err := writeAtomic(path, append(b, '\n')); err != nil {
+	if err := writeJSON(metaPath, metas); err != nil {
 		return err
 	}
 	return writeAtomic(filepath.Join(Root(), "BENCHMARKS.md"), []byte(Render(all)))
@@ -117,6 +129,28 @@ func dash(s string) string {
 		return "-"
 	}
 	return strings.ReplaceAll(s, "|", "\\|")
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, append(b, '\n'))
 }
 
 func writeAtomic(path string, data []byte) error {
