@@ -66,10 +66,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	t0 := time.Now()
 	host, err := p.Kernel.HostPeer(args.Netns, args.IfName)
 	if err != nil {
 		return fmt.Errorf("find host veth of %s: %w", args.IfName, err)
 	}
+	tPeer := time.Since(t0)
 	if err := crossCheck(host.Name, prev.Interfaces); err != nil {
 		return err
 	}
@@ -87,13 +89,17 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return fmt.Errorf("build veth tag: %w", err)
 	}
+	t0 = time.Now()
 	if err := p.Kernel.SetAlias(host.Index, tag); err != nil {
 		return fmt.Errorf("tag host veth %s: %w", host.Name, err)
 	}
+	tTag := time.Since(t0)
+	t0 = time.Now()
 	if err := p.report(cniproto.Request{Kind: cniproto.KindAdd, Attachment: &a}); err != nil {
 		return err
 	}
-	p.Log.Info("attachment added", "key", a.Key.String(), "veth", host.Name, "ips", a.PodIPs)
+	p.Log.Info("attachment added", "key", a.Key.String(), "veth", host.Name, "ips", a.PodIPs,
+		"peerLookup", tPeer, "tag", tTag, "ack", time.Since(t0))
 	return types.PrintResult(c.PrevResult, c.CNIVersion)
 }
 
