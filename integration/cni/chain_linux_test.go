@@ -216,6 +216,11 @@ func TestDelAfterNetnsDeleted(t *testing.T) {
 		if got := listHelper(t, e); len(got) != 0 {
 			t.Fatalf("%s: helper still knows %v", primary, keys(got))
 		}
+		// A DEL for an attachment that was never added (e.g. its ADD never
+		// ran) succeeds too.
+		if err := e.Del(ctx, l, e.NewPod(t, "nv"+string(primary))); err != nil {
+			t.Fatalf("%s: DEL of a never-seen attachment: %v", primary, err)
+		}
 	}
 }
 
