@@ -1,24 +1,14 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
-	"github.com/sluicenet/sluice/integration/binaries"
 	sluiceclient "github.com/sluicenet/sluice/pkg/client/clientset/versioned"
 )
 
@@ -29,29 +19,16 @@ func (c *Cluster) Client() kubernetes.Interface { return c.client }
 func (c *Cluster) SluiceClient() sluiceclient.Interface { return c.sluice }
 
 // Kubectl runs kubectl inside the cp namespace with the admin kubeconfig
-// and returns its combined output.
-func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
-	// Resolved on first use: most tests never run kubectl, and a cold
-	// kubectl build takes minutes.
-	c.mu.Lock()
-	if c.kubectl == "" {
-		bin, err := binaries.Ensure(ctx, binaries.Kubectl)
-		if err != nil {
-			c.mu.Unlock()
-			return "", err
-		}
-		c.kubectl = bin
-	}
-	c.mu.Unlock()
-	full := append([]string{"netns", "exec", c.CP.Name, c.kubectl, "--kubeconfig=" + c.Kubeconfig()}, args...)
-	out, err := execCommand(ctx, "ip", full...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
+// and returns its stdout.
+func (c *Cluster) Kubectl(args ...string) (string, error) { return c.cp.Kubectl(args...) }
+
+// KubectlInput is Kubectl with stdin (for `apply -f -`).
+func (c *Cluster) KubectlInput(stdin string, args ...string) (string, error) {
+	return c.cp.KubectlInput(stdin, args...)
 }
 
-// connectAPI makes the clients, waits for /readyz and installs the CRDs.
+// connectAPI makes the clients and installs the CRDs (controlplane.Start
+// has already waited for /readyz).
 func (c *Cluster) connectAPI(ctx context.Context) error {
 	cfg := c.RESTConfig()
 	var err error
@@ -61,80 +38,7 @@ func (c *Cluster) connectAPI(ctx context.Context) error {
 	if c.sluice, err = sluiceclient.NewForConfig(cfg); err != nil {
 		return fmt.Errorf("sluice client: %w", err)
 	}
-	if err := c.waitReady(ctx, time.Minute); err != nil {
-		return err
-	}
-	return c.installCRDs(ctx)
-}
-
-// waitReady polls /readyz until the apiserver answers ok.
-func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	var last error
-	for {
-		body, err := c.client.CoreV1().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		if err == nil && bytes.Equal(bytes.TrimSpace(body), []byte("ok")) {
-			return nil
-		}
-		last = fmt.Errorf("readyz: %w: %s", err, body)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("apiserver not ready after %s: %w", limit, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-
-// installCRDs creates every CRD in install/crds and waits until each is
-// Established, so that the first Egress create after Start succeeds.
-func (c *Cluster) installCRDs(ctx context.Context) error {
-	files, err := filepath.Glob(filepath.Join(c.Opts.CRDDir, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no CRDs in %s: %v", c.Opts.CRDDir, err)
-	}
-	dyn, err := dynamic.NewForConfig(c.RESTConfig())
-	if err != nil {
-		return fmt.Errorf("dynamic client: %w", err)
-	}
-	crds := dyn.Resource(crdGVR)
-	var names []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return fmt.Errorf("read CRD: %w", err)
-		}
-		obj := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(b, &obj.Object); err != nil {
-			return fmt.Errorf("parse %s: %w", f, err)
-		}
-		if _, err := crds.Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create CRD %s: %w", obj.GetName(), err)
-		}
-		names = append(names, obj.GetName())
-	}
-	return poll(ctx, 30*time.Second, func() (bool, error) {
-		for _, n := range names {
-			obj, err := crds.Get(ctx, n, metav1.GetOptions{})
-			if err != nil || !established(obj) {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-}
-
-func established(obj *unstructured.Unstructured) bool {
-	conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
-	for _, c := range conds {
-		m, _ := c.(map[string]any)
-		if m["type"] == "Established" && m["status"] == "True" {
-			return true
-		}
-	}
-	return false
+	return c.cp.InstallCRDs(ctx)
 }
 
 // registerNodes creates the Node objects: labels, Pod CIDR, and, through

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/sluicenet/sluice/integration/binaries"
+	"github.com/sluicenet/sluice/integration/controlplane"
 	sluiceclient "github.com/sluicenet/sluice/pkg/client/clientset/versioned"
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
@@ -30,19 +31,21 @@ type Cluster struct {
 	Ext     []*Ext
 	Started time.Duration // from New/Start to ready
 
-	cp      *controlPlane
-	client  kubernetes.Interface
-	sluice  sluiceclient.Interface
-	kubectl string
-	log     *slog.Logger
+	cp     *controlplane.ControlPlane
+	client kubernetes.Interface
+	sluice sluiceclient.Interface
+	log    *slog.Logger
 
-	mu        sync.Mutex
-	nsList    []*nstest.NS // every namespace made, deleted in reverse
-	pods      []*Pod
-	podSeq    int
-	closeOnce sync.Once
-	closeErr  error
-	tmpDir    bool
+	mu     sync.Mutex
+	nsList []*nstest.NS // every namespace made, deleted in reverse
+	pods   []*Pod
+	podSeq int
+	// serviceAccounts records the namespaces whose default ServiceAccount
+	// exists (see ensureServiceAccount).
+	serviceAccounts sync.Map
+	closeOnce       sync.Once
+	closeErr        error
+	tmpDir          bool
 }
 
 // New starts a cluster for a test, fails the test if it cannot, and closes
@@ -126,12 +129,12 @@ func (c *Cluster) build(ctx context.Context) error {
 		return err
 	}
 	type cpResult struct {
-		cp  *controlPlane
+		cp  *controlplane.ControlPlane
 		err error
 	}
 	cpDone := make(chan cpResult, 1)
 	go func() {
-		cp, err := startControlPlane(ctx, c.Dir+"/controlplane", c.CP, c.Opts.APIServerArgs)
+		cp, err := c.startControlPlane(ctx)
 		cpDone <- cpResult{cp, err}
 	}()
 	topoErr := c.buildTopology(ctx, tag)
@@ -223,9 +226,7 @@ func (c *Cluster) Close() error {
 		for _, e := range c.Ext {
 			e.close()
 		}
-		if c.cp != nil {
-			c.cp.stop()
-		}
+		c.cp.Stop() // nil-safe
 		c.mu.Lock()
 		list := c.nsList
 		c.nsList = nil
@@ -258,15 +259,26 @@ func (c *Cluster) Namespaces() []string {
 // RESTConfig returns a copy of the admin rest config, with the dialer that
 // opens sockets inside the cp namespace.
 func (c *Cluster) RESTConfig() *rest.Config {
-	cfg := c.cp.restConfig()
-	cpPath := c.CP.Path
-	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return dialIn(ctx, cpPath, network, addr)
-	}
-	return cfg
+	return rest.CopyConfig(c.cp.Config)
 }
+
+// startControlPlane runs etcd and kube-apiserver inside the cp namespace,
+// listening on ControlPlaneIP so that helpers in the Node namespaces reach
+// the apiserver over the lan.
+func (c *Cluster) startControlPlane(ctx context.Context) (*controlplane.ControlPlane, error) {
+	dir := c.controlPlaneDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create control plane dir: %w", err)
+	}
+	return controlplane.Start(ctx, controlplane.Options{Dir: dir, NetNS: c.CP.Path, BindAddress: ControlPlaneIP})
+}
+
+func (c *Cluster) controlPlaneDir() string { return filepath.Join(c.Dir, "controlplane") }
 
 // Kubeconfig is the admin kubeconfig's path. It names the apiserver by its
 // lan address, so it works from the cp and every Node namespace (not from
 // the root namespace).
-func (c *Cluster) Kubeconfig() string { return c.cp.kubeconfig }
+func (c *Cluster) Kubeconfig() string { return c.cp.Kubeconfig }
+
+// APIServerURL is the apiserver's https URL on the lan.
+func (c *Cluster) APIServerURL() string { return c.cp.URL() }

@@ -239,7 +239,12 @@ func TestCloseLeavesNothing(t *testing.T) {
 		c.Close()
 		t.Fatal(err)
 	}
-	pids := []int{sleeper.Process.Pid, c.cp.apiserver.Process.Pid, c.cp.etcd.Process.Pid}
+	cpPIDs, err := nsPIDs(c.CP.Name)
+	if err != nil || len(cpPIDs) < 2 {
+		c.Close()
+		t.Fatalf("etcd and kube-apiserver not found in %s: %v %v", c.CP.Name, cpPIDs, err)
+	}
+	pids := append([]int{sleeper.Process.Pid}, cpPIDs...)
 	dir := c.Dir
 	if err := c.Close(); err != nil {
 		t.Fatal(err)

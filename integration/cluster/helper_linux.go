@@ -135,9 +135,7 @@ func (c *Cluster) LogTails(lines int) string {
 	for _, n := range c.Nodes {
 		paths = append(paths, n.Paths.HelperLog, filepath.Join(n.Paths.Root, "sluice-cni.log"))
 	}
-	if c.cp != nil {
-		paths = append(paths, c.cp.logs...)
-	}
+	paths = append(paths, filepath.Join(c.controlPlaneDir(), "etcd.log"), filepath.Join(c.controlPlaneDir(), "kube-apiserver.log"))
 	for _, p := range paths {
 		if t := tail(p, lines); t != "" {
 			fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", p, lines, t)
@@ -146,11 +144,14 @@ func (c *Cluster) LogTails(lines int) string {
 	return b.String()
 }
 
-// nodeCmdPIDs lists the pids inside the Node namespace, except our own.
-func (n *Node) pids() ([]int, error) {
-	out, err := exec.Command("ip", "netns", "pids", n.NS.Name).Output()
+// pids lists the processes inside the Node namespace.
+func (n *Node) pids() ([]int, error) { return nsPIDs(n.NS.Name) }
+
+// nsPIDs lists the processes inside a namespace, except this one.
+func nsPIDs(name string) ([]int, error) {
+	out, err := exec.Command("ip", "netns", "pids", name).Output()
 	if err != nil {
-		return nil, fmt.Errorf("ip netns pids %s: %w", n.NS.Name, err)
+		return nil, fmt.Errorf("ip netns pids %s: %w", name, err)
 	}
 	var pids []int
 	self := os.Getpid()
@@ -161,4 +162,15 @@ func (n *Node) pids() ([]int, error) {
 		}
 	}
 	return pids, nil
+}
+
+// alive reports whether pid still runs (a zombie counts as gone).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// Field 3 is the state; the command name before it is in parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || (i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X')
 }

@@ -25,6 +25,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sluicenet/sluice/integration/controlplane"
 )
 
 // Fixed addresses of the topology. All of it lives inside namespaces the
@@ -33,8 +35,7 @@ const (
 	LANPrefix       = "192.0.2.0/24"
 	ControlPlaneIP  = "192.0.2.2"
 	ClusterCIDR     = "10.244.0.0/16" // all Pod CIDRs
-	ServiceCIDR     = "10.96.0.0/12"  // the apiserver's service-cluster-ip-range
-	APIServerPort   = 6443
+	ServiceCIDR     = controlplane.ServiceClusterIPRange
 	WhoamiPort      = 8080 // the external servers' echo port
 	firstNodeHost   = 11   // node i (1-based) is 192.0.2.(10+i)
 	firstExtHost    = 100  // external server k (0-based) is 192.0.2.(100+k)
@@ -71,10 +72,6 @@ type Options struct {
 	// HelperArgs are appended to every helper's default command line (see
 	// Cluster.HelperArgs); StartHelper's extra arguments come after them.
 	HelperArgs []string
-	// CRDDir holds the CRDs installed at start. Default <repo>/install/crds.
-	CRDDir string
-	// APIServerArgs are appended to kube-apiserver's command line.
-	APIServerArgs []string
 }
 
 // withDefaults returns o with every zero field filled in, or an error
@@ -94,9 +91,6 @@ func (o Options) withDefaults(repoRoot string) (Options, error) {
 	}
 	if o.SluicePlugin == "" {
 		o.SluicePlugin = filepath.Join(repoRoot, "bin", "sluice")
-	}
-	if o.CRDDir == "" {
-		o.CRDDir = filepath.Join(repoRoot, "install", "crds")
 	}
 	if o.HelperBinary == "" {
 		o.HelperBinary = filepath.Join(repoRoot, "bin", "sluice-helperd")

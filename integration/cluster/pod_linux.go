@@ -43,6 +43,9 @@ func (c *Cluster) AddPod(ctx context.Context, node, namespace, name string, labe
 	if n == nil {
 		return nil, fmt.Errorf("add pod %s/%s: no node %q", namespace, name, node)
 	}
+	if err := c.ensureServiceAccount(ctx, namespace); err != nil {
+		return nil, err
+	}
 	obj, err := c.client.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
 		Spec: corev1.PodSpec{
@@ -97,6 +100,23 @@ func (c *Cluster) AddPod(ctx context.Context, node, namespace, name string, labe
 	c.pods = append(c.pods, p)
 	c.mu.Unlock()
 	return p, nil
+}
+
+// ensureServiceAccount creates the namespace's "default" ServiceAccount,
+// which the apiserver's ServiceAccount admission requires of every Pod and
+// which a controller-manager would have made (there is none here).
+func (c *Cluster) ensureServiceAccount(ctx context.Context, namespace string) error {
+	if _, done := c.serviceAccounts.Load(namespace); done {
+		return nil
+	}
+	_, err := c.client.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: namespace},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create service account %s/default: %w", namespace, err)
+	}
+	c.serviceAccounts.Store(namespace, true)
+	return nil
 }
 
 // nsPrefix is "sltest-<pid>-", the part of a namespace name every
