@@ -53,8 +53,8 @@
 // (about 0.1 s above the model: gossip lag and scheduling); the loopback
 // unit test gives 0.65–0.8 s, up to 2.4 s under -race. The suspect
 // message is gossiped every 50 ms, so the survivors agree within about
-// 100 ms, and the first to declare death gossips it at once. The takeover (add a /32, gratuitous ARP) adds
-// milliseconds. That meets the 1.0 s median / 2.0 s p99 failover target up
+// 100 ms, and the first to declare death gossips it at once. The takeover
+// (add a /32, gratuitous ARP) adds milliseconds. That meets the 1.0 s median / 2.0 s p99 failover target up
 // to about 20 Nodes (beyond that the median passes 1 s); Antrea's LAN
 // defaults (probe 1 s, SuspicionMult 3) take 4–5 s.
 //
