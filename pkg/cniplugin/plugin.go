@@ -81,7 +81,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		PodNamespace: string(pa.K8S_POD_NAMESPACE),
 		PodName:      string(pa.K8S_POD_NAME),
 		PodUID:       string(pa.K8S_POD_UID),
-		PodIPs:       podIPs(prev, args.Netns),
+		PodIPs:       podIPs(prev),
 		HostVeth:     host.Name,
 		HostIfIndex:  host.Index,
 	}

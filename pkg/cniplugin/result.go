@@ -31,7 +31,7 @@ func crossCheck(hostVeth string, ifaces []*current.Interface) error {
 
 // podIPs returns the addresses of prevResult that belong to the Pod: those
 // on a sandbox interface, or with no interface index at all.
-func podIPs(r *current.Result, netns string) []string {
+func podIPs(r *current.Result) []string {
 	var out []string
 	for _, ip := range r.IPs {
 		if ip.Interface != nil {
