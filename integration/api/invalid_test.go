@@ -1,9 +1,15 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
 )
 
 // invalid is one object the schema must refuse: the field path and the
@@ -114,6 +120,7 @@ func TestInvalidObjectsRejected(t *testing.T) {
 	if len(invalidObjects) < 12 {
 		t.Fatalf("only %d invalid objects; issue 2 asks for at least 12", len(invalidObjects))
 	}
+	cs := clientset(t)
 	for i, tt := range invalidObjects {
 		t.Run(tt.name, func(t *testing.T) {
 			name := fmt.Sprintf("invalid-%d", i)
@@ -133,9 +140,25 @@ func TestInvalidObjectsRejected(t *testing.T) {
 			if !strings.Contains(msg, tt.msg) {
 				t.Errorf("error lacks %q:\n%v", tt.msg, err)
 			}
-			if _, err := cp.Kubectl("get", strings.ToLower(tt.kind), name); err == nil {
-				t.Errorf("%s %s exists after a refused create", tt.kind, name)
+			if err := getErr(cs, tt.kind, name); !apierrors.IsNotFound(err) {
+				t.Errorf("get %s %s after a refused create: %v, want NotFound", tt.kind, name, err)
 			}
 		})
 	}
+}
+
+// getErr reads the object back through the typed clientset (cheaper than
+// another kubectl run) and returns only the error.
+func getErr(cs versioned.Interface, kind, name string) error {
+	ctx := context.Background()
+	var err error
+	switch kind {
+	case "Egress":
+		_, err = cs.SluiceV1alpha1().Egresses().Get(ctx, name, metav1.GetOptions{})
+	case "ExternalIPPool":
+		_, err = cs.SluiceV1alpha1().ExternalIPPools().Get(ctx, name, metav1.GetOptions{})
+	default:
+		err = fmt.Errorf("unknown kind %s", kind)
+	}
+	return err
 }
