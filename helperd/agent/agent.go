@@ -196,7 +196,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		a.Log.Warn("apply datapath", "err", err)
 	}
 	a.Metrics.observeReconcile(start, err)
-	a.announceNew(ctx, plan.Desired.HeldIPs)
+	a.announceNew(ctx, ownedIPs(plan, a.Self))
 
 	a.mu.Lock()
 	a.last = plan
@@ -217,6 +217,21 @@ func (a *Agent) alive() []string {
 	for _, m := range a.Members.Members() {
 		if m.Alive() && m.Name != a.Self {
 			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+// ownedIPs are the egress IPs this Node answers for: the pool IPs it holds
+// and the static ones found on its interfaces. A static IP moved here by
+// hand is announced too: Linux sends no gratuitous ARP for a new IPv4
+// address, and the seed's "re-configure the IP on another Node" recovery
+// would otherwise wait for neighbours' ARP caches to expire.
+func ownedIPs(plan Plan, self string) []netip.Addr {
+	out := append([]netip.Addr(nil), plan.Desired.HeldIPs...)
+	for _, ep := range plan.Egresses {
+		if ep.Static && ep.Owner == self && ep.IP.Is4() {
+			out = append(out, ep.IP)
 		}
 	}
 	return out
