@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,14 +58,15 @@ type Agent struct {
 	trigger   chan struct{}
 	requested atomic.Uint64
 
-	mu       sync.Mutex
-	done     uint64
-	doneCh   chan struct{}
-	last     Plan
-	lastErr  error
-	pending  map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
-	held     map[netip.Addr]bool
-	statusCh chan Plan
+	mu        sync.Mutex
+	done      uint64
+	doneCh    chan struct{}
+	last      Plan
+	lastErr   error
+	pending   map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
+	held      map[netip.Addr]bool
+	lastAlive string
+	statusCh  chan Plan
 }
 
 // Init prepares the channels; Run calls it.
@@ -187,6 +190,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	snap := a.Cache.Snapshot(a.Self, append(atts, pending...))
 	snap.Alive = a.alive()
+	membersChanged := a.noteAlive(snap.Alive)
 	snap.Election = a.Election
 	snap.PrevIDs = prev
 	plan := Compute(snap)
@@ -196,7 +200,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		a.Log.Warn("apply datapath", "err", err)
 	}
 	a.Metrics.observeReconcile(start, err)
-	a.announceNew(ctx, ownedIPs(plan, a.Self))
+	a.announce(ctx, ownedIPs(plan, a.Self), membersChanged)
 
 	a.mu.Lock()
 	a.last = plan
@@ -237,12 +241,23 @@ func ownedIPs(plan Plan, self string) []netip.Addr {
 	return out
 }
 
-// announceNew sends gratuitous ARP for IPs this Node did not hold before.
-func (a *Agent) announceNew(ctx context.Context, held []netip.Addr) {
+// noteAlive records the alive set and reports whether it changed.
+func (a *Agent) noteAlive(alive []string) bool {
+	key := strings.Join(slices.Sorted(slices.Values(alive)), ",")
+	changed := key != a.lastAlive
+	a.lastAlive = key
+	return changed
+}
+
+// announce sends gratuitous ARP for IPs this Node did not hold before, and
+// for all it holds when the membership changed: after a partition heals or
+// a frozen Node thaws, the Node that keeps an IP never "took" it, yet the
+// neighbours' ARP caches may still point at the Node that stood in.
+func (a *Agent) announce(ctx context.Context, held []netip.Addr, all bool) {
 	now := map[netip.Addr]bool{}
 	for _, ip := range held {
 		now[ip] = true
-		if !a.held[ip] && a.Announce != nil {
+		if (all || !a.held[ip]) && a.Announce != nil {
 			go a.Announce(ctx, ip)
 		}
 	}
