@@ -316,4 +316,3 @@ func findCond(eg *v1alpha1.Egress, typ string) (metav1.Condition, bool) {
 	}
 	return metav1.Condition{}, false
 }
-
