@@ -1,6 +1,8 @@
 package controlplane
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,5 +83,28 @@ func TestTail(t *testing.T) {
 	}
 	if got := Tail(filepath.Join(t.TempDir(), "none"), 2); !strings.HasPrefix(got, "(") {
 		t.Errorf("Tail of a missing file = %q", got)
+	}
+}
+
+// A process that died on a taken port is told apart from other failures,
+// so Start retries with fresh ports only then.
+func TestPollClassifiesPortInUse(t *testing.T) {
+	tests := []struct {
+		log      string
+		wantPort bool
+	}{
+		{"listen tcp 127.0.0.1:2379: bind: address already in use\n", true},
+		{"some other fatal error\n", false},
+	}
+	for _, tt := range tests {
+		p := &process{name: "etcd", log: filepath.Join(t.TempDir(), "log"), done: make(chan struct{})}
+		if err := os.WriteFile(p.log, []byte(tt.log), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		close(p.done)
+		err := poll(context.Background(), p, func() (bool, error) { return false, nil })
+		if err == nil || errors.Is(err, errPortInUse) != tt.wantPort {
+			t.Errorf("log %q: poll error %v, port in use %t, want %t", tt.log, err, errors.Is(err, errPortInUse), tt.wantPort)
+		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -67,10 +69,31 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 			return nil, fmt.Errorf("controlplane: %w", err)
 		}
 	}
-	ports, err := portsIn(opts.NetNS, opts.BindAddress)
-	if err != nil {
-		return nil, err
+	// The ports are free when picked but may be taken by another test
+	// binary before etcd or the apiserver binds them: try again then.
+	for attempt := 1; ; attempt++ {
+		ports, err := portsIn(opts.NetNS, opts.BindAddress)
+		if err != nil {
+			return nil, err
+		}
+		cp, err := start(ctx, opts, bins, ports)
+		if err == nil || !errors.Is(err, errPortInUse) || attempt == startAttempts {
+			return cp, err
+		}
+		// Our own etcd data from the failed attempt; the member it names
+		// has the old peer URL.
+		_ = os.RemoveAll(filepath.Join(opts.Dir, "etcd-data"))
 	}
+}
+
+// startAttempts bounds the retries on a port taken between pick and bind.
+const startAttempts = 3
+
+// errPortInUse marks a start that failed because a port was taken.
+var errPortInUse = errors.New("address already in use")
+
+// start is one attempt of Start on the given ports.
+func start(ctx context.Context, opts Options, bins map[binaries.Tool]string, ports []int) (_ *ControlPlane, err error) {
 	l := layout{dir: opts.Dir, host: opts.BindAddress, etcdClient: ports[0], etcdPeer: ports[1], apiPort: ports[2]}
 	cp := &ControlPlane{
 		Kubeconfig: l.kubeconfig(), EtcdLog: l.etcdLog(), APIServerLog: l.apiserverLog(),
@@ -199,6 +222,9 @@ func poll(ctx context.Context, p *process, check func() (bool, error)) error {
 		}
 		select {
 		case <-p.done:
+			if strings.Contains(Tail(p.log, 20), "address already in use") {
+				return fmt.Errorf("%s exited: %w (log %s)", p.name, errPortInUse, p.log)
+			}
 			return fmt.Errorf("%s exited: %v (log %s)", p.name, p.err, p.log)
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready: %w (log %s)", p.name, ctx.Err(), p.log)
