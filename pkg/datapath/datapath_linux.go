@@ -99,7 +99,7 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	start := d.writes
+	start, now := d.writes, time.Now() // the record is dated before any read
 	var errs []error
 	add := func(err error) {
 		if err != nil {
@@ -112,7 +112,6 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 	if tun != nil {
 		tunIdx = tun.Attrs().Index
 	}
-	now := time.Now()
 	c := d.applied
 	if c != nil && (now.Sub(c.verified) >= d.cfg.resync() || c.tunIdx != tunIdx) {
 		c = nil // read everything back: this is what repairs drift

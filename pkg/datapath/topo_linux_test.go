@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -91,13 +92,14 @@ func addPods(t *testing.T, node *nstest.NS, prefix string, pods ...*nstest.NS) {
 	node.MustRun(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", prefix+".0/24", "!", "-d", clusterA, "-j", "MASQUERADE")
 }
 
+var linkLine = regexp.MustCompile(`^\d+: ([^:@ ]+)[@:]`)
+
+// links lists n's interface names.
 func links(t *testing.T, n *nstest.NS) []string {
 	var out []string
 	for _, l := range strings.Split(n.MustRun(t, "ip", "-o", "link", "show"), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 1 {
-			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			out = append(out, name)
+		if m := linkLine.FindStringSubmatch(l); m != nil {
+			out = append(out, m[1])
 		}
 	}
 	return out
