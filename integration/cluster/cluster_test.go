@@ -166,6 +166,21 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("loss", func(t *testing.T) {
+		if err := c.Loss(ctx, "node-a", 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Whoami(ctx, pa); err == nil {
+			t.Error("whoami worked through 100% loss")
+		}
+		if err := c.Loss(ctx, "node-a", 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Whoami(ctx, pa); err != nil {
+			t.Errorf("after loss removed: %v", err)
+		}
+	})
+
 	t.Run("del pod", func(t *testing.T) {
 		if err := c.DelPod(ctx, pb); err != nil {
 			t.Fatal(err)

@@ -20,7 +20,6 @@ const helperGrace = 5 * time.Second
 // repeated flag, so callers override a default by repeating it.
 func (c *Cluster) HelperArgs(n *Node) []string {
 	args := defaultHelperArgs(n.Name, c.Kubeconfig(), n.Paths)
-	args = append(args, "--spool-dir="+filepath.Join(n.Paths.RunDir, "spool"))
 	return append(args, c.Opts.HelperArgs...)
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -80,7 +81,7 @@ func (c *Cluster) newNode(ctx context.Context, tag string, i int) (*Node, error)
 // sluice entry with the installer when Options.Sluice is set.
 func (n *Node) setupCNI(ctx context.Context) error {
 	p := n.Paths
-	for _, d := range []string{p.ConfDir, p.BinDir, p.CacheDir, p.IPAMDir, p.RunDir, p.StateDir} {
+	for _, d := range []string{p.ConfDir, p.BinDir, p.CacheDir, p.IPAMDir, p.RunDir, p.StateDir, p.SpoolDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
@@ -108,8 +109,12 @@ func (n *Node) setupCNI(ctx context.Context) error {
 		}
 		entry := conflist.Entry{Socket: p.CNISocket, LogFile: filepath.Join(p.Root, "sluice-cni.log")}
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		if _, _, err := conflist.Install(p.ConfDir, entry, log); err != nil {
+		ch, _, err := conflist.Install(p.ConfDir, entry, log)
+		if err != nil {
 			return fmt.Errorf("append sluice to the conflist of %s: %w", n.Name, err)
+		}
+		if err := setSpoolDir(ch.Path, p.SpoolDir); err != nil {
+			return err
 		}
 	}
 	n.cni = libcni.NewCNIConfigWithCacheDir([]string{p.BinDir}, p.CacheDir, nil)
@@ -140,3 +145,34 @@ func (c *Cluster) Exec(ctx context.Context, node string, name string, args ...st
 }
 
 var execCommand = exec.CommandContext
+
+// setSpoolDir sets the sluice entry's spoolDir in the conflist at path, so
+// that each Node's plugin spools where that Node's helper reads (the
+// default is one machine-wide directory). Stand-in: conflist.Entry has no
+// SpoolDir field yet.
+func setSpoolDir(path, dir string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read conflist: %w", err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("parse conflist %s: %w", path, err)
+	}
+	plugins, _ := doc["plugins"].([]any)
+	found := false
+	for _, pl := range plugins {
+		if m, ok := pl.(map[string]any); ok && m["type"] == conflist.PluginType {
+			m["spoolDir"] = dir
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("conflist %s has no sluice entry", path)
+	}
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("marshal conflist: %w", err)
+	}
+	return conflist.WriteFileAtomic(path, out, 0o644)
+}

@@ -191,6 +191,7 @@ type NodePaths struct {
 	IPAMDir    string // host-local's dataDir
 	RunDir     string // sockets
 	StateDir   string // the helper's --state-dir
+	SpoolDir   string // plugin spool, read by the helper (--spool-dir)
 	CNISocket  string // plugin → helper socket
 	StatusSock string // the helper's status socket
 	HelperLog  string // the helper's stdout and stderr, across restarts
@@ -207,6 +208,7 @@ func nodePaths(dir, name string) NodePaths {
 		IPAMDir:    filepath.Join(root, "ipam"),
 		RunDir:     run,
 		StateDir:   filepath.Join(root, "state"),
+		SpoolDir:   filepath.Join(run, "spool"),
 		CNISocket:  filepath.Join(run, "cni.sock"),
 		StatusSock: filepath.Join(run, "status.sock"),
 		HelperLog:  filepath.Join(root, "helperd.log"),
@@ -224,7 +226,7 @@ func defaultHelperArgs(name, kubeconfig string, p NodePaths) []string {
 		"--cni-socket=" + p.CNISocket,
 		"--status-socket=" + p.StatusSock,
 		"--state-dir=" + p.StateDir,
-		"--gossip-port=7946",
+		"--spool-dir=" + p.SpoolDir,
 		"--gossip-insecure",
 	}
 }

@@ -1,0 +1,129 @@
+//go:build linux
+
+package cluster
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/integration/binaries"
+)
+
+// buildSluice builds the CNI plugin and the helper from this checkout into
+// a temporary directory, so the test runs the code under test rather than
+// whatever bin/ last held.
+func buildSluice(t *testing.T) (plugin, helper string) {
+	t.Helper()
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, b := range []struct{ out, pkg string }{{"sluice", "./plugin"}, {"sluice-helperd", "./helperd"}} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v: %s", b.pkg, err, out)
+		}
+	}
+	return filepath.Join(dir, "sluice"), filepath.Join(dir, "sluice-helperd")
+}
+
+// TestSluiceChainAndHelpers runs the Nodes with sluice appended to their
+// conflist and a helper on each, and checks the process controls: Pods
+// come up through the whole chain, helpers stop, crash, freeze and thaw,
+// and Close ends them.
+func TestSluiceChainAndHelpers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and kube-apiserver")
+	}
+	plugin, helper := buildSluice(t)
+	c := New(t, Options{Sluice: true, SluicePlugin: plugin, HelperBinary: helper})
+	ctx := testCtx(t)
+
+	n := c.Node("node-a")
+	var doc struct {
+		Plugins []map[string]any `json:"plugins"`
+	}
+	b, err := os.ReadFile(n.ConflistPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	last := doc.Plugins[len(doc.Plugins)-1]
+	if len(doc.Plugins) != 2 || doc.Plugins[0]["type"] != "bridge" || last["type"] != "sluice" ||
+		last["socket"] != n.Paths.CNISocket || last["spoolDir"] != n.Paths.SpoolDir {
+		t.Fatalf("conflist of node-a:\n%s", b)
+	}
+
+	for _, node := range c.Nodes {
+		if err := c.StartHelper(node.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.StartHelper("node-a"); err == nil {
+		t.Error("a second helper started on node-a")
+	}
+	// The helper owns the CNI socket once it serves.
+	if err := poll(ctx, 30*time.Second, func() (bool, error) {
+		_, err := os.Stat(n.Paths.CNISocket)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("helper on node-a never opened %s: %v\n%s", n.Paths.CNISocket, err, tail(n.Paths.HelperLog, 30))
+	}
+
+	p, err := c.AddPod(ctx, "node-a", "default", "plain", map[string]string{"app": "plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Whoami(ctx, p); err != nil || got != n.IP {
+		t.Errorf("unselected pod left with %s (%v), want node IP %s", got, err, n.IP)
+	}
+
+	pid := c.HelperPID("node-b")
+	if err := c.FreezeNode("node-b"); err != nil {
+		t.Fatal(err)
+	}
+	if state := procState(pid); state != 'T' {
+		t.Errorf("frozen helper in state %c, want T", state)
+	}
+	if err := c.ThawNode("node-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.KillHelper("node-b"); err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) || c.HelperPID("node-b") != 0 {
+		t.Errorf("helper pid %d survived KillHelper", pid)
+	}
+	if err := c.StartHelper("node-b", "--v=debug"); err != nil {
+		t.Fatalf("restart after kill: %v", err)
+	}
+	if err := c.StopHelper("node-c"); err != nil {
+		t.Fatal(err)
+	}
+	if c.HelperPID("node-c") != 0 {
+		t.Error("node-c helper still recorded after StopHelper")
+	}
+}
+
+// procState is the state letter in /proc/<pid>/stat, 0 when gone.
+func procState(pid int) byte {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	for i := len(b) - 1; i > 0; i-- {
+		if b[i] == ')' && i+2 < len(b) {
+			return b[i+2]
+		}
+	}
+	return 0
+}
