@@ -45,6 +45,18 @@ func TestEgressDatapath(t *testing.T) {
 	if got := seenAs(t, tp.pod1a, ext); got != "192.0.2.11" {
 		t.Fatalf("before Apply pod1a seen as %s, want node IP", got)
 	}
+	// Objects of others that Sluice must leave alone, including a
+	// kube-proxy-style mark in low bits on every packet.
+	foreign := [][]string{
+		{"ip", "rule", "add", "prio", "9800", "fwmark", "0x1", "lookup", "100"},
+		{"ip", "route", "add", "198.51.100.0/24", "dev", "eth0", "table", "100"},
+		{"ipset", "create", "KUBE-TEST", "hash:ip"},
+		{"iptables", "-t", "mangle", "-A", "PREROUTING", "-j", "MARK", "--set-xmark", "0x4000/0x4000"},
+		{"ip", "addr", "add", "198.51.100.7/32", "dev", "eth0", "label", "eth0:x"},
+	}
+	for _, c := range foreign {
+		tp.node1.MustRun(t, c[0], c[1:]...)
+	}
 	apply(t, tp.node2, d2, desiredFor(true, 1))
 	apply(t, tp.node1, d1, desiredFor(false, 1))
 
@@ -258,6 +270,18 @@ func TestEgressDatapath(t *testing.T) {
 		}
 		if got := seenAs(t, tp.pod1a, ext); got != "192.0.2.11" {
 			t.Errorf("after uninstall seen as %s, want node IP", got)
+		}
+		for probe, cmd := range map[string][]string{
+			"9800:":                     {"ip", "rule"},
+			"198.51.100.0/24":           {"ip", "route", "show", "table", "100"},
+			"KUBE-TEST":                 {"ipset", "list", "-n"},
+			"--set-xmark 0x4000/0x4000": {"iptables-save", "-t", "mangle"},
+			"-s 10.244.1.0/24 ! -d 10.244.0.0/16 -j MASQUERADE": {"iptables-save", "-t", "nat"},
+			"198.51.100.7/32": {"ip", "addr", "show", "dev", "eth0"},
+		} {
+			if out := tp.node1.MustRun(t, cmd[0], cmd[1:]...); !strings.Contains(out, probe) {
+				t.Errorf("foreign object %q gone after Apply/Uninstall: %s", probe, out)
+			}
 		}
 		before := d1.writes
 		if err := tp.node1.Do(func() error { return d1.Uninstall(context.Background()) }); err != nil || d1.writes != before {
