@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/bench"
 	cnitest "github.com/sluicenet/sluice/integration/cni"
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
@@ -28,7 +29,8 @@ func TestMain(m *testing.M) {
 //	go test ./bench/cni -run '^$' -bench CNIAddDel -benchtime 1x
 //
 // SLUICE_BENCH_RUNS sets the runs per variant (default 40);
-// SLUICE_BENCH_OUT names a JSON file for the figures.
+// SLUICE_BENCH_OUT names a JSON file for all the figures;
+// SLUICE_BENCH_RECORD=1 merges the headline ones into bench/results.json.
 func BenchmarkCNIAddDel(b *testing.B) {
 	nstest.RequireRoot(b)
 	runs := 40
@@ -111,6 +113,11 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	b.ReportMetric(r.AddOverheadBeyondExec, "add-overhead-beyond-exec-median-ms")
 	out, _ := json.MarshalIndent(r, "", "  ")
 	b.Logf("%s", out)
+	if os.Getenv("SLUICE_BENCH_RECORD") != "" {
+		if err := bench.Record(Figures(r)...); err != nil {
+			b.Fatal(err)
+		}
+	}
 	if path := os.Getenv("SLUICE_BENCH_OUT"); path != "" {
 		if err := os.WriteFile(path, append(out, '\n'), 0o644); err != nil {
 			b.Fatal(err)

@@ -33,3 +33,13 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("Compare = %+v", r)
 	}
 }
+
+func TestFiguresCarryTargets(t *testing.T) {
+	figs := Figures(Results{Runs: 40, AddOverheadMed: 2.5, AddOverheadP99: 12})
+	if figs[0].Name != "cni_add_overhead_median_ms" || figs[0].Value != 2.5 || figs[0].Target != "<= 3" {
+		t.Fatalf("median figure %+v", figs[0])
+	}
+	if met, known := figs[1].Met(); !known || met {
+		t.Fatalf("p99 12 ms against <= 10: met=%v known=%v", met, known)
+	}
+}
