@@ -30,6 +30,10 @@ type Cluster struct {
 	Nodes   []*Node
 	Ext     []*Ext
 	Started time.Duration // from New/Start to ready
+	// Phases times the parts of the start: "topology" and "controlplane"
+	// run concurrently, then "api" (clients, CRDs) and "nodes" (Node
+	// objects).
+	Phases map[string]time.Duration
 
 	cp     *controlplane.ControlPlane
 	client kubernetes.Interface
@@ -70,7 +74,7 @@ func New(t testing.TB, opts Options) *Cluster {
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
-	t.Logf("cluster ready in %s (%d nodes, dir %s)", c.Started.Round(time.Millisecond), len(c.Nodes), c.Dir)
+	t.Logf("cluster ready in %s (%d nodes, dir %s; phases %v)", c.Started.Round(time.Millisecond), len(c.Nodes), c.Dir, c.Phases)
 	return c
 }
 
@@ -133,20 +137,29 @@ func (c *Cluster) build(ctx context.Context) error {
 		err error
 	}
 	cpDone := make(chan cpResult, 1)
+	c.Phases = map[string]time.Duration{}
+	begin := time.Now()
 	go func() {
 		cp, err := c.startControlPlane(ctx)
 		cpDone <- cpResult{cp, err}
 	}()
 	topoErr := c.buildTopology(ctx, tag)
+	c.Phases["topology"] = time.Since(begin)
 	r := <-cpDone
+	c.Phases["controlplane"] = time.Since(begin)
 	c.cp = r.cp
 	if err := errors.Join(topoErr, r.err); err != nil {
 		return err
 	}
+	step := time.Now()
 	if err := c.connectAPI(ctx); err != nil {
 		return err
 	}
-	return c.registerNodes(ctx)
+	c.Phases["api"] = time.Since(step)
+	step = time.Now()
+	err = c.registerNodes(ctx)
+	c.Phases["nodes"] = time.Since(step)
+	return err
 }
 
 // buildTopology makes the lan bridge, the Nodes and the external servers.

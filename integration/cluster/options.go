@@ -16,6 +16,16 @@
 // The test process itself stays in the root namespace and gets no
 // interface anywhere: it reaches the apiserver with sockets opened inside
 // the cp namespace, and Pods and the external server the same way.
+//
+// Typical use in a test:
+//
+//	c := cluster.New(t, cluster.Options{Sluice: true})
+//	for _, n := range c.Nodes { c.StartHelper(n.Name) }
+//	p, _ := c.AddPod(ctx, "node-a", "prod", "web", map[string]string{"app": "web"})
+//	src, _ := c.Whoami(ctx, p) // the source IP the external server saw
+//
+// Without a testing.T (make demo, benchmarks): c, err := cluster.Start(ctx,
+// opts); defer c.Close().
 package cluster
 
 import (
