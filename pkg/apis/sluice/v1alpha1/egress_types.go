@@ -62,6 +62,7 @@ type EgressSpec struct {
 	// configured on one Node by hand. When only externalIPPool is given,
 	// Sluice writes the allocated IP here.
 	// +optional
+	// +kubebuilder:validation:MaxLength=45
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be a valid IPv4 or IPv6 address"
 	EgressIP string `json:"egressIP,omitempty"`
 

@@ -32,6 +32,7 @@ type ExternalIPPoolSpec struct {
 	// +required
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
 	IPRanges []IPRange `json:"ipRanges"`
 
 	// NodeSelector picks the Nodes that may hold this pool's IPs. Empty or
@@ -51,15 +52,18 @@ type ExternalIPPoolSpec struct {
 type IPRange struct {
 	// CIDR is a network such as 192.0.2.0/28.
 	// +optional
+	// +kubebuilder:validation:MaxLength=49
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a valid CIDR such as 192.0.2.0/28"
-	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || string(cidr(self).masked()) == self",messageExpression="'must be a network address: use ' + string(cidr(self).masked())"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || string(cidr(self).masked()) == self",message="must be a network address, with the host bits zero (such as 192.0.2.0/28)"
 	CIDR string `json:"cidr,omitempty"`
 	// Start is the first IP of the range.
 	// +optional
+	// +kubebuilder:validation:MaxLength=45
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be a valid IPv4 or IPv6 address"
 	Start string `json:"start,omitempty"`
 	// End is the last IP of the range, included.
 	// +optional
+	// +kubebuilder:validation:MaxLength=45
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be a valid IPv4 or IPv6 address"
 	End string `json:"end,omitempty"`
 }
