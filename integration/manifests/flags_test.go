@@ -193,3 +193,50 @@ func TestCheckFlagsReports(t *testing.T) {
 		t.Errorf("a known flag was reported:\n%s", got)
 	}
 }
+
+// The ConfigMap's values, expanded into the helper's args as the kubelet
+// does, parse and pass the helper's validation: valid names are not enough.
+func TestManifestValuesValidate(t *testing.T) {
+	root := repoRoot(t)
+	var ds appsv1.DaemonSet
+	var cm corev1.ConfigMap
+	decodeFile(t, filepath.Join(root, "install", "daemonset.yaml"), &ds)
+	decodeFile(t, filepath.Join(root, "install", "configmap.yaml"), &cm)
+	var helper *corev1.Container
+	for i, c := range ds.Spec.Template.Spec.Containers {
+		if len(c.Command) > 0 && c.Command[0] == "sluice-helperd" {
+			helper = &ds.Spec.Template.Spec.Containers[i]
+		}
+	}
+	if helper == nil {
+		t.Fatal("no container runs sluice-helperd")
+	}
+	env := map[string]string{}
+	for _, e := range helper.Env {
+		switch r := e.ValueFrom; {
+		case r != nil && r.ConfigMapKeyRef != nil:
+			env[e.Name] = cm.Data[r.ConfigMapKeyRef.Key]
+		case r != nil && r.FieldRef != nil && r.FieldRef.FieldPath == "spec.nodeName":
+			env[e.Name] = "node-a"
+		default:
+			env[e.Name] = e.Value
+		}
+	}
+	var args []string
+	for _, a := range slices.Concat(helper.Command[1:], helper.Args) {
+		args = append(args, varRef.ReplaceAllStringFunc(a, func(ref string) string {
+			return env[varRef.FindStringSubmatch(ref)[1]]
+		}))
+	}
+	fs := flag.NewFlagSet("sluice-helperd", flag.ContinueOnError)
+	cfg := config.Bind(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the manifests' configuration does not validate:\n%v\nargs: %q", err, args)
+	}
+	if cfg.NodeName != "node-a" || len(cfg.ClusterCIDRs) == 0 || cfg.GossipKeyFile != "/etc/sluice/gossip/key" {
+		t.Errorf("args did not reach the config: %+v", cfg)
+	}
+}
