@@ -231,7 +231,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 	nstest.RequireRoot(t)
 	ctx := testCtx(t)
-	c, err := Start(ctx, Options{Nodes: 2})
+	c, err := Start(ctx, Options{Nodes: 2, ExtServers: 2})
 	if err != nil {
 		if c != nil {
 			c.Close()
@@ -240,9 +240,17 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 	t.Logf("cluster ready in %s", c.Started.Round(time.Millisecond))
 	names := c.Namespaces()
-	if _, err := c.AddPod(ctx, "node-a", "default", "p", nil); err != nil {
+	p, err := c.AddPod(ctx, "node-a", "default", "p", nil)
+	if err != nil {
 		c.Close()
 		t.Fatal(err)
+	}
+	if len(c.Ext) != 2 {
+		c.Close()
+		t.Fatalf("%d external servers, want 2", len(c.Ext))
+	}
+	if got, err := c.Ext[1].Whoami(ctx, p); err != nil || got != c.Node("node-a").IP || c.Ext[1].IP.String() != "192.0.2.101" {
+		t.Errorf("second external server at %s saw %s (%v), want %s", c.Ext[1].IP, got, err, c.Node("node-a").IP)
 	}
 	sleeper := c.Node("node-b").NS.Cmd("sleep", "600")
 	if err := sleeper.Start(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/integration/binaries"
+	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
 // buildSluice builds the CNI plugin and the helper from this checkout into
@@ -42,6 +43,7 @@ func TestSluiceChainAndHelpers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and kube-apiserver")
 	}
+	nstest.RequireRoot(t)
 	plugin, helper := buildSluice(t)
 	c := New(t, Options{Sluice: true, SluicePlugin: plugin, HelperBinary: helper})
 	ctx := testCtx(t)
