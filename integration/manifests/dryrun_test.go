@@ -62,11 +62,11 @@ func TestServerSideDryRun(t *testing.T) {
 	}
 
 	// The same check rejects a broken manifest: a field the schema does
-	// not know, and a wrongly typed one.
+	// not know, and a value the API server's validation refuses.
 	// Each must fail naming the broken field, not for some other reason.
 	for name, edit := range map[string][3]string{
 		"unknown field": {"hostNetwork: true", "hostNetwork: true\n      hostNetwrok: true", "hostNetwrok"},
-		"wrong type":    {"maxUnavailable: 1", "maxUnavailable: [1]", "maxUnavailable"},
+		"invalid value": {"containerPort: 9779", "containerPort: 97790", "containerPort"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := copyInstall(t, root)
