@@ -1,12 +1,15 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Chains the fault injectors own inside Node namespaces. They carry a
@@ -41,7 +44,30 @@ func (c *Cluster) FreezeNode(node string) error {
 		}
 		n.frozen = append(n.frozen, pid)
 	}
+	// SIGSTOP is delivered asynchronously; return only once every process
+	// is actually stopped, so the caller's clock starts at a real freeze.
+	for _, pid := range n.frozen {
+		for i := 0; i < 200 && procState(pid) != 'T' && procState(pid) != 0; i++ {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// procState is the state letter in /proc/<pid>/stat (R, S, T, Z ...), 0
+// when the process is gone.
+func procState(pid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name before the state is in parentheses and may hold
+	// spaces, so look after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
 }
 
 // ThawNode resumes (SIGCONT) what FreezeNode stopped.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -63,6 +64,39 @@ func (c *Cluster) StartHelper(node string, extraArgs ...string) error {
 	}()
 	n.helper = cmd
 	n.helperDone = done
+	return nil
+}
+
+// WaitHelper waits until the Node's helper serves its CNI and status
+// sockets, or fails early when the helper exits. It bounds the wait at
+// limit.
+func (c *Cluster) WaitHelper(ctx context.Context, node string, limit time.Duration) error {
+	n := c.Node(node)
+	if n == nil {
+		return fmt.Errorf("wait helper: no node %q", node)
+	}
+	err := poll(ctx, limit, func() (bool, error) {
+		n.mu.Lock()
+		done := n.helperDone
+		n.mu.Unlock()
+		if done == nil {
+			return false, fmt.Errorf("helper on %s is not running", node)
+		}
+		select {
+		case <-done:
+			return false, fmt.Errorf("helper on %s exited:\n%s", node, tail(n.Paths.HelperLog, 20))
+		default:
+		}
+		for _, sock := range []string{n.Paths.CNISocket, n.Paths.StatusSock} {
+			if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait helper on %s: %w", node, err)
+	}
 	return nil
 }
 
@@ -165,11 +199,6 @@ func nsPIDs(name string) ([]int, error) {
 
 // alive reports whether pid still runs (a zombie counts as gone).
 func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// Field 3 is the state; the command name before it is in parentheses.
-	i := strings.LastIndexByte(string(b), ')')
-	return i < 0 || (i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X')
+	st := procState(pid)
+	return st != 0 && st != 'Z' && st != 'X'
 }

@@ -95,7 +95,9 @@ func (n *Node) setupCNI(ctx context.Context) error {
 		if _, err := os.Stat(src); err != nil {
 			continue // portmap and ptp are optional for this topology
 		}
-		if err := os.Symlink(src, filepath.Join(p.BinDir, name)); err != nil {
+		dst := filepath.Join(p.BinDir, name)
+		_ = os.Remove(dst) // a reused Options.Dir
+		if err := os.Symlink(src, dst); err != nil {
 			return fmt.Errorf("link plugin %s: %w", name, err)
 		}
 	}

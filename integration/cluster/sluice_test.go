@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -73,12 +72,10 @@ func TestSluiceChainAndHelpers(t *testing.T) {
 	if err := c.StartHelper("node-a"); err == nil {
 		t.Error("a second helper started on node-a")
 	}
-	// The helper owns the CNI socket once it serves.
-	if err := poll(ctx, 30*time.Second, func() (bool, error) {
-		_, err := os.Stat(n.Paths.CNISocket)
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("helper on node-a never opened %s: %v\n%s", n.Paths.CNISocket, err, tail(n.Paths.HelperLog, 30))
+	for _, node := range c.Nodes {
+		if err := c.WaitHelper(ctx, node.Name, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	p, err := c.AddPod(ctx, "node-a", "default", "plain", map[string]string{"app": "plain"})
@@ -114,18 +111,4 @@ func TestSluiceChainAndHelpers(t *testing.T) {
 	if c.HelperPID("node-c") != 0 {
 		t.Error("node-c helper still recorded after StopHelper")
 	}
-}
-
-// procState is the state letter in /proc/<pid>/stat, 0 when gone.
-func procState(pid int) byte {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	for i := len(b) - 1; i > 0; i-- {
-		if b[i] == ')' && i+2 < len(b) {
-			return b[i+2]
-		}
-	}
-	return 0
 }
