@@ -231,7 +231,13 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 	nstest.RequireRoot(t)
 	ctx := testCtx(t)
-	c, err := Start(ctx, Options{Nodes: 2, ExtServers: 2})
+	// A stand-in helper that ignores its flags and ignores SIGTERM, so
+	// Close has to escalate to SIGKILL.
+	fakeHelper := filepath.Join(t.TempDir(), "helperd")
+	if err := os.WriteFile(fakeHelper, []byte("#!/bin/sh\ntrap '' TERM\nsleep 600 & wait\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(ctx, Options{Nodes: 2, ExtServers: 2, HelperBinary: fakeHelper})
 	if err != nil {
 		if c != nil {
 			c.Close()
@@ -252,6 +258,11 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if got, err := c.Ext[1].Whoami(ctx, p); err != nil || got != c.Node("node-a").IP || c.Ext[1].IP.String() != "192.0.2.101" {
 		t.Errorf("second external server at %s saw %s (%v), want %s", c.Ext[1].IP, got, err, c.Node("node-a").IP)
 	}
+	if err := c.StartHelper("node-a"); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	helperPID := c.HelperPID("node-a")
 	sleeper := c.Node("node-b").NS.Cmd("sleep", "600")
 	if err := sleeper.Start(); err != nil {
 		c.Close()
@@ -267,7 +278,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 		c.Close()
 		t.Fatalf("etcd and kube-apiserver not found in %s: %v %v", c.CP.Name, cpPIDs, err)
 	}
-	pids := append([]int{sleeper.Process.Pid}, cpPIDs...)
+	pids := append([]int{sleeper.Process.Pid, helperPID}, cpPIDs...)
 	dir := c.Dir
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -288,6 +299,9 @@ func TestCloseLeavesNothing(t *testing.T) {
 		if alive(pid) {
 			t.Errorf("pid %d survived Close", pid)
 		}
+	}
+	if out, err := exec.Command("pgrep", "-af", dir).Output(); err == nil {
+		t.Errorf("processes of the cluster survived Close:\n%s", out)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("cluster dir %s survived Close: %v", dir, err)
