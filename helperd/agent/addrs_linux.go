@@ -22,8 +22,7 @@ func WatchAddrs(ctx context.Context, c *Cache, ownLabel, tunnel string, poke fun
 		return fmt.Errorf("subscribe to address changes: %w", err)
 	}
 	refresh := func() {
-		addrs, err := localAddrs(ownLabel, tunnel)
-		if err == nil && c.SetLocalAddrs(addrs) {
+		if changed, err := RefreshAddrs(c, ownLabel, tunnel); err == nil && changed {
 			poke()
 		}
 	}
@@ -47,6 +46,18 @@ func WatchAddrs(ctx context.Context, c *Cache, ownLabel, tunnel string, poke fun
 			refresh()
 		}
 	}
+}
+
+// RefreshAddrs reads the Node's addresses into the Cache once. The daemon
+// calls it before the first reconcile: a first plan made without them would
+// take a static egress IP for absent, rewrite the SNAT chain (resetting its
+// counters) and flap the Egress's status on every restart.
+func RefreshAddrs(c *Cache, ownLabel, tunnel string) (changed bool, err error) {
+	addrs, err := localAddrs(ownLabel, tunnel)
+	if err != nil {
+		return false, err
+	}
+	return c.SetLocalAddrs(addrs), nil
 }
 
 func localAddrs(ownLabel, tunnel string) (map[netip.Addr]bool, error) {

@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/alloc"
+	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/helperd/registry"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
 	"github.com/sluicenet/sluice/pkg/gossip"
+	"github.com/sluicenet/sluice/pkg/policy"
 	"k8s.io/client-go/tools/record"
 )
 
@@ -54,6 +56,10 @@ type Agent struct {
 	// PrevIDs are the mark ids found in the kernel at start.
 	PrevIDs map[netip.Addr]uint16
 	Metrics *Metrics // may be nil
+	// HintClient tells the helper holding an Egress's IP about a new Pod
+	// at its ADD (see package hint); nil disables hints.
+	HintClient *hint.Client
+	HintPort   int
 
 	trigger   chan struct{}
 	requested atomic.Uint64
@@ -64,6 +70,7 @@ type Agent struct {
 	last      Plan
 	lastErr   error
 	pending   map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
+	hints     map[netip.Addr]hintEntry             // Pods other helpers announced to us
 	held      map[netip.Addr]bool
 	lastAlive string
 	statusCh  chan Plan
@@ -74,6 +81,7 @@ func (a *Agent) init() {
 	a.trigger = make(chan struct{}, 1)
 	a.doneCh = make(chan struct{})
 	a.pending = map[cniproto.Key]cniproto.Attachment{}
+	a.hints = map[netip.Addr]hintEntry{}
 	a.held = map[netip.Addr]bool{}
 	a.statusCh = make(chan Plan, 1)
 	if a.Resync == 0 {
@@ -125,8 +133,67 @@ func (a *Agent) OnCNIAdd(ctx context.Context, att cniproto.Attachment) error {
 		a.Cache.EnsurePod(ctx, att.PodNamespace, att.PodName)
 	}
 	err := a.Sync(ctx)
+	if err == nil {
+		a.sendHints(ctx, att)
+	}
 	a.Metrics.observeCNI("add", start, err)
 	return err
+}
+
+type hintEntry struct {
+	Hint
+	expires time.Time
+}
+
+// ReceiveHint records a Pod another helper announced and returns once the
+// datapath has it.
+func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
+	a.mu.Lock()
+	a.hints[h.PodIP.Unmap()] = hintEntry{Hint{Egress: h.Egress, NodeIP: h.NodeIP.Unmap()}, time.Now().Add(hint.TTL)}
+	a.mu.Unlock()
+	return a.Sync(ctx)
+}
+
+// sendHints tells the holder of the Egress that now applies to a new local
+// Pod about the Pod's IPs, so the holder SNATs its first packet too. A
+// failure is logged, not fatal: the holder learns the Pod from the API
+// server a moment later anyway.
+func (a *Agent) sendHints(ctx context.Context, att cniproto.Attachment) {
+	if a.HintClient == nil {
+		return
+	}
+	plan := a.LastPlan()
+	asg, ok := plan.Policy.Pods[policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}]
+	if !ok {
+		return
+	}
+	for _, ep := range plan.Egresses {
+		if ep.Name != asg.Egress || ep.Owner == "" || ep.Owner == a.Self || !ep.OwnerIP.IsValid() {
+			continue
+		}
+		addr := netip.AddrPortFrom(ep.OwnerIP, uint16(a.HintPort)).String()
+		for _, ip := range asg.IPs {
+			if err := a.HintClient.Send(ctx, addr, hint.Hint{Egress: ep.Name, PodIP: ip, NodeIP: a.NodeIP}); err != nil {
+				a.Log.Warn("hint the egress Node", "pod", att.PodNamespace+"/"+att.PodName, "owner", ep.Owner, "err", err)
+			}
+		}
+	}
+}
+
+// liveHints drops expired hints and returns the rest.
+func (a *Agent) liveHints() map[netip.Addr]Hint {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	out := make(map[netip.Addr]Hint, len(a.hints))
+	for ip, h := range a.hints {
+		if now.After(h.expires) {
+			delete(a.hints, ip)
+			continue
+		}
+		out[ip] = h.Hint
+	}
+	return out
 }
 
 // Run runs until ctx ends.
@@ -193,6 +260,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	membersChanged := a.noteAlive(snap.Alive)
 	snap.Election = a.Election
 	snap.PrevIDs = prev
+	snap.Hints = a.liveHints()
 	plan := Compute(snap)
 
 	err := a.Datapath.Apply(ctx, plan.Desired)

@@ -40,6 +40,15 @@ type Snapshot struct {
 	Election   election.Policy
 	// PrevIDs are the mark ids in use, so that ids survive.
 	PrevIDs map[netip.Addr]uint16
+	// Hints are Pods other helpers announced at their CNI ADD, before the
+	// API server had their IPs: Pod IP → Egress and the Pod's Node IP.
+	Hints map[netip.Addr]Hint
+}
+
+// Hint is a Pod IP another helper reported for an Egress this Node holds.
+type Hint struct {
+	Egress string
+	NodeIP netip.Addr
 }
 
 // EgressPlan is one Egress's decided state.
@@ -115,17 +124,26 @@ func Compute(s Snapshot) Plan {
 			d.HeldIPs = append(d.HeldIPs, ep.IP)
 		}
 		r := res.Egresses[ep.Name]
-		if r == nil || len(r.PodIPs) == 0 {
+		if r == nil || (len(r.PodIPs) == 0 && !(isLocal && hinted(s.Hints, ep.Name))) {
 			continue
 		}
+		all := v4(r.PodIPs)
+		if isLocal {
+			all = addHinted(all, s.Hints, ep.Name)
+		}
 		st := datapath.EgressState{Name: ep.Name, EgressIP: ep.IP, ID: ep.ID,
-			LocalPodIPs: local[ep.Name], AllPodIPs: v4(r.PodIPs), Local: isLocal}
+			LocalPodIPs: local[ep.Name], AllPodIPs: all, Local: isLocal}
 		if !isLocal && ep.OwnerIP.Is4() {
 			st.OwnerNodeIP = ep.OwnerIP
 		}
 		d.Egresses = append(d.Egresses, st)
 		if isLocal {
 			d.RemotePods = append(d.RemotePods, remotePods(s, res, ep.Name)...)
+			for ip, h := range s.Hints {
+				if h.Egress == ep.Name && ip.Is4() && h.NodeIP.Is4() && h.NodeIP != s.Nodes[s.Self].IP {
+					d.RemotePods = append(d.RemotePods, datapath.RemotePod{IP: ip, NodeIP: h.NodeIP})
+				}
+			}
 		}
 	}
 	for _, n := range s.Nodes {
@@ -216,6 +234,27 @@ func remotePods(s Snapshot, res policy.Result, eg string) []datapath.RemotePod {
 		}
 	}
 	return out
+}
+
+func hinted(hints map[netip.Addr]Hint, eg string) bool {
+	for _, h := range hints {
+		if h.Egress == eg {
+			return true
+		}
+	}
+	return false
+}
+
+// addHinted adds the hinted Pod IPs of eg to ips, keeping them sorted and
+// unique.
+func addHinted(ips []netip.Addr, hints map[netip.Addr]Hint, eg string) []netip.Addr {
+	for ip, h := range hints {
+		if h.Egress == eg && ip.Is4() {
+			ips = append(ips, ip)
+		}
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	return slices.Compact(ips)
 }
 
 func v4(ips []netip.Addr) []netip.Addr {

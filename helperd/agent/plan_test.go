@@ -3,10 +3,12 @@ package agent
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/policy"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -182,5 +184,29 @@ func TestIDsSurvive(t *testing.T) {
 	second := Compute(s).IDs
 	if second[netip.MustParseAddr("198.51.100.6")] != 7 || len(first) != 2 {
 		t.Fatalf("ids %v then %v", first, second)
+	}
+}
+
+// A Pod another helper hinted at its ADD is SNATed and routed back by the
+// holder before the API server knows the Pod's IP.
+func TestHintedPodIsProgrammedOnTheHolder(t *testing.T) {
+	e := eg("prod", "198.51.100.5", "pool", "prod")
+	owner := Compute(snapshot("node-c", e)).Egresses[0].Owner
+	s := snapshot(owner, e)
+	fresh := netip.MustParseAddr("10.244.3.77")
+	s.Hints = map[netip.Addr]Hint{fresh: {Egress: "prod", NodeIP: ipC}}
+	p := Compute(s)
+	if !slices.Contains(p.Desired.Egresses[0].AllPodIPs, fresh) {
+		t.Fatalf("AllPodIPs %v lack the hinted %s", p.Desired.Egresses[0].AllPodIPs, fresh)
+	}
+	if !slices.Contains(p.Desired.RemotePods, datapath.RemotePod{IP: fresh, NodeIP: ipC}) {
+		t.Fatalf("RemotePods %v lack the hinted Pod", p.Desired.RemotePods)
+	}
+	// A Node that does not hold the IP ignores hints.
+	other := map[string]string{"node-a": "node-b", "node-b": "node-a"}[owner]
+	s2 := snapshot(other, e)
+	s2.Hints = s.Hints
+	if slices.Contains(Compute(s2).Desired.Egresses[0].AllPodIPs, fresh) {
+		t.Fatal("a non-holder programmed a hint")
 	}
 }

@@ -192,4 +192,3 @@ func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi
 	}
 	return ex, nil
 }
-

@@ -21,6 +21,7 @@ const (
 	DefaultTunnelPort   = 8477
 	DefaultVNI          = 4096
 	DefaultGossipPort   = 10351
+	DefaultHintPort     = 10352
 	DefaultCNISocket    = "/var/run/sluice/cni.sock"
 	DefaultStatusSocket = "/var/run/sluice/status.sock"
 	DefaultSpoolDir     = "/var/run/sluice/spool"
@@ -51,6 +52,7 @@ type Config struct {
 	StateDir     string
 
 	GossipPort     int
+	HintPort       int
 	GossipKeyFile  string // a file holding the key, as mounted from the Secret
 	GossipInsecure bool   // tests only: gossip without encryption
 
@@ -76,6 +78,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.SpoolDir, "spool-dir", DefaultSpoolDir, "where the CNI plugin spools reports while the helper is down")
 	fs.StringVar(&c.StateDir, "state-dir", DefaultStateDir, "state directory")
 	fs.IntVar(&c.GossipPort, "gossip-port", DefaultGossipPort, "memberlist port, bound on the Node IP")
+	fs.IntVar(&c.HintPort, "hint-port", DefaultHintPort, "TCP port, on the Node IP, where helpers tell each other about new Pods at their CNI ADD")
 	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file holding the gossip encryption key (16, 24 or 32 bytes, raw or base64)")
 	fs.BoolVar(&c.GossipInsecure, "gossip-insecure", false, "allow gossip without encryption (tests only)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "address of the Prometheus /metrics endpoint; empty disables it")
@@ -129,6 +132,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GossipPort < 1 || c.GossipPort > 65535 {
 		bad("gossip-port", "%d is out of range 1-65535", c.GossipPort)
+	}
+	if c.HintPort < 1 || c.HintPort > 65535 || c.HintPort == c.GossipPort {
+		bad("hint-port", "%d must be in 1-65535 and differ from --gossip-port", c.HintPort)
 	}
 	if c.GossipKeyFile == "" && !c.GossipInsecure {
 		bad("gossip-key-file", "required: gossip is encrypted; create the Secret (see README) or pass --gossip-insecure in tests")

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicenet/sluice/helperd/agent"
 	"github.com/sluicenet/sluice/helperd/alloc"
 	"github.com/sluicenet/sluice/helperd/config"
+	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/helperd/registry"
 	"github.com/sluicenet/sluice/helperd/statusapi"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
@@ -93,7 +94,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := cache.Start(ctx); err != nil {
 		return err
 	}
-	g, err := startGossip(ctx, cfg, nodeIP, cache, log)
+	key, err := readKey(cfg.GossipKeyFile)
+	if err != nil {
+		return err
+	}
+	g, err := startGossip(ctx, cfg, nodeIP, key, cache, log)
 	if err != nil {
 		return err
 	}
@@ -103,6 +108,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	a := &agent.Agent{Self: cfg.NodeName, NodeIP: nodeIP, Log: log.With("part", "agent"), Cache: cache,
 		Datapath: dp, Members: g, Election: election.Rebalance, Resync: cfg.Resync, PrevIDs: prevIDs,
 		Metrics: metrics, Recorder: recorder,
+		HintClient: &hint.Client{Key: key, HTTP: &http.Client{Timeout: 500 * time.Millisecond}}, HintPort: cfg.HintPort,
 		Allocator: &alloc.Allocator{Client: sl, Recorder: recorder},
 		Status:    &agent.StatusWriter{Self: cfg.NodeName, Client: sl, Cache: cache, Recorder: recorder, Metrics: metrics},
 		Announce: func(ctx context.Context, ip netip.Addr) {
@@ -122,6 +128,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			}
 		}()
 	}
+	if _, err := agent.RefreshAddrs(cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev); err != nil {
+		return err
+	}
 	run("agent", func() error { return a.Run(ctx) })
 	run("addresses", func() error {
 		return agent.WatchAddrs(ctx, cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev, a.Poke)
@@ -135,6 +144,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	run("cni socket", func() error {
 		return (&cniproto.Server{Handler: a.Registry, Log: log.With("part", "cni")}).Serve(ctx, ln)
+	})
+	run("hints", func() error {
+		return (&hint.Server{Addr: netip.AddrPortFrom(nodeIP, uint16(cfg.HintPort)).String(), Key: key,
+			Receive: a.ReceiveHint}).Serve(ctx)
 	})
 	run("status socket", func() error {
 		return (&statusapi.Server{Path: cfg.StatusSocket, Source: &agent.Source{Agent: a, Config: dcfg.WithDefaults()},
@@ -186,11 +199,7 @@ func waitNodeIP(ctx context.Context, kube kubernetes.Interface, name string) (ne
 	}
 }
 
-func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, cache *agent.Cache, log *slog.Logger) (*gossip.Gossip, error) {
-	key, err := readKey(cfg.GossipKeyFile)
-	if err != nil {
-		return nil, err
-	}
+func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, key []byte, cache *agent.Cache, log *slog.Logger) (*gossip.Gossip, error) {
 	g, err := gossip.New(gossip.Config{NodeName: cfg.NodeName, BindAddr: nodeIP, BindPort: cfg.GossipPort,
 		SecretKey: key, AllowInsecure: cfg.GossipInsecure}, log.With("part", "gossip"))
 	if err != nil {
@@ -281,4 +290,3 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, a 
 	}
 	return nil
 }
-
