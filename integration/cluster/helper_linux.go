@@ -100,6 +100,18 @@ func (c *Cluster) WaitHelper(ctx context.Context, node string, limit time.Durati
 	return nil
 }
 
+// HelperCLI runs the helper binary's CLI verb (egresses, pods, datapath,
+// explain) inside the Node namespace against that Node's status socket,
+// and returns its stdout and stderr.
+func (c *Cluster) HelperCLI(ctx context.Context, node, verb string, args ...string) (string, error) {
+	n := c.Node(node)
+	if n == nil {
+		return "", fmt.Errorf("helper cli: no node %q", node)
+	}
+	full := append([]string{verb, "--status-socket=" + n.Paths.StatusSock}, args...)
+	return n.Exec(ctx, c.Opts.HelperBinary, full...)
+}
+
 // HelperPID is the pid of the Node's running helper, or 0.
 func (c *Cluster) HelperPID(node string) int {
 	n := c.Node(node)

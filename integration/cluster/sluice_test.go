@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +85,16 @@ func TestSluiceChainAndHelpers(t *testing.T) {
 	}
 	if got, err := c.Whoami(ctx, p); err != nil || got != n.IP {
 		t.Errorf("unselected pod left with %s (%v), want node IP %s", got, err, n.IP)
+	}
+
+	// The helper learnt of the Pod (through the plugin or its informer) and
+	// its CLI answers on the Node's own status socket.
+	if err := poll(ctx, 10*time.Second, func() (bool, error) {
+		out, err := c.HelperCLI(ctx, "node-a", "pods")
+		return err == nil && strings.Contains(out, "plain"), nil
+	}); err != nil {
+		out, cliErr := c.HelperCLI(ctx, "node-a", "pods")
+		t.Errorf("helper CLI on node-a does not list the Pod: %v\n%s %v", err, out, cliErr)
 	}
 
 	pid := c.HelperPID("node-b")
