@@ -110,14 +110,16 @@ func cli(t *testing.T, c *cluster.Cluster, node string, v any, args ...string) {
 	}
 }
 
-// snatPackets sums the SNAT counters for ip on node.
-func snatPackets(t *testing.T, c *cluster.Cluster, node string, ip netip.Addr) uint64 {
+// rulePackets sums the counters of table's rules that name ip on node. The
+// mangle mark rule counts every packet of a flow; a nat rule only counts a
+// connection's first.
+func rulePackets(t *testing.T, c *cluster.Cluster, node, table string, ip netip.Addr) uint64 {
 	t.Helper()
 	var rep statusapi.DatapathReport
 	cli(t, c, node, &rep, "datapath")
 	var n uint64
 	for _, ctr := range rep.Counters {
-		if strings.HasPrefix(ctr.Object, "nat/") && strings.Contains(ctr.Detail, ip.String()) {
+		if strings.HasPrefix(ctr.Object, table+"/") && strings.Contains(ctr.Detail, ip.String()) {
 			n += ctr.Packets
 		}
 	}

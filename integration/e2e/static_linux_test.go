@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestStaticEgress(t *testing.T) {
 	// The second external server stands in for the Service CIDR: its IP is
 	// passed in --cluster-cidrs, the same list the Service CIDR is in.
 	svc := cluster.ExtIP(1)
-	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 2, Sluice: true,
+	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 2, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != "",
 		HelperArgs: []string{"--cluster-cidrs=" + cluster.ClusterCIDR + "," + cluster.ServiceCIDR + "," + svc.String() + "/32"}})
 	dumpOnFailure(t, c)
 	startHelpers(t, c)
@@ -172,7 +173,7 @@ func TestStaticEgress(t *testing.T) {
 		if got, err := st.Ask(5 * time.Second); err != nil || got != ipProd {
 			t.Fatalf("stream before restart: %s %v", got, err)
 		}
-		before := snatPackets(t, c, "node-a", ipProd)
+		before := rulePackets(t, c, "node-c", "mangle", ipProd)
 		for _, node := range []string{"node-c", "node-a"} {
 			if err := c.StopHelper(node); err != nil {
 				t.Fatal(err)
@@ -186,17 +187,22 @@ func TestStaticEgress(t *testing.T) {
 			}
 		}
 		time.Sleep(3 * time.Second) // let both helpers reconcile over the live flow
+		// Two asks crossed the mark rule since before: a restart that
+		// rewrote the rule would have reset its counter below that.
+		mid := rulePackets(t, c, "node-c", "mangle", ipProd)
+		if mid < before+2 {
+			t.Fatalf("mark rule packets fell from %d to %d across the restarts: the rule was rewritten", before, mid)
+		}
 		for range 5 {
 			if got, err := st.Ask(5 * time.Second); err != nil || got != ipProd {
 				t.Fatalf("stream after restarts: %s %v", got, err)
 			}
 		}
-		eventually(t, converge, "SNAT counters keep rising", func() error {
-			if after := snatPackets(t, c, "node-a", ipProd); after <= before {
-				return fmt.Errorf("SNAT packets %d then %d", before, after)
-			}
-			return nil
-		})
+		// The flow's packets keep counting on its mark rule: the restart
+		// rewrote nothing, so the counter was not reset either.
+		if after := rulePackets(t, c, "node-c", "mangle", ipProd); after < mid+5 {
+			t.Fatalf("mark rule packets %d after the restarts, %d five asks later", mid, after)
+		}
 	})
 
 	t.Run("9 a Sluice rule deleted by hand is repaired", func(t *testing.T) {
