@@ -310,3 +310,42 @@ func TestCloseLeavesNothing(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// TestNodeMasquerade checks the flannel-style mode: Pods still leave with
+// their Node's IP and keep their IPs Pod to Pod, with no per-Pod nat chain.
+func TestNodeMasquerade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and kube-apiserver")
+	}
+	c := New(t, Options{Nodes: 2, Masquerade: MasqueradeNode})
+	ctx := testCtx(t)
+	start := time.Now()
+	pa, err := c.AddPod(ctx, "node-a", "default", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("AddPod took %s", time.Since(start).Round(time.Millisecond))
+	pb, err := c.AddPod(ctx, "node-b", "default", "b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Whoami(ctx, pa); err != nil || got != pa.Node.IP {
+		t.Errorf("ext saw %s (%v), want node-a's %s", got, err, pa.Node.IP)
+	}
+	seen := listenInPod(t, pb, 9000)
+	conn, err := pa.Dial(ctx, net.JoinHostPort(pb.IP.String(), "9000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if got := <-seen; got != pa.IP.String() {
+		t.Errorf("pod b saw %s, want pod a's %s", got, pa.IP)
+	}
+	out, err := c.Exec(ctx, "node-a", "iptables", "-w", "-t", "nat", "-S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "CNI-") {
+		t.Errorf("node mode left per-Pod CNI chains:\n%s", out)
+	}
+}

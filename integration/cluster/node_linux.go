@@ -71,8 +71,10 @@ func (c *Cluster) newNode(ctx context.Context, tag string, i int) (*Node, error)
 	if err := setSysctls(n.NS, rpFilterSysctls([]string{"lo", defaultUplink}, true)); err != nil {
 		return n, err
 	}
-	if _, err := n.NS.Run("iptables", append([]string{"-w", "-t", "nat", "-I", "POSTROUTING", "1"}, podToPodAccept...)...); err != nil {
-		return n, err
+	for _, rule := range nodeNATRules(i, c.Opts.Masquerade) {
+		if _, err := n.NS.Run("iptables", append([]string{"-w", "-t", "nat", "-A", "POSTROUTING"}, rule...)...); err != nil {
+			return n, err
+		}
 	}
 	return n, n.setupCNI(ctx)
 }
@@ -102,7 +104,7 @@ func (n *Node) setupCNI(ctx context.Context) error {
 		}
 	}
 	conf := filepath.Join(p.ConfDir, primaryConfFile)
-	if err := os.WriteFile(conf, []byte(primaryConflist(n.Index, p.IPAMDir)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(primaryConflist(n.Index, p.IPAMDir, n.cluster.Opts.Masquerade == MasqueradeBridge)), 0o644); err != nil {
 		return fmt.Errorf("write conflist: %w", err)
 	}
 	if n.cluster.Opts.Sluice {

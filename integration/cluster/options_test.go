@@ -78,7 +78,7 @@ func TestPrimaryConflist(t *testing.T) {
 			} `json:"ipam"`
 		} `json:"plugins"`
 	}
-	if err := json.Unmarshal([]byte(primaryConflist(2, "/d/ipam")), &doc); err != nil {
+	if err := json.Unmarshal([]byte(primaryConflist(2, "/d/ipam", true)), &doc); err != nil {
 		t.Fatalf("conflist is not JSON: %v", err)
 	}
 	if len(doc.Plugins) != 1 {
@@ -94,12 +94,33 @@ func TestPrimaryConflist(t *testing.T) {
 	}
 }
 
+func TestMasqueradeModes(t *testing.T) {
+	if strings.Contains(primaryConflist(1, "/d", false), `"ipMasq": true`) {
+		t.Error("node mode still asks the bridge plugin to masquerade")
+	}
+	bridge := nodeNATRules(2, MasqueradeBridge)
+	if len(bridge) != 1 || !slices.Contains(bridge[0], "ACCEPT") {
+		t.Errorf("bridge mode rules = %v, want only the pod-to-pod ACCEPT", bridge)
+	}
+	node := nodeNATRules(2, MasqueradeNode)
+	if len(node) != 2 || !slices.Contains(node[0], "ACCEPT") {
+		t.Fatalf("node mode rules = %v", node)
+	}
+	want := "-s 10.244.2.0/24 ! -d 10.244.0.0/16"
+	if got := strings.Join(node[1], " "); !strings.HasPrefix(got, want) || !strings.HasSuffix(got, "-j MASQUERADE") {
+		t.Errorf("node masquerade rule = %q, want %q ... -j MASQUERADE", got, want)
+	}
+	if _, err := (Options{Masquerade: "calico"}).withDefaults("/r"); err == nil {
+		t.Error("unknown masquerade mode accepted")
+	}
+}
+
 func TestOptionsDefaults(t *testing.T) {
 	o, err := Options{}.withDefaults("/repo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Nodes != 3 || o.ExtServers != 1 || o.HelperBinary != "/repo/bin/sluice-helperd" || o.SluicePlugin != "/repo/bin/sluice" {
+	if o.Nodes != 3 || o.ExtServers != 1 || o.Masquerade != MasqueradeBridge || o.HelperBinary != "/repo/bin/sluice-helperd" || o.SluicePlugin != "/repo/bin/sluice" {
 		t.Errorf("defaults = %+v", o)
 	}
 	for _, bad := range []Options{{Nodes: -1}, {Nodes: maxNodes + 1}, {ExtServers: 3}} {
