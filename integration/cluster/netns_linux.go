@@ -2,15 +2,19 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
@@ -109,6 +113,66 @@ func runBatch(n *nstest.NS, cmds []string) error {
 	c.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
 	if out, err := c.CombinedOutput(); err != nil {
 		return fmt.Errorf("ip -batch in %s: %w: %s", n.Name, err, out)
+	}
+	return nil
+}
+
+// newPodNS is newNS without exec'ing ip(8): a Pod is made per test step
+// and benchmarks make many, so the namespace is created in-process (on a
+// locked thread that is switched back, or discarded if that fails), with lo
+// up and the given sysctls set while the thread is inside.
+func newPodNS(name string, sysctls map[string]string) (*nstest.NS, error) {
+	full := fmt.Sprintf("%s%d-%s", nstest.Prefix, os.Getpid(), name)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("get current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		h, err := netns.NewNamed(full)
+		if err != nil {
+			// NewNamed may have moved the thread before failing.
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+			errc <- fmt.Errorf("create netns %s: %w", full, err)
+			return
+		}
+		h.Close()
+		err = initNS(sysctls)
+		if e := netns.Set(orig); e != nil {
+			// Leave the thread locked: the runtime ends it with this goroutine.
+			errc <- errors.Join(err, fmt.Errorf("switch back from %s: %w", full, e))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	n := &nstest.NS{Name: full, Path: filepath.Join("/run/netns", full)}
+	if err := <-errc; err != nil {
+		n.Delete()
+		return nil, err
+	}
+	return n, nil
+}
+
+// initNS brings lo up and writes sysctls in the current thread's netns.
+func initNS(sysctls map[string]string) error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo: %w", err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("set lo up: %w", err)
+	}
+	for k, v := range sysctls {
+		if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
+		}
 	}
 	return nil
 }

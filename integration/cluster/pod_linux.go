@@ -66,12 +66,13 @@ func (c *Cluster) AddPod(ctx context.Context, node, namespace, name string, labe
 	c.podSeq++
 	seq := c.podSeq
 	c.mu.Unlock()
-	if p.NS, err = c.newNS(fmt.Sprintf("%s-p%d", filepath.Base(n.NS.Name)[len(nsPrefix()):], seq)); err != nil {
+	nsName := fmt.Sprintf("%s-p%d", filepath.Base(n.NS.Name)[len(nsPrefix()):], seq)
+	if p.NS, err = newPodNS(nsName, rpFilterSysctls([]string{"lo"}, false)); err != nil {
 		return p, err
 	}
-	if err = setSysctls(p.NS, rpFilterSysctls(nil, false)); err != nil {
-		return p, err
-	}
+	c.mu.Lock()
+	c.nsList = append(c.nsList, p.NS)
+	c.mu.Unlock()
 	if p.Result, err = n.cniAdd(ctx, p); err != nil {
 		return p, err
 	}
