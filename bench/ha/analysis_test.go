@@ -37,7 +37,7 @@ func TestAnalyze(t *testing.T) {
 			name:      "no interruption at all",
 			samples:   []Sample{s(0, 5, ip), s(20, 25, ip), s(40, 45, ip), s(60, 65, ip)},
 			failStart: 30, end: 35,
-			want: Trial{Kind: "k", Failover: 35 * time.Millisecond, Recovered: true, MaxGap: 20 * time.Millisecond, Sent: 2},
+			want: Trial{Kind: "k", Failover: 15 * time.Millisecond, Recovered: true, MaxGap: 20 * time.Millisecond, Sent: 2},
 		},
 		{
 			name:      "never recovers: gap runs to the end of the trace",

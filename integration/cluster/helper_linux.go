@@ -158,6 +158,11 @@ func (n *Node) stopHelper(grace time.Duration) {
 	if cmd == nil {
 		return
 	}
+	select {
+	case <-done:
+		return // already exited and reaped: its pid may belong to someone else now
+	default:
+	}
 	pid := cmd.Process.Pid
 	_ = syscall.Kill(pid, syscall.SIGCONT)
 	if grace > 0 {
