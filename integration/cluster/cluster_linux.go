@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -38,7 +37,6 @@ type Cluster struct {
 	cp     *controlplane.ControlPlane
 	client kubernetes.Interface
 	sluice sluiceclient.Interface
-	log    *slog.Logger
 
 	mu     sync.Mutex
 	nsList []*nstest.NS // every namespace made, deleted in reverse
@@ -91,7 +89,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{Opts: opts, Dir: opts.Dir, log: slog.Default()}
+	c = &Cluster{Opts: opts, Dir: opts.Dir}
 	if c.Dir == "" {
 		if c.Dir, err = os.MkdirTemp("", "sluice-cluster-"); err != nil {
 			return nil, fmt.Errorf("create cluster dir: %w", err)
