@@ -3,13 +3,17 @@ package egressbench
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/sluicenet/sluice/bench"
 	"github.com/sluicenet/sluice/integration/cluster"
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
@@ -92,3 +96,12 @@ func nodeRun(t *testing.T, c *cluster.Cluster, node string, name string, args ..
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func fmtMs(xs []float64) string { return fmt.Sprintf("%.0f", xs) }
+
+var createOpts = metav1.CreateOptions{}
+
+// staticEgress selects every Pod of namespace ns onto ip.
+func staticEgress(name string, ip netip.Addr, ns string) *v1alpha1.Egress {
+	return &v1alpha1.Egress{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.EgressSpec{EgressIP: ip.String(),
+		AppliedTo: v1alpha1.AppliedTo{NamespaceSelector: &metav1.LabelSelector{
+			MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}}}}
+}

@@ -1,0 +1,112 @@
+package egressbench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/bench"
+	"github.com/sluicenet/sluice/integration/cluster"
+	"github.com/sluicenet/sluice/pkg/nstest"
+)
+
+const iperfPort = "5201"
+
+// TestThroughput compares iperf3 from a Pod on node-c through its egress
+// IP held on node-a (VXLAN to node-a, SNAT there) against iperf3 from
+// node-c itself straight to the external server, interleaved in one run.
+// SLUICE_BENCH_ROUNDS (default 3) and SLUICE_BENCH_SECONDS (default 5)
+// set the rounds and each run's length.
+//
+//	SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestThroughput -timeout 30m ./bench/egress/
+func TestThroughput(t *testing.T) {
+	requireBench(t)
+	rounds := envInt(t, "SLUICE_BENCH_ROUNDS", 3, 1, 50)
+	secs := envInt(t, "SLUICE_BENCH_SECONDS", 5, 1, 60)
+	ctx := context.Background()
+	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true, Masquerade: cluster.MasqueradeNode})
+	dumpOnFailure(t, c)
+	startHelpers(t, c)
+	egressIP := netip.MustParseAddr("192.0.2.201")
+	nodeRun(t, c, "node-a", "ip", "addr", "add", egressIP.String()+"/32", "dev", "eth0")
+	const ns = "tput"
+	if err := c.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.AddPod(ctx, "node-c", ns, "client", map[string]string{"app": "iperf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SluiceClient().SluiceV1alpha1().Egresses().Create(ctx, staticEgress("tput", egressIP, ns), createOpts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waitAll(ctx, c, []*cluster.Pod{p}, func(*cluster.Pod) netip.Addr { return egressIP }); err != nil {
+		t.Fatal(err)
+	}
+	ext := c.Ext[0]
+	srv := ext.NS.Cmd("iperf3", "-s", "-B", ext.IP.String(), "-p", iperfPort)
+	if err := srv.Start(); err != nil {
+		t.Fatalf("iperf3 server: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	time.Sleep(300 * time.Millisecond) // let the server listen
+
+	var viaEgress, direct []float64
+	for i := range rounds {
+		// Alternate which goes first, so neither always runs on a warm
+		// or a cold machine.
+		order := []bool{true, false}
+		if i%2 == 1 {
+			order = []bool{false, true}
+		}
+		for _, pod := range order {
+			from, out := c.Node("node-c").NS, &direct
+			if pod {
+				from, out = p.NS, &viaEgress
+			}
+			bps, err := iperf(ctx, from, ext.IP.String(), secs)
+			if err != nil {
+				t.Fatalf("round %d (pod=%v): %v", i, pod, err)
+			}
+			*out = append(*out, bps/1e9)
+		}
+	}
+	// The Pod's traffic really took the egress path.
+	if got, err := c.Whoami(ctx, p); err != nil || got != egressIP {
+		t.Fatalf("after the runs the Pod leaves as %s (%v), want %s", got, err, egressIP)
+	}
+	t.Logf("pod via remote egress Gbit/s: %.2f", viaEgress)
+	t.Logf("node direct Gbit/s: %.2f", direct)
+	podMed, nodeMed := bench.Median(viaEgress), bench.Median(direct)
+	ratio := podMed / nodeMed
+	cmd := "SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestThroughput -timeout 30m ./bench/egress/"
+	note := fmt.Sprintf("iperf3 TCP, %d interleaved rounds of %d s: Pod on node-c through its egress IP on node-a "+
+		"(VXLAN, MSS clamp, SNAT) vs node-c straight to the external server, same run; ratio of medians "+
+		"(%.2f / %.2f Gbit/s). veth/bridge in namespaces on 2 shared, busy cores.", rounds, secs, podMed, nodeMed)
+	record(t,
+		bench.Figure{Name: "throughput_ratio", Value: ratio, Unit: "ratio", Target: ">= 0.8", Command: cmd, Note: note},
+		bench.Figure{Name: "throughput_pod_gbps", Value: podMed, Unit: "Gbit/s", Command: cmd, Note: "Context for throughput_ratio. " + note},
+		bench.Figure{Name: "throughput_node_gbps", Value: nodeMed, Unit: "Gbit/s", Command: cmd, Note: "Context for throughput_ratio. " + note},
+	)
+}
+
+// iperf runs an iperf3 client inside from for secs seconds and returns
+// the received rate in bit/s.
+func iperf(ctx context.Context, from *nstest.NS, server string, secs int) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", from.Name, "iperf3", "-c", server, "-p", iperfPort,
+		"-t", strconv.Itoa(secs), "-J")
+	out, err := cmd.Output()
+	if bps, perr := iperfBits(out); perr == nil {
+		return bps, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("iperf3 from %s: %w: %s", from.Name, err, out)
+	} else {
+		return 0, perr
+	}
+}
