@@ -104,16 +104,26 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
 				Message: fmt.Sprintf("egressIP %s is in ExternalIPPool %s", ip, pool.Name)}
 		}
 	}
+	// IPs of this pool still carried by Egresses that are not its own (one
+	// that switched to another pool and has not been given its new IP yet,
+	// or a static Egress) are busy: handing them out would put one IP on two
+	// Egresses for a moment.
+	busy := keys(held)
+	for _, eg := range egresses {
+		if eg.Spec.ExternalIPPool == pool.Name {
+			continue
+		}
+		if ip, err := netip.ParseAddr(eg.Spec.EgressIP); err == nil && p.Contains(ip) {
+			busy = append(busy, ip)
+		}
+	}
 	for _, eg := range mine {
 		if wantedIP(eg) != "" {
 			continue
 		}
 		ip, ok := has[eg.Name]
 		if !ok {
-			ip, ok = keepOwn(eg, pool.Name, p, held)
-		}
-		if !ok {
-			next, err := p.Next(keys(held))
+			next, err := p.Next(busy)
 			if errors.Is(err, ipam.ErrPoolExhausted) {
 				plan.Conditions[eg.Name] = Condition{Reason: v1alpha1.ReasonPoolExhausted,
 					Message: fmt.Sprintf("ExternalIPPool %s has no free IP (%d in use)", pool.Name, len(held))}
@@ -128,6 +138,7 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
 			}
 			ip = next
 			held[ip], has[eg.Name] = eg.Name, ip
+			busy = append(busy, ip)
 		}
 		plan.Conditions[eg.Name] = Condition{Allocated: true, Reason: v1alpha1.ReasonAllocated,
 			Message: fmt.Sprintf("allocated %s from ExternalIPPool %s", ip, pool.Name)}
@@ -167,34 +178,16 @@ func OrphanPlan(pools map[string]bool, egresses []*v1alpha1.Egress) (setIP map[s
 	return setIP, conds
 }
 
-// wantedIP is the IP the user asked for: spec.egressIP unless Sluice wrote
-// it from another pool (the Egress switched pools, so the old allocation is
-// void).
+// wantedIP is the IP the Egress carries and keeps: spec.egressIP, unless
+// Sluice wrote it from another pool (the Egress switched pools, so that
+// allocation is void). An IP Sluice allocated from this pool is kept like a
+// user's own, and a user who overwrites it gets the new one.
 func wantedIP(eg *v1alpha1.Egress) string {
 	from := eg.Annotations[AllocatedFromAnnotation]
 	if from != "" && from != eg.Spec.ExternalIPPool {
 		return ""
 	}
-	if from != "" {
-		// Sluice wrote it: it is an allocation, not a user's wish.
-		return ""
-	}
 	return eg.Spec.EgressIP
-}
-
-// keepOwn lets an Egress keep the IP Sluice once wrote into it from this
-// pool when its record was lost (say the pool was re-created), so that its
-// IP does not change for nothing.
-func keepOwn(eg *v1alpha1.Egress, pool string, p *ipam.Pool, held map[netip.Addr]string) (netip.Addr, bool) {
-	if eg.Annotations[AllocatedFromAnnotation] != pool {
-		return netip.Addr{}, false
-	}
-	ip, err := netip.ParseAddr(eg.Spec.EgressIP)
-	if err != nil || !p.Contains(ip) || held[ip] != "" {
-		return netip.Addr{}, false
-	}
-	held[ip] = eg.Name
-	return ip, true
 }
 
 func poolEgresses(pool string, egresses []*v1alpha1.Egress) []*v1alpha1.Egress {
