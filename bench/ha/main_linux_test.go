@@ -1,0 +1,230 @@
+package habench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sluicenet/sluice/integration/cluster"
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluicenet/sluice/pkg/nstest"
+)
+
+func TestMain(m *testing.M) {
+	nstest.Sweep()
+	os.Exit(m.Run())
+}
+
+// Pool the benchmarks allocate from (nodeSelector {}: every Node is
+// eligible), and the Egress shape of integration/e2e's pooledEgress.
+const (
+	poolName  = "bench-pool"
+	poolStart = "192.0.2.211"
+	poolEnd   = "192.0.2.220"
+)
+
+var web = map[string]string{"app": "web"}
+
+// requireBench skips unless SLUICE_BENCH=1 (so `make test` only compiles
+// the benchmarks) and unless root.
+func requireBench(t *testing.T) {
+	t.Helper()
+	if os.Getenv("SLUICE_BENCH") != "1" {
+		t.Skip("benchmark: set SLUICE_BENCH=1 to run")
+	}
+	nstest.RequireRoot(t)
+}
+
+// recording says whether figures go into bench/results.json.
+func recording() bool { return os.Getenv("SLUICE_BENCH_RECORD") == "1" }
+
+// envInt reads a bounded integer setting.
+func envInt(t *testing.T, key string, def, lo, hi int) int {
+	t.Helper()
+	s := os.Getenv(key)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		t.Fatalf("%s=%q: want an integer in %d..%d", key, s, lo, hi)
+	}
+	return n
+}
+
+// envDuration reads a bounded duration setting.
+func envDuration(t *testing.T, key string, def, lo, hi time.Duration) time.Duration {
+	t.Helper()
+	s := os.Getenv(key)
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < lo || d > hi {
+		t.Fatalf("%s=%q: want a duration in %s..%s", key, s, lo, hi)
+	}
+	return d
+}
+
+func pooledEgress(name, ns string) *v1alpha1.Egress {
+	return &v1alpha1.Egress{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.EgressSpec{
+		ExternalIPPool: poolName, AppliedTo: v1alpha1.AppliedTo{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}},
+			PodSelector:       &metav1.LabelSelector{MatchLabels: web}}}}
+}
+
+// startCluster brings up three Nodes with helpers and the pool.
+func startCluster(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	ctx := context.Background()
+	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true})
+	for _, n := range c.Nodes {
+		if err := c.StartHelper(n.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := c.WaitHelper(ctx, n.Name, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := &v1alpha1.ExternalIPPool{ObjectMeta: metav1.ObjectMeta{Name: poolName},
+		Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{Start: poolStart, End: poolEnd}}}}
+	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// egressState is an Egress's IP, Node and whether IPAssigned is True.
+type egressState struct {
+	IP       netip.Addr
+	Node     string
+	Assigned bool
+}
+
+func getState(ctx context.Context, c *cluster.Cluster, name string) (egressState, error) {
+	eg, err := c.SluiceClient().SluiceV1alpha1().Egresses().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return egressState{}, fmt.Errorf("get egress %s: %w", name, err)
+	}
+	return stateOf(eg), nil
+}
+
+func stateOf(eg *v1alpha1.Egress) egressState {
+	s := egressState{Node: eg.Status.EgressNode}
+	s.IP, _ = netip.ParseAddr(eg.Status.EgressIP)
+	for _, cond := range eg.Status.Conditions {
+		if cond.Type == v1alpha1.IPAssigned {
+			s.Assigned = cond.Status == metav1.ConditionTrue
+		}
+	}
+	return s
+}
+
+// inPool says whether a is one of the benchmark pool's addresses.
+func inPool(a netip.Addr) bool {
+	lo, hi := netip.MustParseAddr(poolStart), netip.MustParseAddr(poolEnd)
+	return a.Compare(lo) >= 0 && a.Compare(hi) <= 0
+}
+
+// holders maps every pool address found on a Node's uplink to the sorted
+// names of the Nodes holding it, read with netlink inside each Node
+// namespace (cheaper than an `ip` exec per Node every 200 ms).
+func holders(c *cluster.Cluster) (map[netip.Addr][]string, error) {
+	out := map[netip.Addr][]string{}
+	for _, n := range c.Nodes {
+		err := n.NS.Do(func() error {
+			l, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+			if err != nil {
+				return err
+			}
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && inPool(ip) {
+					out[ip] = append(out[ip], n.Name)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("addresses on %s: %w", n.Name, err)
+		}
+	}
+	for _, h := range out {
+		slices.Sort(h)
+	}
+	return out, nil
+}
+
+// settle waits until the Egress is assigned, exactly one Node holds its
+// IP, that Node is status.egressNode, and none of it changed for
+// `stable`. It returns the settled state, or an error after limit.
+func settle(ctx context.Context, c *cluster.Cluster, name string, stable, limit time.Duration) (egressState, error) {
+	deadline := time.Now().Add(limit)
+	var last string
+	var since time.Time
+	for time.Now().Before(deadline) {
+		s, err := getState(ctx, c, name)
+		if err != nil {
+			return s, err
+		}
+		h, err := holders(c)
+		if err != nil {
+			return s, err
+		}
+		who := h[s.IP]
+		key := fmt.Sprintf("%v %s %v %v", s.IP, s.Node, s.Assigned, who)
+		if key != last {
+			last, since = key, time.Now()
+		}
+		ok := s.IP.IsValid() && s.Assigned && len(who) == 1 && who[0] == s.Node
+		if ok && time.Since(since) >= stable {
+			return s, nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return egressState{}, fmt.Errorf("egress %s did not settle within %s: last %s", name, limit, last)
+}
+
+// helperStat reads a helper's utime+stime (clock ticks) and VmHWM (KiB).
+func helperStat(pid int) (ticks uint64, hwmKiB uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the ')' that closes the command name: state is field 3,
+	// utime 14 and stime 15 (1-based over the whole line).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: %q", pid, s)
+	}
+	st2, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(st2), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &hwmKiB)
+		}
+	}
+	return ut + st, hwmKiB, nil
+}
