@@ -28,6 +28,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/election"
 	"github.com/sluicenet/sluice/pkg/garp"
 	"github.com/sluicenet/sluice/pkg/gossip"
+	"github.com/sluicenet/sluice/pkg/iptbackend"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -72,8 +73,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return err
 		}
 	}
+	backend, err := iptbackend.Detect(iptbackend.Exec)
+	if err != nil {
+		return fmt.Errorf("choose the iptables backend: %w", err)
+	}
+	log.Info("iptables backend", "mode", backend.Mode, "why", backend.Reason)
 	dcfg := datapath.Config{TunnelDev: cfg.TunnelDev, TunnelPort: cfg.TunnelPort, VNI: cfg.VNI,
-		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded()}
+		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded(), IPTables: backend}
 	dp, err := datapath.New(dcfg, log.With("part", "datapath"))
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"github.com/sluicenet/sluice/pkg/iptbackend"
 	"net/netip"
 	"slices"
 	"time"
@@ -82,6 +83,9 @@ type Config struct {
 	// ClusterCIDRs are Pod CIDRs, the Service CIDR and except CIDRs: traffic
 	// to them is never redirected nor SNATed.
 	ClusterCIDRs []netip.Prefix
+	// IPTables is the iptables backend to use (see package iptbackend); the
+	// zero value runs "iptables" from PATH.
+	IPTables iptbackend.Backend
 	// TunnelMTU overrides the tunnel MTU; 0 means uplink MTU - 50 (VXLAN
 	// over IPv4 overhead), so encapsulated packets are never fragmented.
 	TunnelMTU int

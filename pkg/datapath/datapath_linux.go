@@ -76,7 +76,7 @@ func New(cfg Config, log *slog.Logger) (*Datapath, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("datapath config: %w", err)
 	}
-	ipt, err := newExecIPTables()
+	ipt, err := newExecIPTables(cfg.IPTables)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/sluicenet/sluice/pkg/iptbackend"
 )
 
 // iptablesRunner is the iptables backend: one iptables-save per table to
@@ -21,35 +22,48 @@ type iptablesRunner interface {
 	Restore(table string, script []byte) error
 }
 
-// execIPTables uses the iptables binaries on PATH, so the helper follows the
-// backend (nft or legacy) the node already uses. go-iptables provides the
-// counters (StructuredStats).
-type execIPTables struct{ *iptables.IPTables }
+// execIPTables runs the iptables binaries of the backend the Node already
+// uses (Config.IPTables, chosen by package iptbackend the way kube-proxy's
+// wrapper does; the zero value means plain "iptables" on PATH).
+// go-iptables provides the counters (StructuredStats).
+type execIPTables struct {
+	*iptables.IPTables
+	save, restore string
+}
 
-func newExecIPTables() (*execIPTables, error) {
-	ipt, err := iptables.New()
+func newExecIPTables(b iptbackend.Backend) (*execIPTables, error) {
+	e := &execIPTables{save: "iptables-save", restore: "iptables-restore"}
+	var ipt *iptables.IPTables
+	var err error
+	if b.Mode != "" {
+		e.save, e.restore = b.IPTablesSave(), b.IPTablesRestore()
+		ipt, err = iptables.New(iptables.Path(b.IPTables()))
+	} else {
+		ipt, err = iptables.New()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("init iptables: %w", err)
 	}
-	return &execIPTables{ipt}, nil
+	e.IPTables = ipt
+	return e, nil
 }
 
 func (e *execIPTables) Save(table string) ([]byte, error) {
 	var stderr bytes.Buffer
-	cmd := exec.Command("iptables-save", "-t", table)
+	cmd := exec.Command(e.save, "-t", table)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("iptables-save -t %s: %w: %s", table, err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, fmt.Errorf("%s -t %s: %w: %s", e.save, table, err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return out, nil
 }
 
 func (e *execIPTables) Restore(table string, script []byte) error {
-	cmd := exec.Command("iptables-restore", "--noflush", "-w", "5")
+	cmd := exec.Command(e.restore, "--noflush", "-w", "5")
 	cmd.Stdin = bytes.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("iptables-restore table %s: %w: %s", table, err, bytes.TrimSpace(out))
+		return fmt.Errorf("%s table %s: %w: %s", e.restore, table, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
