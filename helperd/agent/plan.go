@@ -66,6 +66,8 @@ type EgressPlan struct {
 	PodsHere        int
 	PodsCluster     int
 	Shadowed        []policy.PodKey // selected but won by another Egress
+
+	eligible []string // pooled: the Nodes that may hold IP
 }
 
 // Plan is the outcome of one reconcile.
@@ -101,6 +103,7 @@ func Compute(s Snapshot) Plan {
 		plans = append(plans, ep)
 	}
 	slices.SortFunc(plans, func(a, b EgressPlan) int { return strings.Compare(a.Name, b.Name) })
+	placePooled(s, plans)
 
 	var ips []netip.Addr
 	for _, ep := range plans {
@@ -191,9 +194,36 @@ func owner(s Snapshot, eg *v1alpha1.Egress) EgressPlan {
 		ep.Message = "no alive, schedulable Node matches the nodeSelector of ExternalIPPool " + ep.Pool
 		return ep
 	}
-	ep.Owner = election.Owner(ep.IP.String(), eligible, eg.Status.EgressNode, s.Election)
-	ep.OwnerIP = s.Nodes[ep.Owner].IP
+	ep.eligible = eligible
+	if s.Election == election.Sticky {
+		ep.Owner = election.Owner(ep.IP.String(), eligible, eg.Status.EgressNode, s.Election)
+		ep.OwnerIP = s.Nodes[ep.Owner].IP
+	}
 	return ep
+}
+
+// placePooled gives every pooled Egress its Node with bounded-load
+// consistent hashing over all pooled IPs at once, so Egresses spread over
+// the Nodes instead of stacking (see election.AssignBounded).
+func placePooled(s Snapshot, plans []EgressPlan) {
+	if s.Election == election.Sticky {
+		return
+	}
+	var reqs []election.Request
+	seen := map[netip.Addr]bool{}
+	for _, ep := range plans {
+		if len(ep.eligible) > 0 && !seen[ep.IP] {
+			seen[ep.IP] = true
+			reqs = append(reqs, election.Request{IP: ep.IP.String(), Eligible: ep.eligible})
+		}
+	}
+	owners := election.AssignBounded(reqs)
+	for i := range plans {
+		if ep := &plans[i]; len(ep.eligible) > 0 {
+			ep.Owner = owners[ep.IP.String()]
+			ep.OwnerIP = s.Nodes[ep.Owner].IP
+		}
+	}
 }
 
 // staticOwner: the Node that has the IP on an interface holds it. This

@@ -210,3 +210,15 @@ func TestHintedPodIsProgrammedOnTheHolder(t *testing.T) {
 		t.Fatal("a non-holder programmed a hint")
 	}
 }
+
+// The seed's HA example: two Egresses sharing a pool get two Nodes.
+func TestPooledEgressesSpreadOverNodes(t *testing.T) {
+	// A plain ring puts both 192.0.2.211 and .212 on node-c.
+	s := snapshot("node-c", eg("prod", "192.0.2.211", "pool", "prod"), eg("dev", "192.0.2.212", "pool", "dev"))
+	s.Pools["pool"].Spec.IPRanges = []v1alpha1.IPRange{{Start: "192.0.2.211", End: "192.0.2.220"}}
+	s.Pools["pool"].Spec.NodeSelector = metav1.LabelSelector{}
+	p := Compute(s)
+	if p.Egresses[0].Owner == p.Egresses[1].Owner || p.Egresses[0].Owner == "" {
+		t.Fatalf("owners %q and %q, want two different Nodes", p.Egresses[0].Owner, p.Egresses[1].Owner)
+	}
+}
