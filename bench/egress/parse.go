@@ -118,3 +118,15 @@ func scaleEgressIP(i int) netip.Addr {
 func scalePodIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 244, byte(10 + i/250), byte(i%250 + 1)})
 }
+
+// snatRules counts the SNAT rules of Sluice's nat chain in `iptables-save
+// -t nat` output.
+func snatRules(save string) int {
+	n := 0
+	for _, line := range strings.Split(save, "\n") {
+		if strings.HasPrefix(line, "-A SLUICE-POSTROUTING ") && strings.Contains(line, " -j SNAT ") {
+			n++
+		}
+	}
+	return n
+}

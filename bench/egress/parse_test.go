@@ -88,3 +88,12 @@ func TestScaleAddresses(t *testing.T) {
 		t.Fatalf("%d distinct pod IPs", len(pods))
 	}
 }
+
+func TestSNATRules(t *testing.T) {
+	save := "*nat\n-A POSTROUTING -j SLUICE-POSTROUTING\n-A SLUICE-POSTROUTING -o sluice.vxlan -j ACCEPT\n" +
+		"-A SLUICE-POSTROUTING -o eth0 -m set --match-set SLUICE-EG-a src -j SNAT --to-source 198.51.100.1\n" +
+		"-A SLUICE-POSTROUTING -o eth0 -m set --match-set SLUICE-EG-b src -j SNAT --to-source 198.51.100.2\nCOMMIT\n"
+	if n := snatRules(save); n != 2 {
+		t.Fatalf("snatRules = %d, want 2", n)
+	}
+}

@@ -51,7 +51,7 @@ func TestScale(t *testing.T) {
 	requireBench(t)
 	changes := envInt(t, "SLUICE_BENCH_CHANGES", 10, 1, 100)
 	ctx := context.Background()
-	c := cluster.New(t, cluster.Options{Nodes: 1, Sluice: true, Masquerade: cluster.MasqueradeNode})
+	c := cluster.New(t, cluster.Options{Nodes: 1, Sluice: true, Masquerade: cluster.MasqueradeNode, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
 	dumpOnFailure(t, c)
 	cfg := c.RESTConfig()
 	cfg.QPS, cfg.Burst = 2000, 4000
@@ -79,11 +79,12 @@ func TestScale(t *testing.T) {
 	if err := c.StartHelper("node-a"); err != nil {
 		t.Fatal(err)
 	}
-	var setsAt, routesAt time.Duration
-	var lastSets, lastRoutes int
-	for setsAt == 0 || routesAt == 0 {
+	var setsAt, routesAt, snatAt time.Duration
+	var lastSets, lastRoutes, lastSNAT int
+	for setsAt == 0 || routesAt == 0 || snatAt == 0 {
 		if time.Since(start) > 5*time.Minute {
-			t.Fatalf("not converged after 5 min: ipset members %d/%d, return routes %d/%d", lastSets, scalePods, lastRoutes, scalePods)
+			t.Fatalf("not converged after 5 min: ipset members %d/%d, return routes %d/%d, SNAT rules %d/%d",
+				lastSets, scalePods, lastRoutes, scalePods, lastSNAT, scaleEgresses)
 		}
 		if c.HelperPID("node-a") == 0 {
 			t.Fatal("helper exited")
@@ -102,10 +103,16 @@ func TestScale(t *testing.T) {
 				routesAt = time.Since(start)
 			}
 		}
+		if snatAt == 0 {
+			lastSNAT = snatRules(nodeRun(t, c, "node-a", "iptables-save", "-t", "nat"))
+			if lastSNAT == scaleEgresses {
+				snatAt = time.Since(start)
+			}
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	converged := max(setsAt, routesAt)
-	t.Logf("converged %s after helper start (ipsets %s, return routes %s)", converged, setsAt, routesAt)
+	converged := max(setsAt, routesAt, snatAt)
+	t.Logf("converged %s after helper start (ipsets %s, return routes %s, SNAT rules %s)", converged, setsAt, routesAt, snatAt)
 	all, own := countRules(nodeRun(t, c, "node-a", "iptables-save"), "SLUICE-")
 	t.Logf("iptables rules in node-a: %d (%d in SLUICE-* chains)", all, own)
 	rssConv, hwmConv := helperMem(t, c)
@@ -154,9 +161,10 @@ func TestScale(t *testing.T) {
 	changeMed := bench.Median(append([]float64{}, changeMs...))
 	record(t,
 		bench.Figure{Name: "scale_converge_s", Value: converged.Seconds(), Unit: "s", Target: "<= 5", Command: cmd,
-			Note: fmt.Sprintf("Helper start (all objects already in the API) until the SLUICE-EG-* ipsets hold all %d members (%.2f s) "+
-				"and table 9999 holds a return route per remote Pod (%.2f s), polled every 50 ms. %s",
-				scalePods, setsAt.Seconds(), routesAt.Seconds(), shape)},
+			Note: fmt.Sprintf("Helper start (all objects already in the API) until the SLUICE-EG-* ipsets hold all %d members (%.2f s), "+
+				"table 9999 holds a return route per remote Pod (%.2f s) and SLUICE-POSTROUTING one SNAT rule per Egress (%.2f s), "+
+				"each polled every 50 ms. %s",
+				scalePods, setsAt.Seconds(), routesAt.Seconds(), snatAt.Seconds(), shape)},
 		bench.Figure{Name: "scale_one_change_ms", Value: changeMed, Unit: "ms", Target: "<= 200", Command: cmd,
 			Note: fmt.Sprintf("Median of %d Pod relabels moving one Pod between two Egresses, from the API update to `ipset test` "+
 				"finding it in the new Egress's set (polled every ~5 ms plus exec time); all: %s ms. %s", changes, fmtMs(changeMs), shape)},
