@@ -117,9 +117,9 @@ func TestHAEgress(t *testing.T) {
 
 	t.Run("seed HA example", func(t *testing.T) {
 		ipProd, nodeProd := assigned(t, c, "egress-prod-web")
-		ipStaging, _ := assigned(t, c, "egress-staging-web")
-		if ipProd == ipStaging {
-			t.Fatalf("both Egresses got %s", ipProd)
+		ipStaging, nodeStaging := assigned(t, c, "egress-staging-web")
+		if ipProd == ipStaging || nodeProd == nodeStaging {
+			t.Fatalf("both Egresses got %s on %s / %s on %s: want each its own IP and Node", ipProd, nodeProd, ipStaging, nodeStaging)
 		}
 		for _, p := range pods["prod"] {
 			expectSource(t, c, p, ipProd, converge)
