@@ -77,15 +77,16 @@ type SoakResult struct {
 	RSSMiB               float64 // max VmHWM over the helpers
 	HelperRestarts       int
 	ProbeOK, ProbeFailed int
+	Dropped              int // packets the loss rules dropped, all Nodes
 }
 
 // SoakFigures turns a soak into figures.
 func SoakFigures(r SoakResult) []bench.Figure {
 	note := fmt.Sprintf("%s with %.0f%% random loss both ways on every Node's uplink (iptables statistic in the Node "+
-		"namespaces), %d Nodes alive, %d pooled Egresses; false failovers = status.egressNode changes (%d, informer watch "+
+		"namespaces, %d packets dropped), %d Nodes alive, %d pooled Egresses; false failovers = status.egressNode changes (%d, informer watch "+
 		"+ polls) + holder-set changes (%d, ip addr on every uplink, %d samples ~200 ms apart); whoami probes ok %d / "+
 		"failed %d; helper CPU is the mean over helpers (max %.2f%%) of utime+stime as %% of one core; RSS is the max VmHWM",
-		r.Duration.Round(time.Second), r.Loss*100, r.Nodes, r.Egresses, r.StatusChanges, r.HolderChanges, r.Samples,
+		r.Duration.Round(time.Second), r.Loss*100, r.Dropped, r.Nodes, r.Egresses, r.StatusChanges, r.HolderChanges, r.Samples,
 		r.ProbeOK, r.ProbeFailed, r.CPUMax)
 	return []bench.Figure{
 		{Name: "soak_false_failovers", Value: float64(r.StatusChanges + r.HolderChanges), Unit: "count", Target: "== 0",

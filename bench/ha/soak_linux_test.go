@@ -88,9 +88,12 @@ func TestSoak(t *testing.T) {
 	r := SoakResult{Duration: dur, Loss: soakLoss, Egresses: soakEgresses, Nodes: len(c.Nodes)}
 	var pollStatus int
 	status, held := status0, held0
-	var lastProbe time.Time
+	probed := make(chan [2]int)
+	go func() { probed <- soakProbe(ctx, c, pods, ips, start.Add(dur)) }()
+	tick := time.NewTicker(soakSample)
+	defer tick.Stop()
 	for time.Since(start) < dur {
-		time.Sleep(soakSample)
+		<-tick.C
 		st, h, err := snapshot(ctx, c)
 		if err != nil {
 			// The apiserver is reached through lossy uplinks too: a failed
@@ -108,22 +111,15 @@ func TestSoak(t *testing.T) {
 			r.HolderChanges += n
 		}
 		status, held = st, h
-		if time.Since(lastProbe) >= time.Second {
-			lastProbe = time.Now()
-			for _, p := range pods {
-				if src, err := c.Whoami(ctx, p); err == nil && src == ips[p.Namespace] {
-					r.ProbeOK++
-				} else {
-					r.ProbeFailed++
-				}
-			}
-		}
 	}
 	wall := time.Since(start)
+	pr := <-probed
+	r.ProbeOK, r.ProbeFailed = pr[0], pr[1]
 	pids1, ticks1, err := helperTicks(c)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.Dropped = lossDrops(ctx, t, c)
 	lossOff()
 	watched := w.stop()
 	// The watch and the polls see the same status changes; the larger
@@ -158,6 +154,57 @@ func TestSoak(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// soakProbe asks the external server, once a second from every soak Pod,
+// which source it saw, until `until`; it returns how many answers carried
+// the Pod's egress IP and how many did not (errors included). It runs
+// beside the sampler so a slow answer (a lost SYN waits 1 s for its
+// retransmit) never delays a sample.
+func soakProbe(ctx context.Context, c *cluster.Cluster, pods []*cluster.Pod, ips map[string]netip.Addr, until time.Time) [2]int {
+	var ok, failed int
+	for time.Now().Before(until) && ctx.Err() == nil {
+		next := time.Now().Add(time.Second)
+		for _, p := range pods {
+			actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			src, err := c.Whoami(actx, p)
+			cancel()
+			if err == nil && src == ips[p.Namespace] {
+				ok++
+			} else {
+				failed++
+			}
+		}
+		time.Sleep(time.Until(next))
+	}
+	return [2]int{ok, failed}
+}
+
+// lossDrops sums the packets the loss rules dropped on every Node, to show
+// the loss really acted. The chain names are integration/cluster's
+// (faults_linux.go): raw TESTCL-LOSS-IN for what arrives on the uplink,
+// mangle TESTCL-LOSS-OUT for what leaves it.
+func lossDrops(ctx context.Context, t *testing.T, c *cluster.Cluster) int {
+	total := 0
+	for _, n := range c.Nodes {
+		for _, tc := range [][2]string{{"raw", "TESTCL-LOSS-IN"}, {"mangle", "TESTCL-LOSS-OUT"}} {
+			out, err := n.Exec(ctx, "iptables", "-w", "-t", tc[0], "-nvxL", tc[1])
+			if err != nil {
+				t.Errorf("loss counters on %s: %v", n.Name, err)
+				continue
+			}
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) > 2 && f[2] == "DROP" {
+					var pk int
+					fmt.Sscan(f[0], &pk)
+					total += pk
+					t.Logf("%s %s/%s dropped %d packets", n.Name, tc[0], tc[1], pk)
+				}
+			}
+		}
+	}
+	return total
 }
 
 // snapshot is Egress name → status.egressNode, and egress IP → the Nodes
