@@ -3,6 +3,7 @@ package alloc_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -24,6 +25,9 @@ import (
 // syncEvery is how often a running allocator re-plans from its cache. An
 // idle Sync writes nothing, so a short period costs only CPU.
 const syncEvery = 50 * time.Millisecond
+
+// staleFor bounds how old the snapshot an allocator plans from may be.
+const staleFor = 2 * time.Second
 
 // runner is one allocator as a helper runs it: its own client, its own
 // informers, Sync over the lister snapshot in a loop.
@@ -88,6 +92,13 @@ func startGated(t *testing.T, ctx context.Context, name string, gate <-chan stru
 			es, err2 := egs.Lister().List(labels.Everything())
 			if err1 != nil || err2 != nil {
 				continue
+			}
+			// Act on a snapshot up to staleFor old, as a helper whose
+			// watch lags does: the writes must not trust it.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(rand.N(staleFor)):
 			}
 			r.syncs.Add(1)
 			if err := a.Sync(ctx, ps, es); err != nil && ctx.Err() == nil {
@@ -174,14 +185,14 @@ func read(ctx context.Context, cs versioned.Interface) (state, error) {
 // the test with the last reason ok gave.
 func waitFor(t *testing.T, ctx context.Context, cs versioned.Interface, what string, ok func(state) string) state {
 	t.Helper()
-	var why string
+	why := "nothing read yet"
 	for {
 		s, err := read(ctx, cs)
 		if err == nil {
 			if why = ok(s); why == "" {
 				return s
 			}
-		} else {
+		} else if ctx.Err() == nil {
 			why = err.Error()
 		}
 		select {

@@ -3,6 +3,7 @@ package alloc_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -15,13 +16,18 @@ import (
 const (
 	racers   = 3   // allocators running at once, as helpers during a leader change
 	egresses = 120 // Egresses created while they race
-	creators = 4   // goroutines creating them, so creations interleave with syncs
+	creators = 4   // goroutines creating the first half
+
+	// createEvery paces the second half: 60 × 50 ms spreads it over several
+	// Syncs (one takes seconds while it writes 120 Egresses).
+	createEvery = 50 * time.Millisecond
 )
 
 // raceCreate creates the first half of the Egresses while the allocators
 // are held back, until every cache holds it, so that their first Syncs plan
 // from one pool version and must collide; then it opens the gate and
-// creates the second half while they run.
+// creates the second half one by one while they run, spread over several
+// Syncs so that the allocators plan from different views.
 func raceCreate(t *testing.T, ctx context.Context, rs []*runner, gate chan struct{}, prefix, pool string) {
 	t.Helper()
 	createMany(t, ctx, prefix, pool, 0, egresses/2)
@@ -31,7 +37,19 @@ func raceCreate(t *testing.T, ctx context.Context, rs []*runner, gate chan struc
 		}
 	}
 	close(gate)
-	createMany(t, ctx, prefix, pool, egresses/2, egresses)
+	cs := newClient(t)
+	tick := time.NewTicker(createEvery)
+	defer tick.Stop()
+	// In shuffled name order: the allocators serve the oldest first, then
+	// by name, so views that differ by more than a tail lead to different
+	// plans.
+	for _, i := range rand.Perm(egresses - egresses/2) {
+		i += egresses / 2
+		<-tick.C
+		if err := newEgress(ctx, cs, fmt.Sprintf("%s-%03d", prefix, i), pool, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // createMany creates pool-only Egresses prefix-from … prefix-(to-1) from
@@ -82,7 +100,9 @@ func TestRaceBigPool(t *testing.T) {
 	start := time.Now()
 	raceCreate(t, ctx, rs, gate, "race", pool)
 	created := time.Since(start)
-	s := waitFor(t, ctx, cs, "every egress to get an IP", func(s state) string {
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s := waitFor(t, wctx, cs, "every egress to get an IP", func(s state) string {
 		n := 0
 		for _, eg := range s.egs {
 			if eg.Spec.EgressIP != "" {
