@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,6 +117,15 @@ func TestScale(t *testing.T) {
 	all, own := countRules(nodeRun(t, c, "node-a", "iptables-save"), "SLUICE-")
 	t.Logf("iptables rules in node-a: %d (%d in SLUICE-* chains)", all, own)
 	rssConv, hwmConv := helperMem(t, c)
+	logReconciles(t, c, "at convergence")
+	if out := os.Getenv("SLUICE_BENCH_PERF"); out != "" {
+		// Diagnosis only: a CPU profile of the helper over the relabels.
+		perf := exec.Command("perf", "record", "-F", "499", "-g", "-o", out, "-p", fmt.Sprint(c.HelperPID("node-a")))
+		if err := perf.Start(); err != nil {
+			t.Fatalf("perf: %v", err)
+		}
+		defer func() { _ = perf.Process.Signal(os.Interrupt); _ = perf.Wait(); t.Logf("perf profile in %s", out) }()
+	}
 
 	// One label change at a time: Pod 0 goes back and forth between
 	// Egress 0 (group 0) and Egress 1 (group 1, same Namespace).
@@ -151,6 +161,7 @@ func TestScale(t *testing.T) {
 		changeMs = append(changeMs, ms(time.Since(t1)))
 	}
 	t.Logf("one change ms: %s", fmtMs(changeMs))
+	logReconciles(t, c, "after the relabels")
 	rss, hwm := helperMem(t, c)
 	t.Logf("helper VmRSS %.1f MiB, VmHWM %.1f MiB at convergence; %.1f / %.1f MiB after the changes", rssConv, hwmConv, rss, hwm)
 
@@ -300,4 +311,25 @@ func helperMem(t *testing.T, c *cluster.Cluster) (rss, hwm float64) {
 		t.Fatal(err)
 	}
 	return float64(r) / 1024, float64(h) / 1024
+}
+
+// logReconciles logs the helper's reconcile count and mean duration from
+// its metrics endpoint (diagnosis for the figures, not a figure).
+func logReconciles(t *testing.T, c *cluster.Cluster, when string) {
+	t.Helper()
+	out, err := c.Exec(context.Background(), "node-a", "curl", "-s", "--max-time", "5", "http://127.0.0.1:9779/metrics")
+	if err != nil {
+		t.Logf("metrics %s: %v", when, err)
+		return
+	}
+	var sum, count string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "sluice_reconcile_duration_seconds_sum "); ok {
+			sum = v
+		}
+		if v, ok := strings.CutPrefix(line, "sluice_reconcile_duration_seconds_count "); ok {
+			count = v
+		}
+	}
+	t.Logf("helper reconciles %s: count %s, total %s s", when, count, sum)
 }
