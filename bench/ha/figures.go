@@ -25,9 +25,11 @@ func FailoverFigures(trials []Trial, probeNote string) []bench.Figure {
 	var all, allTake []float64
 	byKind, takeByKind := map[string][]float64{}, map[string][]float64{}
 	counts, gaps := map[string]int{}, map[string][]float64{}
-	broken := 0
+	broken, wrong, lost := 0, 0, 0
 	for _, t := range trials {
 		counts[t.Kind]++
+		wrong += t.Wrong
+		lost += t.Lost
 		if !t.Recovered {
 			broken++
 			continue
@@ -44,10 +46,11 @@ func FailoverFigures(trials []Trial, probeNote string) []bench.Figure {
 	for _, k := range Kinds {
 		parts = append(parts, fmt.Sprintf("%s %d trials (max-gap median %.3f s)", k, counts[k], bench.Median(gaps[k])))
 	}
-	note := fmt.Sprintf("%s; %s; %d trials without recovery left out. Failover = failure call start → first answer with the "+
+	note := fmt.Sprintf("%s; %s; %d trials without recovery left out; after the failures %d probes got no answer and %d were answered with "+
+		"another source than the egress IP (the log names it). Failover = failure call start → first answer with the "+
 		"egress IP to a probe sent after the call returned. After a helper SIGKILL or a freeze the old Node's kernel keeps "+
 		"its address and SNAT, so traffic may never stop: those kinds measure little interruption by design. "+
-		"2 shared cores, one run", probeNote, strings.Join(parts, ", "), broken)
+		"2 shared cores, one run", probeNote, strings.Join(parts, ", "), broken, lost, wrong)
 	fig := func(name string, v float64, target string) bench.Figure {
 		return bench.Figure{Name: name, Value: round3(v), Unit: "s", Target: target, Command: FailoverCommand, Note: note}
 	}
