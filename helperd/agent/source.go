@@ -107,10 +107,10 @@ func (s *Source) Datapath(ctx context.Context) (statusapi.DatapathReport, error)
 		rep.HeldIPs = append(rep.HeldIPs, ip.String())
 	}
 	for _, r := range datapath.BuildRules(s.Config, plan.Desired) {
-		rep.Rules = append(rep.Rules, fmt.Sprintf("%+v", r))
+		rep.Rules = append(rep.Rules, r.String())
 	}
 	for _, r := range datapath.BuildRoutes(plan.Desired) {
-		rep.Routes = append(rep.Routes, fmt.Sprintf("%+v", r))
+		rep.Routes = append(rep.Routes, r.String())
 	}
 	st, err := s.Agent.Datapath.Stats(ctx)
 	if err != nil {

@@ -2,9 +2,11 @@ package datapath
 
 import (
 	"cmp"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Rule is one policy-routing rule Sluice owns: "[iif Iif] fwmark
@@ -122,4 +124,35 @@ func BuildPeers(d Desired) []Peer {
 		peers = append(peers, Peer{IP: ip, MAC: TunnelMAC(ip)})
 	}
 	return peers
+}
+
+// String renders the rule as `ip rule show` would.
+func (r Rule) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d: from all fwmark %#x/%#x", r.Priority, r.Mark, MarkMask)
+	if r.Iif != "" {
+		fmt.Fprintf(&b, " iif %s", r.Iif)
+	}
+	switch {
+	case r.Goto != 0:
+		fmt.Fprintf(&b, " goto %d", r.Goto)
+	case r.Table == TableMain:
+		b.WriteString(" lookup main")
+	default:
+		fmt.Fprintf(&b, " lookup %d", r.Table)
+	}
+	return b.String()
+}
+
+// String renders the route like `ip route show table N`; every Sluice
+// route goes through the tunnel device.
+func (r Route) String() string {
+	dst := r.Dst.String()
+	if r.Dst.Bits() == 0 {
+		dst = "default"
+	}
+	if r.Gw.IsValid() {
+		return fmt.Sprintf("table %d: %s via %s dev <tunnel> onlink", r.Table, dst, r.Gw)
+	}
+	return fmt.Sprintf("table %d: %s dev <tunnel>", r.Table, dst)
 }

@@ -231,3 +231,21 @@ func TestExplain(t *testing.T) {
 		}
 	}
 }
+
+func TestRuleAndRouteStrings(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{Rule{Priority: 9900, Mark: MarkTunnel, Iif: "sluice.vxlan", Goto: 9910}.String(),
+			"9900: from all fwmark 0xffe0000/0xfff0000 iif sluice.vxlan goto 9910"},
+		{Rule{Priority: 9910, Mark: 1 << 16, Iif: "lo", Table: TableMain}.String(),
+			"9910: from all fwmark 0x10000/0xfff0000 iif lo lookup main"},
+		{Rule{Priority: 9930, Mark: 1 << 16, Table: 10001}.String(),
+			"9930: from all fwmark 0x10000/0xfff0000 lookup 10001"},
+		{Route{Table: 10001, Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("192.0.2.11")}.String(),
+			"table 10001: default via 192.0.2.11 dev <tunnel> onlink"},
+		{Route{Table: 9998, Dst: netip.MustParsePrefix("0.0.0.0/0")}.String(), "table 9998: default dev <tunnel>"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}
