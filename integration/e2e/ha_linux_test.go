@@ -207,6 +207,24 @@ func TestHAEgress(t *testing.T) {
 		})
 	}
 
+	t.Run("Events tell the story", func(t *testing.T) {
+		eventually(t, converge, "Assigned and FailedOver Events on egress-prod-web", func() error {
+			evs, err := c.Client().CoreV1().Events("").List(ctx, metav1.ListOptions{
+				FieldSelector: "involvedObject.name=egress-prod-web"})
+			if err != nil {
+				return err
+			}
+			reasons := map[string]bool{}
+			for _, e := range evs.Items {
+				reasons[e.Reason] = true
+			}
+			if !reasons["Assigned"] || !reasons["FailedOver"] {
+				return fmt.Errorf("reasons %v", reasons)
+			}
+			return nil
+		})
+	})
+
 	t.Run("partition heals to one holder with ARP pointing at it", func(t *testing.T) {
 		ip, owner := assigned(t, c, "egress-prod-web")
 		var others []string
@@ -289,6 +307,20 @@ func TestHAEgress(t *testing.T) {
 		eventually(t, converge, "nobody holds the released IP", func() error {
 			if h := holders(t, c, ip); len(h) != 0 {
 				return fmt.Errorf("holders %v", h)
+			}
+			return nil
+		})
+	})
+
+	t.Run("allocation failure is an Event", func(t *testing.T) {
+		eventually(t, converge, "AllocationFailed Event on tiny-2", func() error {
+			evs, err := c.Client().CoreV1().Events("").List(ctx, metav1.ListOptions{
+				FieldSelector: "involvedObject.name=tiny-2,reason=AllocationFailed"})
+			if err != nil {
+				return err
+			}
+			if len(evs.Items) == 0 {
+				return fmt.Errorf("none yet")
 			}
 			return nil
 		})

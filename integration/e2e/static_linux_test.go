@@ -250,6 +250,8 @@ func TestStaticEgress(t *testing.T) {
 		expectSource(t, c, prodC, ipProd, 10*time.Second)
 	})
 
+	t.Run("metrics", func(t *testing.T) { checkMetrics(t, c) })
+
 	t.Run("CLI", func(t *testing.T) {
 		var rows []statusapi.EgressRow
 		cli(t, c, "node-c", &rows, "egresses")

@@ -1,0 +1,82 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/integration/cluster"
+)
+
+// scrape fetches a helper's /metrics from inside its Node's namespace.
+func scrape(t *testing.T, c *cluster.Cluster, node string) string {
+	t.Helper()
+	n := c.Node(node)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := n.NS.Do(func() error {
+				var err error
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}}}
+	resp, err := client.Get(fmt.Sprintf("http://%s:9779/metrics", n.IP))
+	if err != nil {
+		t.Fatalf("scrape %s: %v", node, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// metric returns the value of the first sample whose name and labels start
+// with prefix, e.g. `sluice_gossip_members{state="alive"}`.
+func metric(body, prefix string) (float64, bool) {
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+// checkMetrics is run by TestStaticEgress once traffic has flowed.
+func checkMetrics(t *testing.T, c *cluster.Cluster) {
+	eventually(t, converge, "metrics on node-a", func() error {
+		body := scrape(t, c, "node-a")
+		for _, want := range []struct {
+			prefix string
+			min    float64
+		}{
+			{`sluice_egress_snat_packets_total{egress="egress-prod",egress_ip="192.0.2.201"}`, 1},
+			{`sluice_egress_snat_bytes_total{egress="egress-prod",egress_ip="192.0.2.201"}`, 60},
+			{`sluice_egress_selected_pods{egress="egress-prod",scope="cluster"}`, 2},
+			{`sluice_egress_ips_held`, 1},
+			{`sluice_gossip_members{state="alive"}`, 3},
+			{`sluice_cni_requests_total{result="ok",verb="add"}`, 1},
+			{`sluice_reconcile_duration_seconds_count`, 1},
+		} {
+			v, ok := metric(body, want.prefix)
+			if !ok || v < want.min {
+				return fmt.Errorf("%s = %v (found %v), want >= %v", want.prefix, v, ok, want.min)
+			}
+		}
+		if v, ok := metric(body, "sluice_reconcile_errors_total"); !ok || v != 0 {
+			return fmt.Errorf("sluice_reconcile_errors_total = %v (found %v), want 0", v, ok)
+		}
+		return nil
+	})
+}
