@@ -48,7 +48,7 @@ func FailoverFigures(trials []Trial, probeNote string) []bench.Figure {
 	}
 	note := fmt.Sprintf("%s; %s; %d trials without recovery left out; after the failures %d probes got no answer and %d were answered with "+
 		"another source than the egress IP (the log names it). Failover = failure call start → first answer with the "+
-		"egress IP to a probe sent after the call returned. After a helper SIGKILL or a freeze the old Node's kernel keeps "+
+		"egress IP to a probe sent after the call returned; p99 by nearest rank (the maximum below 100 trials). After a helper SIGKILL or a freeze the old Node's kernel keeps "+
 		"its address and SNAT, so traffic may never stop: those kinds measure little interruption by design. "+
 		"2 shared cores, one run", probeNote, strings.Join(parts, ", "), broken, lost, wrong)
 	fig := func(name string, v float64, target string) bench.Figure {
