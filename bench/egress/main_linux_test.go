@@ -2,7 +2,6 @@ package egressbench
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
@@ -92,10 +91,6 @@ func nodeRun(t *testing.T, c *cluster.Cluster, node string, name string, args ..
 	}
 	return out
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func fmtMs(xs []float64) string { return fmt.Sprintf("%.0f", xs) }
 
 var createOpts = metav1.CreateOptions{}
 

@@ -1,9 +1,15 @@
 package egressbench
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 )
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func fmtMs(xs []float64) string { return fmt.Sprintf("%.0f", xs) }
 
 func TestSetCounts(t *testing.T) {
 	out := `Name: SLUICE-EXCEPT
