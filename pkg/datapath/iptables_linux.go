@@ -156,8 +156,17 @@ func sortedChainNames(m map[string][]string) []string {
 // syncIPTables makes every Sluice chain and jump match want. A table whose
 // chains equal those in installed (the record of the last Apply, nil when
 // unknown) is not read back.
+//
+// One restore is atomic for its table, but the mark (mangle) and the SNAT
+// (nat) of an Egress live in two tables. When an Egress moves to or from
+// this Node both change, and writing one table and then the other would
+// leave a moment where a Pod's packet is neither marked into the tunnel nor
+// SNATed here, and leaves with the Node IP. So when both tables change, a
+// first pass adds the new rules next to the old ones in both, and only the
+// second pass removes the old ones: add before delete, across tables.
 func (d *Datapath) syncIPTables(want, installed Chains) error {
 	var errs []error
+	haves := map[string]tableRules{}
 	for _, table := range []string{"mangle", "nat"} {
 		if installed != nil && chainsEqual(installed[table], want[table]) {
 			continue
@@ -165,6 +174,33 @@ func (d *Datapath) syncIPTables(want, installed Chains) error {
 		have, err := d.readTable(table)
 		if err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		if iptablesScript(have, table, want[table]) != nil {
+			haves[table] = have
+		}
+	}
+	if len(haves) > 1 {
+		for _, table := range []string{"mangle", "nat"} {
+			union := unionChains(haves[table], want[table])
+			if script := iptablesScript(haves[table], table, union); script != nil {
+				d.writes++
+				if err := d.ipt.Restore(table, script); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			have, err := d.readTable(table)
+			if err != nil {
+				errs = append(errs, err)
+				delete(haves, table)
+				continue
+			}
+			haves[table] = have
+		}
+	}
+	for _, table := range []string{"mangle", "nat"} {
+		have, ok := haves[table]
+		if !ok {
 			continue
 		}
 		script := iptablesScript(have, table, want[table])
@@ -177,6 +213,23 @@ func (d *Datapath) syncIPTables(want, installed Chains) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// unionChains is want with, in each chain, the rules have has and want
+// lacks kept in front: the old rules go on matching until the next pass
+// removes them, and the new ones already match.
+func unionChains(have tableRules, want map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(want))
+	for chain, rules := range want {
+		var merged []string
+		for _, r := range have[chain] {
+			if !slices.Contains(rules, r) {
+				merged = append(merged, r)
+			}
+		}
+		out[chain] = append(merged, rules...)
+	}
+	return out
 }
 
 // removeIPTables deletes Sluice's jumps and every SLUICE-* chain.

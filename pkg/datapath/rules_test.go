@@ -249,3 +249,12 @@ func TestRuleAndRouteStrings(t *testing.T) {
 		}
 	}
 }
+
+func TestUnionChainsKeepsOldRulesUntilTheSecondPass(t *testing.T) {
+	have := map[string][]string{"SLUICE-POSTROUTING": {"-o sluice.vxlan -j ACCEPT", "old-snat"}}
+	want := map[string][]string{"SLUICE-POSTROUTING": {"-o sluice.vxlan -j ACCEPT", "new-snat"}}
+	got := unionChains(have, want)["SLUICE-POSTROUTING"]
+	if !slices.Equal(got, []string{"old-snat", "-o sluice.vxlan -j ACCEPT", "new-snat"}) {
+		t.Fatalf("union = %q", got)
+	}
+}
