@@ -50,8 +50,21 @@ fuzz:
 			cat $$log; rm -f $$log; exit 1; fi; rm -f $$log; \
 	done; echo "fuzz: ok"
 
+# Every benchmark, one after another so they don't disturb each other; each
+# merges its figures into bench/results.json and re-renders BENCHMARKS.md.
+# About 45 minutes on 2 cores. BENCH_ONLY=failover (say) runs one of them.
+BENCH_ENV := SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1
+BENCHES := cni convergence throughput scale failover soak
+BENCH_ONLY ?= $(BENCHES)
 bench: build tools
-	$(GO) run ./bench/cmd/sluice-bench
+	@set -e; for b in $(BENCH_ONLY); do echo "== bench $$b"; case $$b in \
+	cni) $(BENCH_ENV) $(GO) test ./bench/cni -run '^$$' -bench CNIAddDel -benchtime 1x -timeout 30m ;; \
+	convergence) $(BENCH_ENV) $(GO) test ./bench/egress -run TestConvergence -timeout 30m -v ;; \
+	throughput) $(BENCH_ENV) $(GO) test ./bench/egress -run TestThroughput -timeout 30m -v ;; \
+	scale) $(BENCH_ENV) $(GO) test ./bench/egress -run TestScale -timeout 30m -v ;; \
+	failover) $(BENCH_ENV) $(GO) test ./bench/ha -run TestFailover -timeout 60m -v ;; \
+	soak) $(BENCH_ENV) $(GO) test ./bench/ha -run TestSoak -timeout 30m -v ;; \
+	*) echo "unknown benchmark $$b"; exit 2 ;; esac; done
 
 demo: build tools
 	$(GO) run ./integration/cmd/sluice-demo
