@@ -104,9 +104,11 @@ func restartSync(t *testing.T, want state) state {
 	egs := factory.Sluice().V1alpha1().Egresses()
 	pools.Informer()
 	egs.Informer()
-	factory.Start(ctx.Done())
+	ictx, stop := context.WithCancel(ctx)
+	factory.Start(ictx.Done())
 	defer factory.Shutdown()
-	factory.WaitForCacheSync(ctx.Done())
+	defer stop() // the informers must stop before Shutdown waits for them
+	factory.WaitForCacheSync(ictx.Done())
 	ps, _ := pools.Lister().List(labels.Everything())
 	es, _ := egs.Lister().List(labels.Everything())
 	if len(ps) != len(want.pools) || len(es) != len(want.egs) {

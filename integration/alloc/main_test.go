@@ -45,7 +45,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer cp.Stop()
-	if err := installCRDs(ctx); err != nil {
+	if err := cp.InstallCRDs(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -54,22 +54,6 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "kube-apiserver log (tail):\n%s\n", controlplane.Tail(cp.APIServerLog, 40))
 	}
 	return code
-}
-
-// installCRDs installs install/crds/, or the CRDs in $SLUICE_ALLOC_CRDS
-// when set: a way to run these tests while install/crds is being fixed.
-func installCRDs(ctx context.Context) error {
-	dir := os.Getenv("SLUICE_ALLOC_CRDS")
-	if dir == "" {
-		return cp.InstallCRDs(ctx)
-	}
-	if _, err := cp.Kubectl("apply", "--server-side", "-f", dir); err != nil {
-		return fmt.Errorf("install crds from %s: %w", dir, err)
-	}
-	if _, err := cp.Kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", dir); err != nil {
-		return fmt.Errorf("wait for crds: %w", err)
-	}
-	return ctx.Err()
 }
 
 // testingShort reads -short before m.Run parses flags for the tests.
