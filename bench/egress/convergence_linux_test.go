@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func TestConvergence(t *testing.T) {
 	requireBench(t)
 	trials := envInt(t, "SLUICE_BENCH_TRIALS", 20, 1, 500)
 	ctx := context.Background()
-	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true, Masquerade: cluster.MasqueradeNode})
+	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true, Masquerade: cluster.MasqueradeNode, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
 	dumpOnFailure(t, c)
 	startHelpers(t, c)
 	egressIP := netip.MustParseAddr("192.0.2.201")
@@ -90,6 +91,7 @@ func TestConvergence(t *testing.T) {
 				t.Fatalf("%s trial %d: %v", k.name, i, err)
 			}
 			*k.out = append(*k.out, ms(time.Since(t0)))
+			t.Logf("%s trial %d started %s: %.0f ms", k.name, i, t0.UTC().Format("15:04:05.000"), ms(time.Since(t0)))
 			if err := k.undo(); err != nil {
 				t.Fatalf("undo %s trial %d: %v", k.name, i, err)
 			}
