@@ -100,7 +100,7 @@ func TestRaceBigPool(t *testing.T) {
 	start := time.Now()
 	raceCreate(t, ctx, rs, gate, "race", pool)
 	created := time.Since(start)
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	s := waitFor(t, wctx, cs, "every egress to get an IP", func(s state) string {
 		n := 0
