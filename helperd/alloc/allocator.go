@@ -168,6 +168,9 @@ func (a *Allocator) condition(ctx context.Context, eg *v1alpha1.Egress, c Condit
 		return nil
 	}
 	if err := egstatus.ApplyAllocation(ctx, a.Client, eg.Name, cond); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil // deleted while we planned
+		}
 		return err
 	}
 	if a.Recorder != nil {
