@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -46,6 +47,9 @@ func TestThroughput(t *testing.T) {
 	}
 	if _, err := waitAll(ctx, c, []*cluster.Pod{p}, func(*cluster.Pod) netip.Addr { return egressIP }); err != nil {
 		t.Fatal(err)
+	}
+	if os.Getenv("SLUICE_BENCH_DIAG") != "" {
+		logLinks(t, c, p)
 	}
 	ext := c.Ext[0]
 	srv := ext.NS.Cmd("iperf3", "-s", "-B", ext.IP.String(), "-p", iperfPort)
@@ -108,5 +112,22 @@ func iperf(ctx context.Context, from *nstest.NS, server string, secs int) (float
 		return 0, fmt.Errorf("iperf3 from %s: %w: %s", from.Name, err, out)
 	} else {
 		return 0, perr
+	}
+}
+
+// logLinks logs the links on the Pod's path with their GSO/GRO limits and,
+// when ethtool is installed, their offload features (diagnosis only).
+func logLinks(t *testing.T, c *cluster.Cluster, p *cluster.Pod) {
+	t.Helper()
+	for _, ns := range []*nstest.NS{p.NS, c.Node("node-c").NS, c.Node("node-a").NS, c.Ext[0].NS} {
+		out, _ := ns.Run("ip", "-d", "link", "show")
+		t.Logf("links in %s:\n%s", ns.Name, out)
+		if _, err := exec.LookPath("ethtool"); err == nil {
+			for _, dev := range []string{"eth0", "cni0", "sluice.vxlan"} {
+				if out, err := ns.Run("ethtool", "-k", dev); err == nil {
+					t.Logf("ethtool -k %s in %s:\n%s", dev, ns.Name, out)
+				}
+			}
+		}
 	}
 }
