@@ -11,12 +11,16 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/sluicenet/sluice/helperd/config"
 	"github.com/sluicenet/sluice/helperd/daemon"
 	"github.com/sluicenet/sluice/helperd/statusapi"
 )
+
+// defaultMemoryLimit is the helper's soft heap limit (see main).
+const defaultMemoryLimit = 100 << 20
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -40,6 +44,12 @@ func main() {
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "sluice-helperd: invalid configuration:\n%v\n", err)
 		os.Exit(2)
+	}
+	// A soft memory limit: without one the Go heap may grow to twice its
+	// live size between collections, which at 10,000 Pods is ~130 MiB of
+	// RSS for ~60 MiB of live data. GOMEMLIMIT overrides it.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Level()}))
 	slog.SetDefault(log)

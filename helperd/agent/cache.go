@@ -59,8 +59,20 @@ func NewCache(kube kubernetes.Interface, sl versioned.Interface) *Cache {
 }
 
 // stripManagedFields keeps the cache small: with 10,000 Pods, managed
-// fields are most of the memory and nothing here reads them.
+// fields are most of the memory and nothing here reads them. Pods are cut
+// down to what selection and the datapath read (real Pods carry container
+// specs many times that size).
 func stripManagedFields(obj any) (any, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		return &corev1.Pod{
+			TypeMeta: p.TypeMeta,
+			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, Labels: p.Labels,
+				ResourceVersion: p.ResourceVersion, CreationTimestamp: p.CreationTimestamp,
+				DeletionTimestamp: p.DeletionTimestamp},
+			Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+			Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+		}, nil
+	}
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
 	}

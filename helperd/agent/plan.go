@@ -88,6 +88,7 @@ func Compute(s Snapshot) Plan {
 	}
 	res := policy.Compute(policy.View{Egresses: live, Pods: s.Pods, Namespaces: s.Namespaces})
 	local := res.LocalIPs(s.Self)
+	podsHere, remote := perEgress(s, res)
 	var plans []EgressPlan
 	for _, eg := range live {
 		ep := owner(s, eg)
@@ -95,11 +96,7 @@ func Compute(s Snapshot) Plan {
 			ep.PodsCluster = len(r.Pods)
 			ep.Shadowed = r.Shadowed
 		}
-		for _, a := range res.Pods {
-			if a.Egress == eg.Name && a.Node == s.Self {
-				ep.PodsHere++
-			}
-		}
+		ep.PodsHere = podsHere[eg.Name]
 		plans = append(plans, ep)
 	}
 	slices.SortFunc(plans, func(a, b EgressPlan) int { return strings.Compare(a.Name, b.Name) })
@@ -141,7 +138,7 @@ func Compute(s Snapshot) Plan {
 		}
 		d.Egresses = append(d.Egresses, st)
 		if isLocal {
-			d.RemotePods = append(d.RemotePods, remotePods(s, res, ep.Name)...)
+			d.RemotePods = append(d.RemotePods, remote[ep.Name]...)
 			for ip, h := range s.Hints {
 				if h.Egress == ep.Name && ip.Is4() && h.NodeIP.Is4() && h.NodeIP != s.Nodes[s.Self].IP {
 					d.RemotePods = append(d.RemotePods, datapath.RemotePod{IP: ip, NodeIP: h.NodeIP})
@@ -245,12 +242,19 @@ func staticOwner(s Snapshot, eg *v1alpha1.Egress, ep EgressPlan) EgressPlan {
 	return ep
 }
 
-// remotePods are the Pods on other Nodes that eg applies to: this Node
-// SNATs them and sends their replies back through the tunnel.
-func remotePods(s Snapshot, res policy.Result, eg string) []datapath.RemotePod {
-	var out []datapath.RemotePod
+// perEgress walks the Pods once: how many of each Egress's Pods run here,
+// and its Pods on other Nodes (which this Node SNATs when it holds the IP,
+// and routes replies back to). Scanning all Pods once per Egress instead
+// costs O(#Egress x #Pods): about 450 ms at 1,000 x 10,000.
+func perEgress(s Snapshot, res policy.Result) (map[string]int, map[string][]datapath.RemotePod) {
+	here := map[string]int{}
+	remote := map[string][]datapath.RemotePod{}
 	for _, a := range res.Pods {
-		if a.Egress != eg || a.Node == s.Self {
+		if a.Egress == "" {
+			continue
+		}
+		if a.Node == s.Self {
+			here[a.Egress]++
 			continue
 		}
 		n, ok := s.Nodes[a.Node]
@@ -259,11 +263,11 @@ func remotePods(s Snapshot, res policy.Result, eg string) []datapath.RemotePod {
 		}
 		for _, ip := range a.IPs {
 			if ip.Is4() {
-				out = append(out, datapath.RemotePod{IP: ip, NodeIP: n.IP})
+				remote[a.Egress] = append(remote[a.Egress], datapath.RemotePod{IP: ip, NodeIP: n.IP})
 			}
 		}
 	}
-	return out
+	return here, remote
 }
 
 func hinted(hints map[netip.Addr]Hint, eg string) bool {
