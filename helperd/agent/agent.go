@@ -348,6 +348,9 @@ func (a *Agent) statusLoop(ctx context.Context) {
 			}
 			if a.Status != nil {
 				errs = append(errs, a.Status.Write(ctx, plan, leader))
+				if leader {
+					a.Status.Overlaps(plan)
+				}
 			}
 			if err := errors.Join(errs...); err != nil && ctx.Err() == nil {
 				a.Log.Info("status write (will retry)", "err", err)

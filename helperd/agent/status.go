@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/egstatus"
@@ -28,6 +31,8 @@ type StatusWriter struct {
 	Recorder record.EventRecorder // may be nil
 	Metrics  *Metrics
 	Now      func() time.Time
+
+	lastOverlap map[string]string // Egress → last Overlap message sent
 }
 
 // Write brings the status of every Egress in the plan up to date.
@@ -96,6 +101,54 @@ func (w *StatusWriter) event(eg *v1alpha1.Egress, want egstatus.Assignment) {
 	case prev != "" || eg.Status.EgressIP == "":
 		w.record(eg, corev1.EventTypeWarning, "Unassigned", "egress IP %s is held by no Node: %s", want.EgressIP, want.Assigned.Message)
 	}
+}
+
+// Overlaps emits a Warning Event on each Egress that selects Pods another,
+// older Egress applies to, once per change of that set. The leader alone
+// calls it, so the cluster gets one Event, not one per Node.
+func (w *StatusWriter) Overlaps(plan Plan) {
+	if w.lastOverlap == nil {
+		w.lastOverlap = map[string]string{}
+	}
+	seen := map[string]bool{}
+	for _, ep := range plan.Egresses {
+		if len(ep.Shadowed) == 0 {
+			continue
+		}
+		seen[ep.Name] = true
+		winners := map[string][]string{}
+		for _, k := range ep.Shadowed {
+			if a, ok := plan.Policy.Pods[k]; ok {
+				winners[a.Egress] = append(winners[a.Egress], k.String())
+			}
+		}
+		var parts []string
+		for _, win := range slices.Sorted(maps.Keys(winners)) {
+			pods := winners[win]
+			parts = append(parts, fmt.Sprintf("%d Pod(s) to %s (%s)", len(pods), win, strings.Join(first(pods, 3), ", ")))
+		}
+		msg := "selects Pods that older Egresses apply to: " + strings.Join(parts, "; ") +
+			" (the oldest Egress wins, then by name)"
+		if w.lastOverlap[ep.Name] == msg {
+			continue
+		}
+		w.lastOverlap[ep.Name] = msg
+		if eg := w.Cache.Egress(ep.Name); eg != nil {
+			w.record(eg, corev1.EventTypeWarning, "Overlap", "%s", msg)
+		}
+	}
+	for name := range w.lastOverlap {
+		if !seen[name] {
+			delete(w.lastOverlap, name)
+		}
+	}
+}
+
+func first(xs []string, n int) []string {
+	if len(xs) > n {
+		return append(slices.Clone(xs[:n]), "…")
+	}
+	return xs
 }
 
 func (w *StatusWriter) record(eg *v1alpha1.Egress, typ, reason, format string, args ...any) {
