@@ -19,7 +19,6 @@ import (
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
 	"github.com/sluicenet/sluice/pkg/gossip"
-	"github.com/sluicenet/sluice/pkg/policy"
 	"k8s.io/client-go/tools/record"
 )
 
@@ -133,9 +132,6 @@ func (a *Agent) OnCNIAdd(ctx context.Context, att cniproto.Attachment) error {
 		a.Cache.EnsurePod(ctx, att.PodNamespace, att.PodName)
 	}
 	err := a.Sync(ctx)
-	if err == nil {
-		a.sendHints(ctx, att)
-	}
 	a.Metrics.observeCNI("add", start, err)
 	return err
 }
@@ -154,30 +150,56 @@ func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
 	return a.Sync(ctx)
 }
 
-// sendHints tells the holder of the Egress that now applies to a new local
-// Pod about the Pod's IPs, so the holder SNATs its first packet too. A
-// failure is logged, not fatal: the holder learns the Pod from the API
-// server a moment later anyway.
-func (a *Agent) sendHints(ctx context.Context, att cniproto.Attachment) {
-	if a.HintClient == nil {
-		return
+// hintTimeout bounds how long a reconcile waits for holders to take new
+// Pods' IPs. Past it the mark goes in anyway: the holder learns the Pods
+// from the API server a moment later.
+const hintTimeout = 300 * time.Millisecond
+
+// sendHints tells the holder of each redirected Egress about the local Pod
+// IPs this plan newly sends to it, and waits (bounded) until the holder has
+// programmed them. Called before the mark is applied, it orders the two
+// Nodes: the holder SNATs a Pod before the Pod's first packet reaches it,
+// whether the Pod is new (CNI ADD) or was just selected by a label change.
+func (a *Agent) sendHints(ctx context.Context, prev, next Plan) {
+	if a.HintClient == nil || prev.IDs == nil {
+		return // no previous plan (a restart): the kernel already holds the state
 	}
-	plan := a.LastPlan()
-	asg, ok := plan.Policy.Pods[policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}]
-	if !ok {
-		return
+	type target struct {
+		eg   string
+		addr string
 	}
-	for _, ep := range plan.Egresses {
-		if ep.Name != asg.Egress || ep.Owner == "" || ep.Owner == a.Self || !ep.OwnerIP.IsValid() {
-			continue
-		}
-		addr := netip.AddrPortFrom(ep.OwnerIP, uint16(a.HintPort)).String()
-		for _, ip := range asg.IPs {
-			if err := a.HintClient.Send(ctx, addr, hint.Hint{Egress: ep.Name, PodIP: ip, NodeIP: a.NodeIP}); err != nil {
-				a.Log.Warn("hint the egress Node", "pod", att.PodNamespace+"/"+att.PodName, "owner", ep.Owner, "err", err)
+	before := map[target]map[netip.Addr]bool{}
+	for _, e := range prev.Desired.Egresses {
+		if !e.Local && e.OwnerNodeIP.IsValid() {
+			t := target{e.Name, netip.AddrPortFrom(e.OwnerNodeIP, uint16(a.HintPort)).String()}
+			before[t] = map[netip.Addr]bool{}
+			for _, ip := range e.LocalPodIPs {
+				before[t][ip] = true
 			}
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, hintTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, e := range next.Desired.Egresses {
+		if e.Local || !e.OwnerNodeIP.IsValid() {
+			continue
+		}
+		t := target{e.Name, netip.AddrPortFrom(e.OwnerNodeIP, uint16(a.HintPort)).String()}
+		for _, ip := range e.LocalPodIPs {
+			if before[t][ip] {
+				continue
+			}
+			wg.Add(1)
+			go func(h hint.Hint) {
+				defer wg.Done()
+				if err := a.HintClient.Send(ctx, t.addr, h); err != nil {
+					a.Log.Debug("hint the egress Node", "egress", h.Egress, "pod", h.PodIP, "err", err)
+				}
+			}(hint.Hint{Egress: e.Name, PodIP: ip, NodeIP: a.NodeIP})
+		}
+	}
+	wg.Wait()
 }
 
 // liveHints drops expired hints and returns the rest.
@@ -262,6 +284,10 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	snap.PrevIDs = prev
 	snap.Hints = a.liveHints()
 	plan := Compute(snap)
+	a.mu.Lock()
+	last := a.last
+	a.mu.Unlock()
+	a.sendHints(ctx, last, plan)
 
 	err := a.Datapath.Apply(ctx, plan.Desired)
 	if err != nil {
