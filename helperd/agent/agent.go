@@ -60,6 +60,7 @@ type Agent struct {
 	HintClient *hint.Client
 	HintPort   int
 
+	initOnce  sync.Once
 	trigger   chan struct{}
 	requested atomic.Uint64
 
@@ -75,8 +76,12 @@ type Agent struct {
 	statusCh  chan Plan
 }
 
-// Init prepares the channels; Run calls it.
-func (a *Agent) init() {
+// init prepares the channels and maps, once. Every entry point calls it:
+// the registry replays tagged veths through OnCNIAdd while Run's goroutine
+// may not have started yet (a helper restart crashed on a nil map before).
+func (a *Agent) init() { a.initOnce.Do(a.initState) }
+
+func (a *Agent) initState() {
 	a.trigger = make(chan struct{}, 1)
 	a.doneCh = make(chan struct{})
 	a.pending = map[cniproto.Key]cniproto.Attachment{}
@@ -90,6 +95,7 @@ func (a *Agent) init() {
 
 // Poke asks for a reconcile without waiting.
 func (a *Agent) Poke() {
+	a.init()
 	a.requested.Add(1)
 	select {
 	case a.trigger <- struct{}{}:
@@ -100,6 +106,7 @@ func (a *Agent) Poke() {
 // Sync asks for a reconcile and waits until one that started after the
 // request has applied the datapath.
 func (a *Agent) Sync(ctx context.Context) error {
+	a.init()
 	gen := a.requested.Add(1)
 	select {
 	case a.trigger <- struct{}{}:
@@ -124,6 +131,7 @@ func (a *Agent) Sync(ctx context.Context) error {
 // before the plugin's ADD is acknowledged, so that even the Pod's first
 // packet leaves with the right IP.
 func (a *Agent) OnCNIAdd(ctx context.Context, att cniproto.Attachment) error {
+	a.init()
 	start := time.Now()
 	a.mu.Lock()
 	a.pending[att.Key] = att
@@ -144,6 +152,7 @@ type hintEntry struct {
 // ReceiveHint records a Pod another helper announced and returns once the
 // datapath has it.
 func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
+	a.init()
 	a.mu.Lock()
 	a.hints[h.PodIP.Unmap()] = hintEntry{Hint{Egress: h.Egress, NodeIP: h.NodeIP.Unmap()}, time.Now().Add(hint.TTL)}
 	a.mu.Unlock()
@@ -397,6 +406,7 @@ func (a *Agent) isLeader() bool {
 
 // LastPlan returns the last computed plan.
 func (a *Agent) LastPlan() Plan {
+	a.init()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.last
@@ -404,6 +414,7 @@ func (a *Agent) LastPlan() Plan {
 
 // Ready reports whether the agent has applied the datapath at least once.
 func (a *Agent) Ready() bool {
+	a.init()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.done > 0
