@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
-	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 )
 
