@@ -19,7 +19,6 @@ import (
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
 	"github.com/sluicenet/sluice/pkg/gossip"
-	"k8s.io/client-go/tools/record"
 )
 
 // Datapath is the kernel side: one idempotent Apply of the whole state.
@@ -49,7 +48,6 @@ type Agent struct {
 	Allocator *alloc.Allocator
 	Status    *StatusWriter
 	Announce  Announcer // may be nil
-	Recorder  record.EventRecorder
 	Election  election.Policy
 	Resync    time.Duration
 	// PrevIDs are the mark ids found in the kernel at start.

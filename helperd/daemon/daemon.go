@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	a := &agent.Agent{Self: cfg.NodeName, NodeIP: nodeIP, Log: log.With("part", "agent"), Cache: cache,
 		Datapath: dp, Members: g, Election: election.Rebalance, Resync: cfg.Resync, PrevIDs: prevIDs,
-		Metrics: metrics, Recorder: recorder,
+		Metrics:    metrics,
 		HintClient: &hint.Client{Key: key, HTTP: &http.Client{Timeout: 500 * time.Millisecond}}, HintPort: cfg.HintPort,
 		Allocator: &alloc.Allocator{Client: sl, Recorder: recorder},
 		Status:    &agent.StatusWriter{Self: cfg.NodeName, Client: sl, Cache: cache, Recorder: recorder, Metrics: metrics},

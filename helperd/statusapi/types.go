@@ -22,14 +22,13 @@ type EgressRow struct {
 
 // PodRow is one Pod on this Node.
 type PodRow struct {
-	Namespace  string   `json:"namespace"`
-	Name       string   `json:"name"`
-	IPs        []string `json:"ips"`
-	HostVeth   string   `json:"hostVeth,omitempty"`
-	Egress     string   `json:"egress,omitempty"` // the Egress that applies, if any
-	Losers     []string `json:"losers,omitempty"` // other Egresses that select it too
-	FromCNI    bool     `json:"fromCNI"`          // reported by the CNI plugin
-	SourceNote string   `json:"sourceNote,omitempty"`
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	IPs       []string `json:"ips"`
+	HostVeth  string   `json:"hostVeth,omitempty"`
+	Egress    string   `json:"egress,omitempty"` // the Egress that applies, if any
+	Losers    []string `json:"losers,omitempty"` // other Egresses that select it too
+	FromCNI   bool     `json:"fromCNI"`          // reported by the CNI plugin
 }
 
 // Counter is one kernel object's packet and byte counters.

@@ -178,9 +178,7 @@ func startHelpers(t *testing.T, c *cluster.Cluster) {
 	}
 	for _, n := range c.Nodes {
 		eventually(t, 30*time.Second, "helper on "+n.Name+" answers", func() error {
-			var rows []statusapi.EgressRow
 			_, err := n.Exec(context.Background(), c.Opts.HelperBinary, "egresses", "--status-socket="+n.Paths.StatusSock)
-			_ = rows
 			return err
 		})
 	}
