@@ -2,12 +2,16 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin
+CC ?= cc
+# The plugin's C front (plugin/shim): static, warnings are errors. Keep in
+# step with integration/binaries.PluginCFlags.
+PLUGIN_CFLAGS := -O2 -static -Wall -Wextra -Werror
 # The race detector is on for every test; integration tests start real
 # binaries and namespaces, so the timeout is generous.
 GOTEST_FLAGS ?= -race -count=1 -timeout 40m
 # Each fuzz target runs briefly in `make test`; `make fuzz FUZZTIME=5m` digs deeper.
 FUZZTIME ?= 8s
-FUZZ_TARGETS := ./conflist:FuzzAppend ./pkg/cniproto:FuzzDecodeRequest ./pkg/ipam:FuzzParseRanges ./pkg/policy:FuzzSelects
+FUZZ_TARGETS := ./conflist:FuzzAppend ./pkg/cniproto:FuzzDecodeRequest ./pkg/cniproto:FuzzDecodeExec ./pkg/ipam:FuzzParseRanges ./pkg/policy:FuzzSelects
 
 .PHONY: all build generate verify tools test unit fuzz bench demo clean
 
@@ -15,7 +19,8 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/sluice ./plugin
+	$(CC) $(PLUGIN_CFLAGS) -o $(BIN)/sluice plugin/shim/sluice.c
+	$(GO) build -o $(BIN)/sluice-full ./plugin
 	$(GO) build -o $(BIN)/sluice-helperd ./helperd
 	$(GO) build -o $(BIN)/sluice-cni-install ./conflist/cmd/sluice-cni-install
 

@@ -17,6 +17,10 @@ import (
 // the CNI bin dir.
 const PluginType = "sluice"
 
+// FullPluginName is the complete Go plugin the C front (installed as
+// PluginType) runs when the helper cannot take a call.
+const FullPluginName = "sluice-full"
+
 // Entry holds the options of the sluice entry. The JSON keys are the plugin's
 // configuration keys; empty options are left out so that the plugin's own
 // defaults apply.

@@ -104,15 +104,29 @@ func CopyBinary(src, binDir string) (string, error) {
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", binDir, err)
 	}
+	// The C front execs FullPluginName next to itself whenever the helper
+	// cannot run the call: install that first, so that the front is never
+	// there without it. A Go plugin built as sluice needs no companion.
+	full := filepath.Join(filepath.Dir(src), FullPluginName)
+	if fdata, err := os.ReadFile(full); err == nil {
+		if err := WriteFileAtomic(filepath.Join(binDir, FullPluginName), fdata, 0o755); err != nil {
+			return "", err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", full, err)
+	}
 	dst := filepath.Join(binDir, PluginType)
 	return dst, WriteFileAtomic(dst, data, 0o755)
 }
 
-// RemoveBinary removes binDir/sluice; a missing binary is not an error.
+// RemoveBinary removes binDir/sluice and binDir/sluice-full; a missing
+// binary is not an error.
 func RemoveBinary(binDir string) error {
-	err := os.Remove(filepath.Join(binDir, PluginType))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove plugin binary: %w", err)
+	for _, name := range []string{PluginType, FullPluginName} {
+		err := os.Remove(filepath.Join(binDir, name))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove plugin binary: %w", err)
+		}
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/sluicenet/sluice/helperd/statusapi"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
+	"github.com/sluicenet/sluice/pkg/cniplugin"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
@@ -149,7 +150,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	run("cni socket", func() error {
-		return (&cniproto.Server{Handler: a.Registry, Log: log.With("part", "cni")}).Serve(ctx, ln)
+		clog := log.With("part", "cni")
+		return (&cniproto.Server{Handler: a.Registry, Exec: &cniplugin.InProcess{Handler: a.Registry, Log: clog},
+			Log: clog}).Serve(ctx, ln)
 	})
 	run("hints", func() error {
 		return (&hint.Server{Addr: netip.AddrPortFrom(nodeIP, uint16(cfg.HintPort)).String(), Key: key,

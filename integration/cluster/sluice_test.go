@@ -3,9 +3,9 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,19 +20,12 @@ import (
 // whatever bin/ last held.
 func buildSluice(t *testing.T) (plugin, helper string) {
 	t.Helper()
-	root, err := binaries.RepoRoot()
+	dir := t.TempDir()
+	plugin, err := binaries.BuildSluice(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	for _, b := range []struct{ out, pkg string }{{"sluice", "./plugin"}, {"sluice-helperd", "./helperd"}} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v: %s", b.pkg, err, out)
-		}
-	}
-	return filepath.Join(dir, "sluice"), filepath.Join(dir, "sluice-helperd")
+	return plugin, filepath.Join(dir, "sluice-helperd")
 }
 
 // TestSluiceChainAndHelpers runs the Nodes with sluice appended to their

@@ -31,7 +31,7 @@ import (
 // Bins holds the binaries a chain needs.
 type Bins struct {
 	Reference string // directory with bridge, ptp, host-local, loopback
-	Sluice    string // directory with the sluice plugin
+	Sluice    string // directory with the sluice plugin (C front and sluice-full)
 	Helper    string // path of the testhelper binary
 }
 
@@ -47,12 +47,13 @@ func BuildBins(ctx context.Context, dir string) (Bins, error) {
 		return Bins{}, err
 	}
 	b := Bins{Reference: ref, Sluice: filepath.Join(dir, "plugins"), Helper: filepath.Join(dir, "testhelper")}
-	for out, pkg := range map[string]string{filepath.Join(b.Sluice, "sluice"): "./plugin", b.Helper: "./integration/cni/testhelper"} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-		cmd.Dir = root
-		if o, err := cmd.CombinedOutput(); err != nil {
-			return Bins{}, fmt.Errorf("go build %s: %w: %s", pkg, err, o)
-		}
+	if _, err := binaries.BuildSluice(ctx, b.Sluice); err != nil {
+		return Bins{}, err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", b.Helper, "./integration/cni/testhelper")
+	cmd.Dir = root
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return Bins{}, fmt.Errorf("go build testhelper: %w: %s", err, o)
 	}
 	return b, nil
 }

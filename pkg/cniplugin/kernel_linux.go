@@ -6,6 +6,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluicenet/sluice/pkg/cniproto"
 )
@@ -16,33 +18,46 @@ type Netlink struct{}
 
 // HostPeer reads the peer ifindex of ifName inside the Pod's netns (the
 // IFLA_LINK of a veth whose peer is in another namespace), then finds that
-// index in the caller's namespace.
+// index in the caller's namespace. It asks through a netlink socket opened
+// inside the Pod's netns, so no thread of the caller ever switches
+// namespace (the helper runs this for every ADD; a thread per call costs
+// more than the lookup).
 func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	if netnsPath == "" {
 		return HostLink{}, errors.New("no netns")
 	}
-	var peer int
-	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
-		l, err := netlink.LinkByName(ifName)
-		if err != nil {
-			return fmt.Errorf("find %s: %w", ifName, err)
-		}
-		v, ok := l.(*netlink.Veth)
-		if !ok {
-			return fmt.Errorf("%s is a %s, not a veth", ifName, l.Type())
-		}
-		peer = v.Attrs().ParentIndex
-		if peer == 0 {
-			if peer, err = netlink.VethPeerIndex(v); err != nil {
-				return fmt.Errorf("peer index of %s: %w", ifName, err)
-			}
-		}
-		return nil
-	})
+	pod, err := netns.GetFromPath(netnsPath)
 	if err != nil {
-		return HostLink{}, err
+		return HostLink{}, fmt.Errorf("open netns %s: %w", netnsPath, err)
 	}
-	l, err := netlink.LinkByIndex(peer)
+	defer pod.Close()
+	h, err := netlink.NewHandleAt(pod, unix.NETLINK_ROUTE)
+	if err != nil {
+		return HostLink{}, fmt.Errorf("netlink socket in %s: %w", netnsPath, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifName)
+	if err != nil {
+		return HostLink{}, fmt.Errorf("find %s: %w", ifName, err)
+	}
+	v, ok := l.(*netlink.Veth)
+	if !ok {
+		return HostLink{}, fmt.Errorf("%s is a %s, not a veth", ifName, l.Type())
+	}
+	peer := v.Attrs().ParentIndex
+	if peer == 0 {
+		// The kernel leaves IFLA_LINK out when the peer's index equals the
+		// veth's own; only ethtool, from inside the namespace, tells then.
+		err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+			var err error
+			peer, err = netlink.VethPeerIndex(v)
+			return err
+		})
+		if err != nil {
+			return HostLink{}, fmt.Errorf("peer index of %s: %w", ifName, err)
+		}
+	}
+	l, err = netlink.LinkByIndex(peer)
 	if err != nil {
 		return HostLink{}, fmt.Errorf("peer ifindex %d not in this namespace: %w", peer, err)
 	}
@@ -54,14 +69,12 @@ func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	return HostLink{Name: l.Attrs().Name, Index: peer, Alias: l.Attrs().Alias}, nil
 }
 
-// SetAlias sets a link's alias; "" clears it.
+// SetAlias sets a link's alias; "" clears it. Only the index goes to the
+// kernel, so there is no lookup first.
 func (Netlink) SetAlias(index int, alias string) error {
-	l, err := netlink.LinkByIndex(index)
-	if err != nil {
-		return fmt.Errorf("link %d: %w", index, err)
-	}
+	l := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
 	if err := netlink.LinkSetAlias(l, alias); err != nil {
-		return fmt.Errorf("set alias on %s: %w", l.Attrs().Name, err)
+		return fmt.Errorf("set alias on ifindex %d: %w", index, err)
 	}
 	return nil
 }

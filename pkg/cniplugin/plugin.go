@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -47,6 +49,8 @@ type Plugin struct {
 	Kernel   Kernel
 	Log      *slog.Logger
 	Now      func() time.Time
+	// Stdout receives the result; nil means os.Stdout.
+	Stdout io.Writer
 }
 
 // Add tags the host veth, reports the attachment and waits for the ack,
@@ -100,7 +104,15 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	p.Log.Info("attachment added", "key", a.Key.String(), "veth", host.Name, "ips", a.PodIPs,
 		"peerLookup", tPeer, "tag", tTag, "ack", time.Since(t0))
-	return types.PrintResult(c.PrevResult, c.CNIVersion)
+	r, err := c.PrevResult.GetAsVersion(c.CNIVersion)
+	if err != nil {
+		return err
+	}
+	out := p.Stdout
+	if out == nil {
+		out = os.Stdout
+	}
+	return r.PrintTo(out)
 }
 
 // Del clears the tag and reports the removal. It succeeds when the netns,

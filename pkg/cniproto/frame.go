@@ -35,12 +35,17 @@ func WriteFrame(w io.Writer, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode message: %w", err)
 	}
+	return writeBody(w, body)
+}
+
+// writeBody writes an already encoded body with its length prefix.
+func writeBody(w io.Writer, body []byte) error {
 	if len(body) > MaxMessageSize {
 		return fmt.Errorf("%w: %d > %d bytes", ErrTooLarge, len(body), MaxMessageSize)
 	}
 	buf := make([]byte, 4+len(body))
 	binary.BigEndian.PutUint32(buf, uint32(len(body)))
 	copy(buf[4:], body)
-	_, err = w.Write(buf)
+	_, err := w.Write(buf)
 	return err
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Handler is what the helper implements to answer the plugin. Add must not
@@ -43,7 +45,10 @@ func RootMutations(c PeerCred, k Kind) error {
 
 // Server answers requests on a Unix socket, one goroutine per connection.
 type Server struct {
-	Handler   Handler
+	Handler Handler
+	// Exec runs invocations forwarded by the plugin's C front; nil answers
+	// every one with ExecFallback.
+	Exec      ExecHandler
 	Authorize Authorizer    // nil means RootMutations
 	Timeout   time.Duration // per request: reading it, handling it, replying; 0 means 5s
 	Log       *slog.Logger  // nil means slog.Default()
@@ -119,9 +124,11 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		_ = WriteFrame(c, errorResponse(fmt.Errorf("peer credentials: %w", err)))
 		return
 	}
+	r := &fdReader{c: c}
+	defer r.closeFDs()
 	for {
 		_ = c.SetDeadline(time.Now().Add(s.timeout()))
-		body, err := ReadFrame(c, MaxMessageSize)
+		body, err := ReadFrame(r, MaxMessageSize)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				s.log().Warn("bad frame, closing connection", "pid", cred.PID, "err", err)
@@ -131,6 +138,16 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 			}
 			return
 		}
+		if IsExec(body) {
+			_ = c.SetDeadline(time.Now().Add(execTimeout))
+			reply := s.exec(ctx, cred, body, r.takeFDs())
+			if err := writeBody(c, EncodeExecReply(reply)); err != nil {
+				s.log().Warn("write exec reply", "pid", cred.PID, "err", err)
+				return
+			}
+			continue
+		}
+		r.closeFDs() // JSON requests carry none
 		resp := s.handle(ctx, cred, body)
 		if err := WriteFrame(c, resp); err != nil {
 			s.log().Warn("write reply", "pid", cred.PID, "err", err)
@@ -160,18 +177,27 @@ func (s *Server) handle(ctx context.Context, cred PeerCred, body []byte) (resp R
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
-	resp = Response{Version: Version, OK: true}
+	return Dispatch(ctx, s.Handler, req)
+}
+
+// Dispatch hands a validated request to h and builds the reply. The server
+// uses it, and so does the helper when it runs the plugin in process.
+func Dispatch(ctx context.Context, h Handler, req Request) Response {
+	var err error
+	resp := Response{Version: Version, OK: true}
 	switch req.Kind {
 	case KindAdd:
-		err = s.Handler.Add(ctx, *req.Attachment)
+		err = h.Add(ctx, *req.Attachment)
 	case KindDel:
-		err = s.Handler.Del(ctx, *req.Key)
+		err = h.Del(ctx, *req.Key)
 	case KindCheck:
-		resp.Known, err = s.Handler.Check(ctx, *req.Key)
+		resp.Known, err = h.Check(ctx, *req.Key)
 	case KindGC:
-		resp.Removed, err = s.Handler.GC(ctx, req.Valid)
+		resp.Removed, err = h.GC(ctx, req.Valid)
 	case KindStatus:
-		resp.Attachments = s.Handler.List(ctx)
+		resp.Attachments = h.List(ctx)
+	default:
+		err = fmt.Errorf("unknown request kind %q", req.Kind)
 	}
 	if err != nil {
 		return errorResponse(fmt.Errorf("%s: %w", req.Kind, err))
@@ -181,4 +207,92 @@ func (s *Server) handle(ctx context.Context, cred PeerCred, body []byte) (resp R
 
 func errorResponse(err error) Response {
 	return Response{Version: Version, OK: false, Error: err.Error()}
+}
+
+// execTimeout bounds one forwarded invocation: the plugin's own timeout is
+// at most 30 s.
+const execTimeout = 35 * time.Second
+
+// execKinds maps the commands the front forwards to the request kind the
+// authorizer judges.
+var execKinds = map[string]Kind{"ADD": KindAdd, "DEL": KindDel, "CHECK": KindCheck}
+
+// exec runs one forwarded invocation. Whatever cannot be run exactly as the
+// exec'd plugin would run it (no handler, a bad frame, a peer the
+// authorizer refuses) falls back to that plugin, which then speaks for
+// itself, e.g. fails open when this helper refuses it.
+func (s *Server) exec(ctx context.Context, cred PeerCred, body []byte, fds []*os.File) (reply ExecReply) {
+	defer func() {
+		for _, f := range fds {
+			f.Close()
+		}
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log().Error("exec handler panic", "panic", r)
+			reply = ExecReply{Fallback: true}
+		}
+	}()
+	req, err := DecodeExec(body)
+	if err != nil {
+		s.log().Warn("bad exec frame, falling back", "pid", cred.PID, "err", err)
+		return ExecReply{Fallback: true}
+	}
+	kind, ok := execKinds[req.Env["CNI_COMMAND"]]
+	if !ok || s.Exec == nil || len(fds) > 1 {
+		return ExecReply{Fallback: true}
+	}
+	authorize := s.Authorize
+	if authorize == nil {
+		authorize = RootMutations
+	}
+	if err := authorize(cred, kind); err != nil {
+		s.log().Warn("exec refused, falling back", "pid", cred.PID, "err", err)
+		return ExecReply{Fallback: true}
+	}
+	if len(fds) == 1 {
+		req.Netns = fds[0]
+	}
+	ctx, cancel := context.WithTimeout(ctx, execTimeout)
+	defer cancel()
+	return s.Exec.Exec(ctx, req)
+}
+
+// fdReader reads a connection and keeps the file descriptors that arrive
+// with the bytes (SCM_RIGHTS): a plain read would let the kernel drop them.
+type fdReader struct {
+	c   *net.UnixConn
+	fds []*os.File
+	oob [64]byte
+}
+
+func (r *fdReader) Read(p []byte) (int, error) {
+	n, oobn, _, _, err := r.c.ReadMsgUnix(p, r.oob[:])
+	if oobn > 0 {
+		msgs, perr := unix.ParseSocketControlMessage(r.oob[:oobn])
+		if perr == nil {
+			for _, m := range msgs {
+				fds, ferr := unix.ParseUnixRights(&m)
+				if ferr != nil {
+					continue
+				}
+				for _, fd := range fds {
+					r.fds = append(r.fds, os.NewFile(uintptr(fd), "passed-fd"))
+				}
+			}
+		}
+	}
+	return n, err
+}
+
+func (r *fdReader) takeFDs() []*os.File {
+	fds := r.fds
+	r.fds = nil
+	return fds
+}
+
+func (r *fdReader) closeFDs() {
+	for _, f := range r.takeFDs() {
+		f.Close()
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/registry"
+	"github.com/sluicenet/sluice/pkg/cniplugin"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 )
 
@@ -49,5 +50,5 @@ func run(socket, spool string, addDelay time.Duration) error {
 		return err
 	}
 	fmt.Println("ready") // the test waits for this line
-	return (&cniproto.Server{Handler: reg, Log: log}).Serve(ctx, l)
+	return (&cniproto.Server{Handler: reg, Exec: &cniplugin.InProcess{Handler: reg, Log: log}, Log: log}).Serve(ctx, l)
 }

@@ -1,0 +1,44 @@
+package binaries
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// PluginCFlags are how the plugin's C front is built: static, so it runs on
+// any Node whatever its libc, and small, so it starts in a few page faults.
+var PluginCFlags = []string{"-O2", "-static", "-Wall", "-Wextra", "-Werror"}
+
+// BuildSluice builds this tree's binaries into dir: the plugin's C front
+// as sluice, the Go plugin as sluice-full next to it, and sluice-helperd.
+// It returns the path of the front.
+func BuildSluice(ctx context.Context, dir string) (plugin string, err error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	run := func(name string, args ...string) error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s %v: %w: %s", name, args, err, out)
+		}
+		return nil
+	}
+	cc := append(append([]string{}, PluginCFlags...), "-o", filepath.Join(dir, "sluice"), "plugin/shim/sluice.c")
+	if err := run("cc", cc...); err != nil {
+		return "", err
+	}
+	for out, pkg := range map[string]string{"sluice-full": "./plugin", "sluice-helperd": "./helperd"} {
+		if err := run("go", "build", "-o", filepath.Join(dir, out), pkg); err != nil {
+			return "", err
+		}
+	}
+	return filepath.Join(dir, "sluice"), nil
+}

@@ -1,0 +1,139 @@
+package cnitest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluicenet/sluice/pkg/nstest"
+)
+
+// frontOnly returns bins whose sluice directory holds the C front alone,
+// without sluice-full: a call the helper does not run itself fails, so a
+// call that succeeds went through the helper.
+func frontOnly(t *testing.T) Bins {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(bins.Sluice, "sluice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bins
+	b.Sluice = t.TempDir()
+	if err := os.WriteFile(filepath.Join(b.Sluice, "sluice"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestFrontRunsCallsInHelper: with a live helper, ADD, CHECK and DEL of
+// the whole chain need nothing but the front; with the helper gone the
+// front says it has nothing to hand the call to.
+func TestFrontRunsCallsInHelper(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := ctxT(t)
+	e := NewEnv(t, frontOnly(t), "front")
+	h := e.StartHelper(t)
+	l := e.Conflist(t, ConflistOpts{CNIVersion: "1.0.0", Primary: Bridge})
+	p := e.NewPod(t, "fp")
+	if _, err := e.Add(ctx, l, p); err != nil {
+		t.Fatalf("ADD through the front: %v", err)
+	}
+	if got := keys(listHelper(t, e)); len(got) != 1 || got[0] != p.RT.ContainerID {
+		t.Fatalf("helper knows %v", got)
+	}
+	if err := e.Check(ctx, l, p); err != nil {
+		t.Fatalf("CHECK through the front: %v", err)
+	}
+	if err := e.Del(ctx, l, p); err != nil {
+		t.Fatalf("DEL through the front: %v", err)
+	}
+	if got := listHelper(t, e); len(got) != 0 {
+		t.Fatalf("helper still knows %v", keys(got))
+	}
+	h.Stop()
+	_, err := e.Add(ctx, l, e.NewPod(t, "fq"))
+	if err == nil || !strings.Contains(err.Error(), "sluice-full cannot be run") {
+		t.Fatalf("ADD with the helper down and no sluice-full: err = %v", err)
+	}
+}
+
+// TestFrontMatchesFullPlugin runs the same invocations through the C front
+// (the helper runs them, or the front falls back) and through sluice-full
+// directly, and wants byte-identical output and the same exit code.
+func TestFrontMatchesFullPlugin(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := ctxT(t)
+	e := NewEnv(t, bins, "same")
+	e.StartHelper(t)
+	p := e.NewPod(t, "sp")
+	prev, err := e.Add(ctx, e.Conflist(t, ConflistOpts{CNIVersion: "1.0.0", Primary: Bridge, NoSluice: true}), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prevJSON, err := json.Marshal(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := func(ver, socketJSON string, withPrev bool) []byte {
+		s := `{"cniVersion":"` + ver + `","name":"sltest","type":"sluice","socket":` + socketJSON +
+			`,"spoolDir":"` + e.Spool + `","timeout":"2s"`
+		if withPrev {
+			s += `,"prevResult":` + string(prevJSON)
+		}
+		return []byte(s + "}")
+	}
+	sock, _ := json.Marshal(e.Socket)
+	escaped := strings.ReplaceAll(string(sock), "/", `\/`) // same path; the front leaves escapes to Go
+	env := map[string]string{
+		"CNI_CONTAINERID": p.RT.ContainerID, "CNI_NETNS": p.NS.Path, "CNI_IFNAME": "eth0",
+		"CNI_PATH": bins.Reference, "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=sp;K8S_POD_UID=u1",
+	}
+	cases := []struct {
+		name, cmd string
+		stdin     []byte
+		unset     string
+	}{
+		{"add", "ADD", conf("1.0.0", string(sock), true), ""},
+		{"add again", "ADD", conf("1.0.0", string(sock), true), ""},
+		{"check", "CHECK", conf("1.0.0", string(sock), true), ""},
+		{"add 0.4.0", "ADD", conf("0.4.0", string(sock), true), ""},
+		{"escaped socket", "ADD", conf("1.0.0", escaped, true), ""},
+		{"no prevResult", "ADD", conf("1.0.0", string(sock), false), ""},
+		{"unsupported version", "ADD", conf("9.9.9", string(sock), true), ""},
+		{"no CNI_PATH", "ADD", conf("1.0.0", string(sock), true), "CNI_PATH"},
+		{"bad json", "ADD", []byte(`{"name":`), ""},
+		{"del", "DEL", conf("1.0.0", string(sock), true), ""},
+		{"del again", "DEL", conf("1.0.0", string(sock), true), ""},
+	}
+	run := func(bin, cmd string, stdin []byte, unset string) ([]byte, int) {
+		c := e.Node.Cmd(filepath.Join(bins.Sluice, bin))
+		c.Env = []string{"CNI_COMMAND=" + cmd}
+		for k, v := range env {
+			if k != unset {
+				c.Env = append(c.Env, k+"="+v)
+			}
+		}
+		c.Stdin = bytes.NewReader(stdin)
+		out, err := c.Output()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatalf("run %s: %v", bin, err)
+		}
+		return out, c.ProcessState.ExitCode()
+	}
+	for _, tc := range cases {
+		front, fcode := run("sluice", tc.cmd, tc.stdin, tc.unset)
+		full, gcode := run("sluice-full", tc.cmd, tc.stdin, tc.unset)
+		if !bytes.Equal(front, full) || fcode != gcode {
+			t.Errorf("%s: front exit %d:\n%s\nsluice-full exit %d:\n%s", tc.name, fcode, front, gcode, full)
+		}
+		if tc.name == "add" && (fcode != 0 || !bytes.Contains(front, []byte(`"cniVersion": "1.0.0"`))) {
+			t.Errorf("add: exit %d, output %s", fcode, front)
+		}
+	}
+}

@@ -1,0 +1,222 @@
+package cniplugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/cni/pkg/version"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicenet/sluice/pkg/cniproto"
+)
+
+// InProcess runs the plugin's ADD, DEL and CHECK inside the helper, for
+// invocations the C front (plugin/shim) forwards over the socket. It runs
+// the very verbs the exec'd plugin runs, with the helper's registry as the
+// Reporter, and answers Fallback for every request skel would not hand to
+// a verb unchanged (missing or invalid variables, an unsupported
+// cniVersion, the Pod's netns being the helper's own): the exec'd plugin
+// then prints skel's own error.
+type InProcess struct {
+	Handler cniproto.Handler
+	Log     *slog.Logger
+	// Kernel builds the Kernel for a Pod netns given as a path the helper
+	// can open; nil means netlink.
+	Kernel func(netnsPath string) Kernel
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+var inProcessVerbs = map[string]func(*Plugin, *skel.CmdArgs) error{
+	"ADD":   (*Plugin).Add,
+	"DEL":   (*Plugin).Del,
+	"CHECK": (*Plugin).Check,
+}
+
+// Exec implements cniproto.ExecHandler.
+func (x *InProcess) Exec(ctx context.Context, req cniproto.ExecRequest) cniproto.ExecReply {
+	cmd := req.Env["CNI_COMMAND"]
+	verb, ok := inProcessVerbs[cmd]
+	if !ok {
+		return cniproto.ExecReply{Fallback: true}
+	}
+	args, why := skelArgs(cmd, req)
+	if why != "" {
+		x.log().Debug("exec falls back to the plugin binary", "cmd", cmd, "why", why)
+		return cniproto.ExecReply{Fallback: true}
+	}
+	var out bytes.Buffer
+	err := x.run(ctx, verb, args, req, &out)
+	if err != nil {
+		// What skel prints for a failed verb.
+		var e *types.Error
+		if !errors.As(err, &e) {
+			e = types.NewError(types.ErrInternal, err.Error(), "")
+		}
+		b, merr := json.MarshalIndent(e, "", "    ")
+		if merr != nil {
+			return cniproto.ExecReply{Fallback: true}
+		}
+		return cniproto.ExecReply{ExitCode: 1, Stdout: b}
+	}
+	return cniproto.ExecReply{Stdout: out.Bytes()}
+}
+
+func (x *InProcess) log() *slog.Logger {
+	if x.Log != nil {
+		return x.Log
+	}
+	return slog.Default()
+}
+
+// run is the in-process twin of the exec'd plugin's run: parse, build the
+// Plugin, call the verb, turn a panic into an error.
+func (x *InProcess) run(ctx context.Context, verb func(*Plugin, *skel.CmdArgs) error, args *skel.CmdArgs, req cniproto.ExecRequest, out *bytes.Buffer) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = types.NewError(types.ErrInternal, "sluice plugin panic", fmt.Sprint(r))
+		}
+	}()
+	c, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "sluice: invalid configuration", err.Error())
+	}
+	kernelFor := x.Kernel
+	if kernelFor == nil {
+		kernelFor = func(p string) Kernel { return netnsAt{path: p} }
+	}
+	nsPath := ""
+	if req.Netns != nil {
+		// The front passed the Pod's netns open: reach it through our own
+		// descriptor table, whatever mounts this helper sees.
+		nsPath = fmt.Sprintf("/proc/self/fd/%d", req.Netns.Fd())
+	}
+	now := x.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := x.log().With("cmd", req.Env["CNI_COMMAND"], "containerID", args.ContainerID, "ifname", args.IfName, "via", "helper")
+	p := &Plugin{
+		Config:   c,
+		Reporter: direct{h: x.Handler},
+		Kernel:   kernelFor(nsPath),
+		Log:      log,
+		Now:      now,
+		Stdout:   out,
+	}
+	start := now()
+	if err := verb(p, args); err != nil {
+		log.Error("failed", "err", err, "took", time.Since(start))
+		return err
+	}
+	log.Debug("done", "took", time.Since(start))
+	return nil
+}
+
+// skelArgs builds the CmdArgs skel would, or says why skel would not call
+// the verb with them (then the plugin binary must run, to say it itself).
+func skelArgs(cmd string, req cniproto.ExecRequest) (*skel.CmdArgs, string) {
+	env := req.Env
+	args := &skel.CmdArgs{
+		ContainerID:   env["CNI_CONTAINERID"],
+		Netns:         env["CNI_NETNS"],
+		IfName:        env["CNI_IFNAME"],
+		Args:          env["CNI_ARGS"],
+		Path:          env["CNI_PATH"],
+		NetnsOverride: env["CNI_NETNS_OVERRIDE"],
+		StdinData:     req.Stdin,
+	}
+	if args.ContainerID == "" || args.IfName == "" || args.Path == "" {
+		return nil, "a required variable is missing"
+	}
+	if utils.ValidateContainerID(args.ContainerID) != nil || utils.ValidateInterfaceName(args.IfName) != nil {
+		return nil, "invalid container ID or interface name"
+	}
+	var conf struct {
+		Name string `json:"name"`
+	}
+	if json.Unmarshal(req.Stdin, &conf) != nil || conf.Name == "" || utils.ValidateNetworkName(conf.Name) != nil {
+		return nil, "configuration skel refuses"
+	}
+	confVersion, err := (&version.ConfigDecoder{}).Decode(req.Stdin)
+	if err != nil {
+		return nil, "cniVersion unreadable"
+	}
+	if (&version.Reconciler{}).Check(confVersion, version.All) != nil {
+		return nil, "cniVersion not supported"
+	}
+	if cmd == "CHECK" {
+		if ok, err := version.GreaterThanOrEqualTo(confVersion, "0.4.0"); err != nil || !ok {
+			return nil, "cniVersion does not allow CHECK"
+		}
+	}
+	if cmd == "ADD" || cmd == "CHECK" {
+		if args.Netns == "" || req.Netns == nil {
+			return nil, "no netns"
+		}
+	}
+	// skel refuses (after the verb) a Pod netns that is the plugin's own.
+	if req.Netns != nil && !netnsOverride(args.NetnsOverride) {
+		same, err := sameNetns(req.Netns)
+		if err != nil || same {
+			return nil, "netns is the helper's own"
+		}
+	}
+	return args, ""
+}
+
+func netnsOverride(v string) bool { return strings.ToUpper(v) == "TRUE" || v == "1" }
+
+// sameNetns tells whether f is the network namespace this process runs in.
+func sameNetns(f *os.File) (bool, error) {
+	var a, b unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &a); err != nil {
+		return false, err
+	}
+	if err := unix.Stat("/proc/self/ns/net", &b); err != nil {
+		return false, err
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino, nil
+}
+
+// netnsAt is netlink with HostPeer looking into the given netns path
+// instead of the one the runtime named (which the helper may not see).
+type netnsAt struct {
+	Netlink
+	path string
+}
+
+func (k netnsAt) HostPeer(_, ifName string) (HostLink, error) {
+	return k.Netlink.HostPeer(k.path, ifName)
+}
+
+// direct is the Reporter of an in-process run: the helper's own handler.
+// A handler that does not answer within the plugin's timeout counts as
+// unreachable, exactly as a socket read timing out does for the exec'd
+// plugin, so fail-open behaves the same.
+type direct struct{ h cniproto.Handler }
+
+func (d direct) Do(ctx context.Context, req cniproto.Request) (cniproto.Response, error) {
+	req.Version = cniproto.Version
+	if err := req.Validate(); err != nil {
+		return cniproto.Response{}, fmt.Errorf("invalid request: %w", err)
+	}
+	resp := cniproto.Dispatch(ctx, d.h, req)
+	if ctx.Err() != nil {
+		return cniproto.Response{}, &cniproto.UnreachableError{Err: fmt.Errorf("no %s reply: %w", req.Kind, ctx.Err())}
+	}
+	if !resp.OK {
+		return resp, fmt.Errorf("helper refused %s: %s", req.Kind, resp.Error)
+	}
+	return resp, nil
+}

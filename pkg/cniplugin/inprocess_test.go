@@ -1,0 +1,125 @@
+package cniplugin
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/pkg/cniproto"
+)
+
+// slowHandler is a helper registry whose Add takes delay.
+type slowHandler struct {
+	mu    sync.Mutex
+	delay time.Duration
+	added []cniproto.Attachment
+}
+
+func (h *slowHandler) Add(ctx context.Context, a cniproto.Attachment) error {
+	select {
+	case <-time.After(h.delay):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.added = append(h.added, a)
+	return nil
+}
+func (h *slowHandler) Del(context.Context, cniproto.Key) error           { return nil }
+func (h *slowHandler) Check(context.Context, cniproto.Key) (bool, error) { return true, nil }
+func (h *slowHandler) GC(context.Context, []cniproto.Key) (int, error)   { return 0, nil }
+func (h *slowHandler) List(context.Context) []cniproto.Attachment        { return nil }
+
+func TestInProcessExec(t *testing.T) {
+	// Any file but our own netns stands for the Pod's: the fake kernel
+	// never looks into it.
+	podNS, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer podNS.Close()
+	ownNS, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ownNS.Close()
+	spool := t.TempDir()
+	extra := `,"spoolDir":"` + spool + `","timeout":"200ms"`
+	env := func(cmd string, drop ...string) map[string]string {
+		e := map[string]string{"CNI_COMMAND": cmd, "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/pod",
+			"CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin", "CNI_ARGS": "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p"}
+		for _, d := range drop {
+			delete(e, d)
+		}
+		return e
+	}
+	kernel := func(string) Kernel {
+		return &fakeKernel{peer: HostLink{Name: "veth1234", Index: 7}, links: map[int]HostLink{7: {Name: "veth1234"}}}
+	}
+
+	t.Run("add", func(t *testing.T) {
+		h := &slowHandler{}
+		x := &InProcess{Handler: h, Kernel: kernel}
+		r := x.Exec(context.Background(), cniproto.ExecRequest{Env: env("ADD"), Stdin: stdin("1.0.0", extra, true), Netns: podNS})
+		if r.Fallback || r.ExitCode != 0 || !strings.Contains(string(r.Stdout), `"veth1234"`) {
+			t.Fatalf("reply %+v %s", r, r.Stdout)
+		}
+		if len(h.added) != 1 || h.added[0].HostVeth != "veth1234" || h.added[0].PodName != "p" || h.added[0].Netns != "/run/netns/pod" {
+			t.Fatalf("helper got %+v", h.added)
+		}
+	})
+	t.Run("slow ack fails open into the spool", func(t *testing.T) {
+		x := &InProcess{Handler: &slowHandler{delay: time.Minute}, Kernel: kernel}
+		r := x.Exec(context.Background(), cniproto.ExecRequest{Env: env("ADD"), Stdin: stdin("1.0.0", extra, true), Netns: podNS})
+		if r.Fallback || r.ExitCode != 0 {
+			t.Fatalf("reply %+v %s", r, r.Stdout)
+		}
+		if ents, err := cniproto.ReadSpool(spool); err != nil || len(ents) != 1 {
+			t.Fatalf("spool %+v %v", ents, err)
+		}
+	})
+	t.Run("slow ack with failClosed is try-again-later", func(t *testing.T) {
+		x := &InProcess{Handler: &slowHandler{delay: time.Minute}, Kernel: kernel}
+		r := x.Exec(context.Background(), cniproto.ExecRequest{Env: env("ADD"), Stdin: stdin("1.0.0", extra+`,"failClosed":true`, true), Netns: podNS})
+		var e struct {
+			Code int `json:"code"`
+		}
+		if r.Fallback || r.ExitCode != 1 || json.Unmarshal(r.Stdout, &e) != nil || e.Code != 11 {
+			t.Fatalf("reply %+v %s", r, r.Stdout)
+		}
+	})
+	t.Run("verb error prints like skel", func(t *testing.T) {
+		x := &InProcess{Handler: &slowHandler{}, Kernel: kernel}
+		r := x.Exec(context.Background(), cniproto.ExecRequest{Env: env("ADD"), Stdin: stdin("1.0.0", extra, false), Netns: podNS})
+		if r.Fallback || r.ExitCode != 1 || !strings.Contains(string(r.Stdout), "chained after a primary plugin") ||
+			!strings.HasPrefix(string(r.Stdout), "{\n    \"code\": ") {
+			t.Fatalf("reply %+v %s", r, r.Stdout)
+		}
+	})
+	for name, req := range map[string]cniproto.ExecRequest{
+		"VERSION":               {Env: env("VERSION"), Stdin: stdin("1.0.0", extra, true)},
+		"no CNI_PATH":           {Env: env("ADD", "CNI_PATH"), Stdin: stdin("1.0.0", extra, true), Netns: podNS},
+		"bad container ID":      {Env: map[string]string{"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "a b", "CNI_IFNAME": "eth0", "CNI_PATH": "/x"}, Stdin: stdin("1.0.0", extra, true)},
+		"unsupported version":   {Env: env("ADD"), Stdin: stdin("9.9.9", extra, true), Netns: podNS},
+		"CHECK on 0.3.1":        {Env: env("CHECK"), Stdin: stdin("0.3.1", extra, true), Netns: podNS},
+		"no network name":       {Env: env("ADD"), Stdin: []byte(`{"cniVersion":"1.0.0","type":"sluice"}`), Netns: podNS},
+		"ADD without netns":     {Env: env("ADD"), Stdin: stdin("1.0.0", extra, true)},
+		"netns is the helper's": {Env: env("ADD"), Stdin: stdin("1.0.0", extra, true), Netns: ownNS},
+	} {
+		t.Run("falls back: "+name, func(t *testing.T) {
+			h := &slowHandler{}
+			x := &InProcess{Handler: h, Kernel: kernel}
+			if r := x.Exec(context.Background(), req); !r.Fallback {
+				t.Fatalf("reply %+v %s", r, r.Stdout)
+			}
+			if len(h.added) != 0 {
+				t.Fatal("a fallback reached the helper")
+			}
+		})
+	}
+}
