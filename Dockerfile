@@ -16,9 +16,12 @@ COPY helperd/ helperd/
 COPY conflist/ conflist/
 COPY pkg/ pkg/
 # Static binaries: the plugin is copied to the Node and run there by the
-# container runtime, outside this image, so it must not need a libc.
+# container runtime, outside this image, so it must not need a libc. The
+# runtime execs the C front (plugin/shim) as `sluice`; it runs each call in
+# the helper and falls back to the Go plugin, sluice-full, next to it.
 ENV CGO_ENABLED=0
-RUN go build -trimpath -ldflags='-s -w' -o /out/sluice ./plugin \
+RUN cc -O2 -static -Wall -Wextra -Werror -s -o /out/sluice plugin/shim/sluice.c \
+ && go build -trimpath -ldflags='-s -w' -o /out/sluice-full ./plugin \
  && go build -trimpath -ldflags='-s -w' -o /out/sluice-helperd ./helperd \
  && go build -trimpath -ldflags='-s -w' -o /out/sluice-cni-install ./conflist/cmd/sluice-cni-install
 
@@ -30,6 +33,6 @@ FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables ipset iproute2 conntrack \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/sluice /out/sluice-helperd /out/sluice-cni-install /usr/local/bin/
+COPY --from=build /out/sluice /out/sluice-full /out/sluice-helperd /out/sluice-cni-install /usr/local/bin/
 # No ENTRYPOINT: each container of the DaemonSet names its binary.
 CMD ["sluice-helperd", "--help"]

@@ -250,6 +250,33 @@ func TestCopyBinary(t *testing.T) {
 	}
 }
 
+// TestCopyBinaryBringsSluiceFull: the C front's fallback next to it is
+// installed with it and removed with it.
+func TestCopyBinaryBringsSluiceFull(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "sluice")
+	for name, body := range map[string]string{"sluice": "front", FullPluginName: "full"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "bin")
+	if _, err := CopyBinary(src, bin); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{PluginType: "front", FullPluginName: "full"} {
+		if got, err := os.ReadFile(filepath.Join(bin, name)); err != nil || string(got) != want {
+			t.Errorf("%s: %q %v", name, got, err)
+		}
+	}
+	if err := RemoveBinary(bin); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(bin); len(ents) != 0 {
+		t.Errorf("left %v", ents)
+	}
+}
+
 func TestConvertRefusesUnsafeTargets(t *testing.T) {
 	conf := readTestdata(t, "10-bridge.conf")
 	foreign := readTestdata(t, "10-flannel.conflist")

@@ -28,10 +28,10 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("sluice-cni-install", flag.ContinueOnError)
 	confDir := fs.String("cni-conf-dir", "/etc/cni/net.d", "CNI network configuration directory")
 	binDir := fs.String("cni-bin-dir", "/opt/cni/bin", "CNI plugin binary directory")
-	binary := fs.String("plugin-binary", "", "path of the sluice plugin binary to copy into --cni-bin-dir (empty: do not copy)")
+	binary := fs.String("plugin-binary", "", "path of the sluice plugin binary to copy into --cni-bin-dir, with the sluice-full next to it if there is one (empty: do not copy)")
 	watch := fs.Bool("watch", false, "keep running and re-append the entry when the primary CNI rewrites its file")
 	uninstall := fs.Bool("uninstall", false, "remove the sluice entry instead of adding it")
-	removeBinary := fs.Bool("remove-binary", false, "with --uninstall, also remove the plugin binary from --cni-bin-dir")
+	removeBinary := fs.Bool("remove-binary", false, "with --uninstall, also remove sluice and sluice-full from --cni-bin-dir")
 	var e conflist.Entry
 	fs.StringVar(&e.Socket, "socket", "", "helper socket written into the entry (empty: plugin default)")
 	fs.StringVar(&e.Timeout, "timeout", "", "ADD timeout written into the entry, e.g. 1s (empty: plugin default)")
