@@ -5,6 +5,8 @@
 #   docker build -t ghcr.io/sluicenet/sluice:dev .
 
 FROM golang:1.26 AS build
+# musl-gcc for the plugin's static C front.
+RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Modules first, so that a source change does not download them again.
 COPY go.mod go.sum ./
@@ -20,7 +22,7 @@ COPY pkg/ pkg/
 # runtime execs the C front (plugin/shim) as `sluice`; it runs each call in
 # the helper and falls back to the Go plugin, sluice-full, next to it.
 ENV CGO_ENABLED=0
-RUN cc -O2 -static -Wall -Wextra -Werror -s -o /out/sluice plugin/shim/sluice.c \
+RUN musl-gcc -O2 -static -Wall -Wextra -Werror -s -o /out/sluice plugin/shim/sluice.c \
  && go build -trimpath -ldflags='-s -w' -o /out/sluice-full ./plugin \
  && go build -trimpath -ldflags='-s -w' -o /out/sluice-helperd ./helperd \
  && go build -trimpath -ldflags='-s -w' -o /out/sluice-cni-install ./conflist/cmd/sluice-cni-install

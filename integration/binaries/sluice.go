@@ -9,8 +9,18 @@ import (
 )
 
 // PluginCFlags are how the plugin's C front is built: static, so it runs on
-// any Node whatever its libc, and small, so it starts in a few page faults.
+// any Node whatever its libc. Keep in step with the Makefile.
 var PluginCFlags = []string{"-O2", "-static", "-Wall", "-Wextra", "-Werror"}
+
+// PluginCC is the C compiler for the front: musl-gcc when there is one (a
+// static musl binary starts in ~4 page faults, static glibc in ~24, and a
+// fault costs ~30 us on the VMs here), else cc.
+func PluginCC() string {
+	if p, err := exec.LookPath("musl-gcc"); err == nil {
+		return p
+	}
+	return "cc"
+}
 
 // BuildSluice builds this tree's binaries into dir: the plugin's C front
 // as sluice, the Go plugin as sluice-full next to it, and sluice-helperd.
@@ -32,7 +42,7 @@ func BuildSluice(ctx context.Context, dir string) (plugin string, err error) {
 		return nil
 	}
 	cc := append(append([]string{}, PluginCFlags...), "-o", filepath.Join(dir, "sluice"), "plugin/shim/sluice.c")
-	if err := run("cc", cc...); err != nil {
+	if err := run(PluginCC(), cc...); err != nil {
 		return "", err
 	}
 	for out, pkg := range map[string]string{"sluice-full": "./plugin", "sluice-helperd": "./helperd"} {
