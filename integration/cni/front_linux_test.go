@@ -79,9 +79,14 @@ func TestFrontMatchesFullPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := func(ver, socketJSON string, withPrev bool) []byte {
+	conf := func(ver, socketJSON string, withPrev bool, pad ...int) []byte {
 		s := `{"cniVersion":"` + ver + `","name":"sltest","type":"sluice","socket":` + socketJSON +
 			`,"spoolDir":"` + e.Spool + `","timeout":"2s"`
+		if len(pad) > 0 {
+			// Larger than an exec frame (64 KiB), or than the front reads
+			// before it gives up (16 MiB): it must hand all of it on.
+			s += `,"x-pad":"` + strings.Repeat("p", pad[0]) + `"`
+		}
 		if withPrev {
 			s += `,"prevResult":` + string(prevJSON)
 		}
@@ -103,6 +108,8 @@ func TestFrontMatchesFullPlugin(t *testing.T) {
 		{"check", "CHECK", conf("1.0.0", string(sock), true), ""},
 		{"add 0.4.0", "ADD", conf("0.4.0", string(sock), true), ""},
 		{"escaped socket", "ADD", conf("1.0.0", escaped, true), ""},
+		{"100 KiB config", "ADD", conf("1.0.0", string(sock), true, 100<<10), ""},
+		{"17 MiB config", "ADD", conf("1.0.0", string(sock), true, 17<<20), ""},
 		{"no prevResult", "ADD", conf("1.0.0", string(sock), false), ""},
 		{"unsupported version", "ADD", conf("9.9.9", string(sock), true), ""},
 		{"no CNI_PATH", "ADD", conf("1.0.0", string(sock), true), "CNI_PATH"},

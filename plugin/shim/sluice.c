@@ -59,6 +59,7 @@ static const char *const forwarded_env[] = {
 
 static char *stdin_buf;
 static size_t stdin_len;
+static int stdin_eof; /* stdin_buf holds all of stdin */
 
 static void die_cni(const char *msg, const char *details)
 {
@@ -96,6 +97,23 @@ static void fallback(void)
 				die_cni("sluice: write stdin copy", strerror(errno));
 			off += (size_t)w;
 		}
+		/* Whatever read_stdin left unread (a huge config) follows. */
+		char chunk[8192];
+		while (!stdin_eof) {
+			ssize_t r = read(0, chunk, sizeof(chunk));
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				break;
+			for (ssize_t off = 0; off < r;) {
+				ssize_t w = write(fd, chunk + off, (size_t)(r - off));
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0)
+					die_cni("sluice: write stdin copy", strerror(errno));
+				off += w;
+			}
+		}
 		if (lseek(fd, 0, SEEK_SET) != 0 || dup2(fd, 0) != 0)
 			die_cni("sluice: pass stdin on", strerror(errno));
 	}
@@ -126,8 +144,10 @@ static int read_stdin(void)
 			continue;
 		if (n < 0)
 			return -1;
-		if (n == 0)
+		if (n == 0) {
+			stdin_eof = 1;
 			return 0;
+		}
 		stdin_len += (size_t)n;
 	}
 }
