@@ -125,6 +125,9 @@ func (c *Cluster) build(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if err := switchSysctls(c.LAN); err != nil {
+		return err
+	}
 	if c.CP, err = c.newNS(tag + "-cp"); err != nil {
 		return err
 	}
@@ -221,6 +224,29 @@ func (c *Cluster) plug(n *nstest.NS, short, addr string) error {
 		_, _ = n.Run("ethtool", "-K", "eth0", "gro", "on")
 	}
 	return nil
+}
+
+// switchSysctls makes br0 in the lan namespace switch frames as the
+// physical switch it stands for does: without netfilter. When br_netfilter
+// is loaded on the host (Kubernetes hosts load it for their Pod bridges),
+// a new namespace starts with bridge-nf-call-{ip,ip6,arp}tables=1, so every
+// switched frame runs the IPv4 hooks of the lan namespace (an skb
+// extension, a fake route, PREROUTING/FORWARD/POSTROUTING) although
+// nothing there filters. A Pod leaving through a remote egress IP crosses
+// the switch twice (Node → egress Node → server), the Node's own traffic
+// once, so this overhead, which no real switch has, weighed on the Pod
+// path twice. Measured with the switch's hooks toggled between
+// interleaved iperf3 runs on one cluster: Pod path +5 to +7%, direct path
+// unchanged within noise. Absent when br_netfilter is not loaded.
+func switchSysctls(lan *nstest.NS) error {
+	s := map[string]string{}
+	for _, k := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"} {
+		p := "net/bridge/" + k
+		if err := lan.Do(func() error { _, err := os.Stat(filepath.Join("/proc/sys", p)); return err }); err == nil {
+			s[p] = "0"
+		}
+	}
+	return setSysctls(lan, s)
 }
 
 // Node returns the Node called name, or nil.
