@@ -26,7 +26,7 @@ const iperfPort = "5201"
 //	SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestThroughput -timeout 30m ./bench/egress/
 func TestThroughput(t *testing.T) {
 	requireBench(t)
-	rounds := envInt(t, "SLUICE_BENCH_ROUNDS", 3, 1, 50)
+	rounds := envInt(t, "SLUICE_BENCH_ROUNDS", 5, 1, 50)
 	secs := envInt(t, "SLUICE_BENCH_SECONDS", 5, 1, 60)
 	ctx := context.Background()
 	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true, Masquerade: cluster.MasqueradeNode})
