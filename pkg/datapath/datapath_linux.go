@@ -269,7 +269,7 @@ func (d *Datapath) Stats(ctx context.Context) (Stats, error) {
 	}
 	chains := BuildChains(d.cfg, Desired{})
 	var errs []error
-	for _, table := range []string{"mangle", "nat"} {
+	for _, table := range tables {
 		have, err := d.readTable(table)
 		if err != nil {
 			errs = append(errs, err)

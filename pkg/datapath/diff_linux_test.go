@@ -51,9 +51,15 @@ func TestSyncIPTables(t *testing.T) {
 		for k, v := range want["nat"] {
 			nat[k] = v
 		}
+		// Someone else's rule after Sluice's last-position jump is fine.
+		filter := map[string][]string{"FORWARD": {"-s 10.244.1.2 -j ACCEPT", "-j SLUICE-FWD-ACCEPT", "-s 192.0.2.99 -j DROP"}}
+		for k, v := range want["filter"] {
+			filter[k] = v
+		}
 		return map[string]string{
 			"mangle": saveOf("mangle", []string{"PREROUTING", "FORWARD"}, mangle),
 			"nat":    saveOf("nat", []string{"POSTROUTING"}, nat),
+			"filter": saveOf("filter", []string{"FORWARD"}, filter),
 		}
 	}
 	for _, tc := range []struct {
@@ -66,7 +72,14 @@ func TestSyncIPTables(t *testing.T) {
 			":SLUICE-FORWARD - [0:0]\n-A SLUICE-FORWARD -o sluice.vxlan",
 			"-I PREROUTING 1 -j SLUICE-PREROUTING\n-I FORWARD 1 -j SLUICE-FORWARD\nCOMMIT",
 			"*nat\n:SLUICE-POSTROUTING - [0:0]\n-A SLUICE-POSTROUTING -o sluice.vxlan -j ACCEPT\n",
+			"*filter\n:SLUICE-FWD-ACCEPT - [0:0]\n-A SLUICE-FWD-ACCEPT -i sluice.vxlan -j ACCEPT\n-A SLUICE-FWD-ACCEPT -o sluice.vxlan -j ACCEPT\n-A FORWARD -j SLUICE-FWD-ACCEPT\nCOMMIT",
 		}},
+		{"filter jump duplicated: deleted and appended once", func() map[string]string {
+			m := inSync()
+			m["filter"] = strings.Replace(m["filter"], "-A FORWARD -s 10.244.1.2 -j ACCEPT\n",
+				"-A FORWARD -j SLUICE-FWD-ACCEPT\n-A FORWARD -s 10.244.1.2 -j ACCEPT\n", 1)
+			return m
+		}(), []string{"*filter\n-D FORWARD -j SLUICE-FWD-ACCEPT\n-D FORWARD -j SLUICE-FWD-ACCEPT\n-A FORWARD -j SLUICE-FWD-ACCEPT\nCOMMIT\n"}},
 		{"jump pushed down and duplicated", func() map[string]string {
 			m := inSync()
 			m["nat"] = strings.Replace(m["nat"], "-A POSTROUTING -j SLUICE-POSTROUTING\n",

@@ -120,13 +120,17 @@ func iptablesScript(have tableRules, table string, want map[string][]string) []b
 		from := have[j.From]
 		jump := "-j " + j.To
 		n := count(from, jump)
-		if n == 1 && from[0] == jump {
+		if n == 1 && (j.Last || from[0] == jump) {
 			continue
 		}
 		for range n {
 			fmt.Fprintf(&b, "-D %s %s\n", j.From, jump)
 		}
-		fmt.Fprintf(&b, "-I %s 1 %s\n", j.From, jump)
+		if j.Last {
+			fmt.Fprintf(&b, "-A %s %s\n", j.From, jump)
+		} else {
+			fmt.Fprintf(&b, "-I %s 1 %s\n", j.From, jump)
+		}
 	}
 	if b.Len() == 0 {
 		return nil
@@ -167,7 +171,7 @@ func sortedChainNames(m map[string][]string) []string {
 func (d *Datapath) syncIPTables(want, installed Chains) error {
 	var errs []error
 	haves := map[string]tableRules{}
-	for _, table := range []string{"mangle", "nat"} {
+	for _, table := range tables {
 		if installed != nil && chainsEqual(installed[table], want[table]) {
 			continue
 		}
@@ -181,7 +185,7 @@ func (d *Datapath) syncIPTables(want, installed Chains) error {
 		}
 	}
 	if len(haves) > 1 {
-		for _, table := range []string{"mangle", "nat"} {
+		for _, table := range tables {
 			union := unionChains(haves[table], want[table])
 			if script := iptablesScript(haves[table], table, union); script != nil {
 				d.writes++
@@ -198,7 +202,7 @@ func (d *Datapath) syncIPTables(want, installed Chains) error {
 			haves[table] = have
 		}
 	}
-	for _, table := range []string{"mangle", "nat"} {
+	for _, table := range tables {
 		have, ok := haves[table]
 		if !ok {
 			continue
@@ -235,7 +239,7 @@ func unionChains(have tableRules, want map[string][]string) map[string][]string 
 // removeIPTables deletes Sluice's jumps and every SLUICE-* chain.
 func (d *Datapath) removeIPTables() error {
 	var errs []error
-	for _, table := range []string{"mangle", "nat"} {
+	for _, table := range tables {
 		have, err := d.readTable(table)
 		if err != nil {
 			errs = append(errs, err)

@@ -8,11 +8,19 @@ import (
 )
 
 // Chain layout. One jump from each built-in chain, inserted at position 1
-// so it runs before the primary CNI's rules (its MASQUERADE in particular).
+// so it runs before the primary CNI's rules (its MASQUERADE in particular),
+// except in filter FORWARD, where it is appended:
 //
 //	mangle PREROUTING  → SLUICE-PREROUTING   tunnel marks, reply marks, egress marks
 //	mangle FORWARD     → SLUICE-FORWARD      TCP MSS clamp into the tunnel
 //	nat    POSTROUTING → SLUICE-POSTROUTING  never NAT into the tunnel; SNAT to egress IPs
+//	filter FORWARD     → SLUICE-FWD-ACCEPT   (last) accept what enters or leaves the tunnel
+//
+// The filter jump goes last so that it only overrides a DROP policy (Docker
+// sets one): an egress Node forwards other Nodes' Pods, which a primary CNI
+// that accepts its own Pods only would leave to the policy. Whatever the
+// primary or the admin decided earlier in FORWARD (a NetworkPolicy DROP)
+// still wins.
 //
 // Rule text is written exactly as `iptables -S` prints it back (hex marks
 // without leading zeros, quoted comments), so a sync compares strings.
@@ -20,18 +28,27 @@ const (
 	ChainPrerouting  = "SLUICE-PREROUTING"
 	ChainForward     = "SLUICE-FORWARD"
 	ChainPostrouting = "SLUICE-POSTROUTING"
+	// ChainFilterForward is in the filter table.
+	ChainFilterForward = "SLUICE-FWD-ACCEPT"
 )
+
+// tables are the iptables tables Sluice writes, in the order it writes them.
+var tables = []string{"mangle", "nat", "filter"}
 
 // Jump is a built-in chain's jump into a Sluice chain.
 type Jump struct {
 	Table, From, To string
+	// Last appends the jump, and leaves it where it is once present
+	// (others may append after it); otherwise it is kept at position 1.
+	Last bool
 }
 
-// Jumps are the jumps Sluice owns, each at position 1 of From.
+// Jumps are the jumps Sluice owns.
 var Jumps = []Jump{
-	{"mangle", "PREROUTING", ChainPrerouting},
-	{"mangle", "FORWARD", ChainForward},
-	{"nat", "POSTROUTING", ChainPostrouting},
+	{"mangle", "PREROUTING", ChainPrerouting, false},
+	{"mangle", "FORWARD", ChainForward, false},
+	{"nat", "POSTROUTING", ChainPostrouting, false},
+	{"filter", "FORWARD", ChainFilterForward, true},
 }
 
 // Chains maps table → chain → rule specs (without "-A <chain>").
@@ -80,6 +97,10 @@ func BuildChains(c Config, d Desired) Chains {
 			ChainForward: {fmt.Sprintf("-o %s -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu", dev)},
 		},
 		"nat": {ChainPostrouting: post},
+		"filter": {ChainFilterForward: {
+			fmt.Sprintf("-i %s -j ACCEPT", dev),
+			fmt.Sprintf("-o %s -j ACCEPT", dev),
+		}},
 	}
 }
 

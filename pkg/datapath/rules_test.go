@@ -142,6 +142,7 @@ func TestBuildChains(t *testing.T) {
 			"-o sluice.vxlan -j ACCEPT",
 			"-o eth0 -m set --match-set " + prod + " src -m set ! --match-set SLUICE-EXCEPT dst -j SNAT --to-source 203.0.113.10",
 		}},
+		"filter": {ChainFilterForward: {"-i sluice.vxlan -j ACCEPT", "-o sluice.vxlan -j ACCEPT"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n%q\nwant\n%q", got, want)
