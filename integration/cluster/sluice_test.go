@@ -79,6 +79,15 @@ func TestSluiceChainAndHelpers(t *testing.T) {
 	if got, err := c.Whoami(ctx, p); err != nil || got != n.IP {
 		t.Errorf("unselected pod left with %s (%v), want node IP %s", got, err, n.IP)
 	}
+	// With its helper up, the runtime-facing front had sluice-helperd run
+	// the ADD: it is in the helper's log, and sluice-full (whose log is the
+	// entry's logFile) never ran.
+	if hl, err := os.ReadFile(n.Paths.HelperLog); err != nil || !strings.Contains(string(hl), "via=helper") {
+		t.Errorf("helper log of node-a has no in-process ADD (%v)", err)
+	}
+	if pl, err := os.ReadFile(filepath.Join(n.Paths.Root, "sluice-cni.log")); err == nil && strings.Contains(string(pl), "attachment added") {
+		t.Errorf("sluice-full ran the ADD although the helper was up:\n%s", pl)
+	}
 
 	// The helper learnt of the Pod (through the plugin or its informer) and
 	// its CLI answers on the Node's own status socket.
