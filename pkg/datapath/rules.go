@@ -20,7 +20,8 @@ import (
 // sets one): an egress Node forwards other Nodes' Pods, which a primary CNI
 // that accepts its own Pods only would leave to the policy. Whatever the
 // primary or the admin decided earlier in FORWARD (a NetworkPolicy DROP)
-// still wins.
+// still wins; so does an explicit trailing REJECT rule, which the README
+// lists as a limit.
 //
 // Rule text is written exactly as `iptables -S` prints it back (hex marks
 // without leading zeros, quoted comments), so a sync compares strings.
