@@ -16,6 +16,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/nstest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 )
 
 func TestMain(m *testing.M) {
@@ -94,6 +95,25 @@ func getEgress(t *testing.T, c *cluster.Cluster, name string) *v1alpha1.Egress {
 		t.Fatalf("get egress %s: %v", name, err)
 	}
 	return eg
+}
+
+// updateEgress changes an Egress's spec, reading it afresh and retrying
+// when the helpers' status writes got in between (409 Conflict).
+func updateEgress(t *testing.T, c *cluster.Cluster, name string, change func(*v1alpha1.Egress)) {
+	t.Helper()
+	egs := c.SluiceClient().SluiceV1alpha1().Egresses()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		eg, err := egs.Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		change(eg)
+		_, err = egs.Update(context.Background(), eg, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("update egress %s: %v", name, err)
+	}
 }
 
 // cli runs `sluice-helperd <args> -o json` on a Node against its helper.

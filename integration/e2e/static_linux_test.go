@@ -121,11 +121,7 @@ func TestStaticEgress(t *testing.T) {
 	})
 
 	t.Run("5 egressIP change and IP moved to another Node are followed", func(t *testing.T) {
-		eg := getEgress(t, c, "egress-staging")
-		eg.Spec.EgressIP = ipProd.String()
-		if _, err := c.SluiceClient().SluiceV1alpha1().Egresses().Update(ctx, eg, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		updateEgress(t, c, "egress-staging", func(eg *v1alpha1.Egress) { eg.Spec.EgressIP = ipProd.String() })
 		expectSource(t, c, stagingC, ipProd, converge)
 		// Move 192.0.2.201 from node-a to node-c: both Egresses follow.
 		delAddr(t, c, "node-a", ipProd)
@@ -142,11 +138,7 @@ func TestStaticEgress(t *testing.T) {
 		// And back, for the scenarios below.
 		delAddr(t, c, "node-c", ipProd)
 		addAddr(t, c, "node-a", ipProd)
-		eg = getEgress(t, c, "egress-staging")
-		eg.Spec.EgressIP = ipStaging.String()
-		if _, err := c.SluiceClient().SluiceV1alpha1().Egresses().Update(ctx, eg, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		updateEgress(t, c, "egress-staging", func(eg *v1alpha1.Egress) { eg.Spec.EgressIP = ipStaging.String() })
 		expectSource(t, c, stagingC, ipStaging, converge)
 		expectSource(t, c, prodC, ipProd, converge)
 	})
