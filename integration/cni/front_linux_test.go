@@ -62,6 +62,30 @@ func TestFrontRunsCallsInHelper(t *testing.T) {
 	}
 }
 
+// TestFrontHelperWithoutSysAdmin: the helper container has NET_ADMIN and
+// NET_RAW, not SYS_ADMIN, so it may not setns into a Pod's netns. ADD,
+// CHECK and DEL must still run in the helper (sluice-full is absent).
+func TestFrontHelperWithoutSysAdmin(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := ctxT(t)
+	e := NewEnv(t, frontOnly(t), "nosys")
+	e.HelperWrap = []string{"setpriv", "--bounding-set=-sys_admin"}
+	e.StartHelper(t)
+	for _, primary := range []Primary{Bridge, PTP} {
+		l := e.Conflist(t, ConflistOpts{CNIVersion: "1.0.0", Primary: primary})
+		p := e.NewPod(t, "ns"+string(primary))
+		if _, err := e.Add(ctx, l, p); err != nil {
+			t.Fatalf("%s ADD with a helper without SYS_ADMIN: %v", primary, err)
+		}
+		if err := e.Check(ctx, l, p); err != nil {
+			t.Fatalf("%s CHECK: %v", primary, err)
+		}
+		if err := e.Del(ctx, l, p); err != nil {
+			t.Fatalf("%s DEL: %v", primary, err)
+		}
+	}
+}
+
 // TestFrontMatchesFullPlugin runs the same invocations through the C front
 // (the helper runs them, or the front falls back) and through sluice-full
 // directly, and wants byte-identical output and the same exit code.

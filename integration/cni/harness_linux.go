@@ -66,6 +66,9 @@ type Env struct {
 	Socket string
 	Spool  string
 	CNI    *libcni.CNIConfig
+	// HelperWrap runs the helper through a command, e.g. setpriv to drop
+	// capabilities as a DaemonSet's securityContext does.
+	HelperWrap []string
 }
 
 // NewEnv makes a node namespace and the directories of one test.
@@ -209,7 +212,8 @@ type Helper struct {
 // it serves. It is stopped at cleanup if the test did not stop it.
 func (e *Env) StartHelper(t testing.TB, extraArgs ...string) *Helper {
 	t.Helper()
-	cmd := e.Node.Cmd(e.Bins.Helper, append([]string{"-socket", e.Socket, "-spool", e.Spool}, extraArgs...)...)
+	argv := append(append(append([]string{}, e.HelperWrap...), e.Bins.Helper, "-socket", e.Socket, "-spool", e.Spool), extraArgs...)
+	cmd := e.Node.Cmd(argv[0], argv[1:]...)
 	logf, err := os.OpenFile(filepath.Join(e.Dir, "helper.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)

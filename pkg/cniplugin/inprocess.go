@@ -57,6 +57,12 @@ func (x *InProcess) Exec(ctx context.Context, req cniproto.ExecRequest) cniproto
 	}
 	var out bytes.Buffer
 	err := x.run(ctx, verb, args, req, &out)
+	if errors.Is(err, ErrNoNetnsAccess) {
+		// Nothing was changed yet (the lookup comes first); the exec'd
+		// plugin runs as root on the Node.
+		x.log().Warn("cannot look into the Pod's netns, falling back to the plugin binary", "err", err)
+		return cniproto.ExecReply{Fallback: true}
+	}
 	if err != nil {
 		// What skel prints for a failed verb.
 		var e *types.Error

@@ -3,6 +3,7 @@ package cniplugin
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -101,6 +102,14 @@ func TestInProcessExec(t *testing.T) {
 			t.Fatalf("reply %+v %s", r, r.Stdout)
 		}
 	})
+	t.Run("no access to the Pod's netns falls back", func(t *testing.T) {
+		h := &slowHandler{}
+		x := &InProcess{Handler: h, Kernel: func(string) Kernel { return &noAccessKernel{} }}
+		r := x.Exec(context.Background(), cniproto.ExecRequest{Env: env("ADD"), Stdin: stdin("1.0.0", extra, true), Netns: podNS})
+		if !r.Fallback || len(h.added) != 0 {
+			t.Fatalf("reply %+v %s, helper got %v", r, r.Stdout, h.added)
+		}
+	})
 	for name, req := range map[string]cniproto.ExecRequest{
 		"VERSION":               {Env: env("VERSION"), Stdin: stdin("1.0.0", extra, true)},
 		"no CNI_PATH":           {Env: env("ADD", "CNI_PATH"), Stdin: stdin("1.0.0", extra, true), Netns: podNS},
@@ -122,4 +131,12 @@ func TestInProcessExec(t *testing.T) {
 			}
 		})
 	}
+}
+
+// noAccessKernel is a helper without CAP_SYS_ADMIN facing a netns it can
+// only read from inside.
+type noAccessKernel struct{ fakeKernel }
+
+func (noAccessKernel) HostPeer(string, string) (HostLink, error) {
+	return HostLink{}, fmt.Errorf("netlink socket in /proc/self/fd/7: %w", ErrNoNetnsAccess)
 }

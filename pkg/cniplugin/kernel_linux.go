@@ -3,9 +3,11 @@ package cniplugin
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -13,15 +15,22 @@ import (
 )
 
 // Netlink is the real Kernel. The plugin runs in the Node's namespace (the
-// caller's); only HostPeer enters the Pod's.
+// caller's); only HostPeer looks into the Pod's.
 type Netlink struct{}
 
-// HostPeer reads the peer ifindex of ifName inside the Pod's netns (the
-// IFLA_LINK of a veth whose peer is in another namespace), then finds that
-// index in the caller's namespace. It asks through a netlink socket opened
-// inside the Pod's netns, so no thread of the caller ever switches
-// namespace (the helper runs this for every ADD; a thread per call costs
-// more than the lookup).
+// ErrNoNetnsAccess means the Pod's netns could only be read by entering
+// it, which needs CAP_SYS_ADMIN; the helper then hands the call to the
+// exec'd plugin.
+var ErrNoNetnsAccess = errors.New("no permission to enter the Pod's netns")
+
+// HostPeer finds the caller-side (Node) peer of the veth ifName inside the
+// Pod's netns. It first asks from here, without entering the netns: the
+// netns's id as seen from here (RTM_GETNSID), then ifName in that netns
+// (RTM_GETLINK with IFLA_TARGET_NETNSID), which CAP_NET_ADMIN allows. Only
+// when the netns has no id here, or the veth does not report its peer, does
+// it open a netlink socket inside the Pod's netns (setns, CAP_SYS_ADMIN).
+// Either way the answer is checked from both ends: the peer here is a veth
+// whose own peer is ifName, in that netns.
 func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	if netnsPath == "" {
 		return HostLink{}, errors.New("no netns")
@@ -31,14 +40,21 @@ func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 		return HostLink{}, fmt.Errorf("open netns %s: %w", netnsPath, err)
 	}
 	defer pod.Close()
-	h, err := netlink.NewHandleAt(pod, unix.NETLINK_ROUTE)
+	nsid, err := netlink.GetNetNsIdByFd(int(pod))
 	if err != nil {
-		return HostLink{}, fmt.Errorf("netlink socket in %s: %w", netnsPath, err)
+		nsid = -1
 	}
-	defer h.Close()
-	l, err := h.LinkByName(ifName)
-	if err != nil {
-		return HostLink{}, fmt.Errorf("find %s: %w", ifName, err)
+	var l netlink.Link
+	if nsid >= 0 {
+		l, err = linkInNsid(ifName, nsid)
+		if err != nil {
+			return HostLink{}, fmt.Errorf("find %s: %w", ifName, err)
+		}
+	}
+	if l == nil || l.Attrs().ParentIndex == 0 {
+		if l, err = linkInside(pod, netnsPath, ifName); err != nil {
+			return HostLink{}, err
+		}
 	}
 	v, ok := l.(*netlink.Veth)
 	if !ok {
@@ -53,20 +69,61 @@ func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 			peer, err = netlink.VethPeerIndex(v)
 			return err
 		})
+		if errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("%w: %w", ErrNoNetnsAccess, err)
+		}
 		if err != nil {
 			return HostLink{}, fmt.Errorf("peer index of %s: %w", ifName, err)
 		}
 	}
-	l, err = netlink.LinkByIndex(peer)
+	h, err := netlink.LinkByIndex(peer)
 	if err != nil {
 		return HostLink{}, fmt.Errorf("peer ifindex %d not in this namespace: %w", peer, err)
 	}
 	// An index is only unique per namespace: if the peer lives elsewhere,
 	// the same number may name an unrelated link here.
-	if _, ok := l.(*netlink.Veth); !ok {
-		return HostLink{}, fmt.Errorf("ifindex %d here is %s (%s), not the pod's veth peer; is the plugin running in the node's namespace?", peer, l.Attrs().Name, l.Type())
+	hv, ok := h.(*netlink.Veth)
+	if !ok {
+		return HostLink{}, fmt.Errorf("ifindex %d here is %s (%s), not the pod's veth peer; is the plugin running in the node's namespace?", peer, h.Attrs().Name, h.Type())
 	}
-	return HostLink{Name: l.Attrs().Name, Index: peer, Alias: l.Attrs().Alias}, nil
+	if nsid >= 0 && (hv.Attrs().NetNsID != nsid || hv.Attrs().ParentIndex != 0 && hv.Attrs().ParentIndex != v.Attrs().Index) {
+		return HostLink{}, fmt.Errorf("veth %s here is not the peer of %s in %s", hv.Attrs().Name, ifName, netnsPath)
+	}
+	return HostLink{Name: hv.Attrs().Name, Index: peer, Alias: hv.Attrs().Alias}, nil
+}
+
+// linkInNsid reads link name in the netns that has id nsid here.
+func linkInNsid(name string, nsid int) (netlink.Link, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil {
+		return nil, err
+	}
+	if len(msgs) != 1 {
+		return nil, fmt.Errorf("%d answers for link %s in netns id %d", len(msgs), name, nsid)
+	}
+	return netlink.LinkDeserialize(nil, msgs[0])
+}
+
+// linkInside reads link name through a netlink socket opened inside the
+// netns (setns on a locked thread, for the socket's creation only).
+func linkInside(pod netns.NsHandle, path, name string) (netlink.Link, error) {
+	h, err := netlink.NewHandleAt(pod, unix.NETLINK_ROUTE)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || strings.Contains(err.Error(), "operation not permitted") {
+			err = fmt.Errorf("%w: %w", ErrNoNetnsAccess, err)
+		}
+		return nil, fmt.Errorf("netlink socket in %s: %w", path, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("find %s: %w", name, err)
+	}
+	return l, nil
 }
 
 // SetAlias sets a link's alias; "" clears it. Only the index goes to the
