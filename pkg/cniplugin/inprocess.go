@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/sluicenet/sluice/pkg/cniproto"
@@ -35,6 +37,9 @@ type InProcess struct {
 	Kernel func(netnsPath string) Kernel
 	// Now defaults to time.Now.
 	Now func() time.Time
+
+	hostOnce sync.Once
+	host     *netlink.Handle // the helper's own namespace, kept open
 }
 
 var inProcessVerbs = map[string]func(*Plugin, *skel.CmdArgs) error{
@@ -99,7 +104,14 @@ func (x *InProcess) run(ctx context.Context, verb func(*Plugin, *skel.CmdArgs) e
 	}
 	kernelFor := x.Kernel
 	if kernelFor == nil {
-		kernelFor = func(p string) Kernel { return netnsAt{path: p} }
+		x.hostOnce.Do(func() {
+			// Opened on whatever thread runs this: all of the helper's
+			// threads are in its own netns (nothing here enters another).
+			if h, err := netlink.NewHandle(unix.NETLINK_ROUTE); err == nil {
+				x.host = h
+			}
+		})
+		kernelFor = func(p string) Kernel { return netnsAt{Netlink: Netlink{H: x.host}, path: p} }
 	}
 	nsPath := ""
 	if req.Netns != nil {
@@ -148,15 +160,18 @@ func skelArgs(cmd string, req cniproto.ExecRequest) (*skel.CmdArgs, string) {
 	if utils.ValidateContainerID(args.ContainerID) != nil || utils.ValidateInterfaceName(args.IfName) != nil {
 		return nil, "invalid container ID or interface name"
 	}
+	// What skel's validateConfig and version.ConfigDecoder read, in one
+	// parse: the name, and cniVersion ("" meaning 0.1.0).
 	var conf struct {
-		Name string `json:"name"`
+		Name       string `json:"name"`
+		CNIVersion string `json:"cniVersion"`
 	}
 	if json.Unmarshal(req.Stdin, &conf) != nil || conf.Name == "" || utils.ValidateNetworkName(conf.Name) != nil {
 		return nil, "configuration skel refuses"
 	}
-	confVersion, err := (&version.ConfigDecoder{}).Decode(req.Stdin)
-	if err != nil {
-		return nil, "cniVersion unreadable"
+	confVersion := conf.CNIVersion
+	if confVersion == "" {
+		confVersion = "0.1.0"
 	}
 	if (&version.Reconciler{}).Check(confVersion, version.All) != nil {
 		return nil, "cniVersion not supported"

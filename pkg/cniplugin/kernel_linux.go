@@ -16,7 +16,18 @@ import (
 
 // Netlink is the real Kernel. The plugin runs in the Node's namespace (the
 // caller's); only HostPeer looks into the Pod's.
-type Netlink struct{}
+type Netlink struct {
+	// H, when set, is a netlink handle of the caller's namespace kept
+	// open across calls (the helper's); nil opens a socket per request.
+	H *netlink.Handle
+}
+
+func (k Netlink) linkByIndex(i int) (netlink.Link, error) {
+	if k.H != nil {
+		return k.H.LinkByIndex(i)
+	}
+	return netlink.LinkByIndex(i)
+}
 
 // ErrNoNetnsAccess means the Pod's netns could only be read by entering
 // it, which needs CAP_SYS_ADMIN; the helper then hands the call to the
@@ -31,7 +42,7 @@ var ErrNoNetnsAccess = errors.New("no permission to enter the Pod's netns")
 // it open a netlink socket inside the Pod's netns (setns, CAP_SYS_ADMIN).
 // Either way the answer is checked from both ends: the peer here is a veth
 // whose own peer is ifName, in that netns.
-func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
+func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	if netnsPath == "" {
 		return HostLink{}, errors.New("no netns")
 	}
@@ -40,7 +51,12 @@ func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 		return HostLink{}, fmt.Errorf("open netns %s: %w", netnsPath, err)
 	}
 	defer pod.Close()
-	nsid, err := netlink.GetNetNsIdByFd(int(pod))
+	var nsid int
+	if k.H != nil {
+		nsid, err = k.H.GetNetNsIdByFd(int(pod))
+	} else {
+		nsid, err = netlink.GetNetNsIdByFd(int(pod))
+	}
 	if err != nil {
 		nsid = -1
 	}
@@ -76,7 +92,7 @@ func (Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 			return HostLink{}, fmt.Errorf("peer index of %s: %w", ifName, err)
 		}
 	}
-	h, err := netlink.LinkByIndex(peer)
+	h, err := k.linkByIndex(peer)
 	if err != nil {
 		return HostLink{}, fmt.Errorf("peer ifindex %d not in this namespace: %w", peer, err)
 	}
@@ -128,9 +144,13 @@ func linkInside(pod netns.NsHandle, path, name string) (netlink.Link, error) {
 
 // SetAlias sets a link's alias; "" clears it. Only the index goes to the
 // kernel, so there is no lookup first.
-func (Netlink) SetAlias(index int, alias string) error {
+func (k Netlink) SetAlias(index int, alias string) error {
 	l := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
-	if err := netlink.LinkSetAlias(l, alias); err != nil {
+	set := netlink.LinkSetAlias
+	if k.H != nil {
+		set = k.H.LinkSetAlias
+	}
+	if err := set(l, alias); err != nil {
 		return fmt.Errorf("set alias on ifindex %d: %w", index, err)
 	}
 	return nil

@@ -49,7 +49,6 @@
 #define REPLY_FALLBACK 1
 /* The helper bounds ADD by the configured timeout (at most 30 s). */
 #define REPLY_TIMEOUT_S 40
-#define MAX_STDIN (16 * 1024 * 1024)
 
 static const char *const forwarded_env[] = {
 	"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS",        "CNI_IFNAME",
@@ -57,9 +56,12 @@ static const char *const forwarded_env[] = {
 	NULL,
 };
 
-static char *stdin_buf;
+/* stdin, as far as it fits in one frame; a larger config falls back. No
+ * malloc: every page touched costs a fault, and faults are slow in VMs. */
+static char stdin_buf[MAX_MESSAGE];
 static size_t stdin_len;
-static int stdin_eof; /* stdin_buf holds all of stdin */
+static int stdin_read; /* read_stdin ran: fd 0 is partly consumed */
+static int stdin_eof;  /* stdin_buf holds all of stdin */
 
 static void die_cni(const char *msg, const char *details)
 {
@@ -83,7 +85,7 @@ static void fallback(void)
 	*slash = 0;
 	snprintf(full, sizeof(full), "%s/%s", self, FULL_NAME);
 
-	if (stdin_buf) {
+	if (stdin_read) {
 		/* stdin was consumed: hand the same bytes over in a memfd. */
 		int fd = memfd_create("sluice-stdin", MFD_CLOEXEC);
 		if (fd < 0)
@@ -123,23 +125,13 @@ static void fallback(void)
 	die_cni("sluice: helper unreachable and " FULL_NAME " cannot be run", strerror(errno));
 }
 
+/* read_stdin reads stdin into stdin_buf; -1 when it does not fit (or
+ * fails), and the caller falls back with what was read plus the rest. */
 static int read_stdin(void)
 {
-	size_t cap = 8192;
-	stdin_buf = malloc(cap);
-	if (!stdin_buf)
-		return -1;
-	for (;;) {
-		if (stdin_len == cap) {
-			if (cap >= MAX_STDIN)
-				return -1;
-			cap *= 2;
-			char *p = realloc(stdin_buf, cap);
-			if (!p)
-				return -1;
-			stdin_buf = p;
-		}
-		ssize_t n = read(0, stdin_buf + stdin_len, cap - stdin_len);
+	stdin_read = 1;
+	while (stdin_len < sizeof(stdin_buf)) {
+		ssize_t n = read(0, stdin_buf + stdin_len, sizeof(stdin_buf) - stdin_len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -150,6 +142,7 @@ static int read_stdin(void)
 		}
 		stdin_len += (size_t)n;
 	}
+	return -1;
 }
 
 /* --- A JSON skipper, just enough to find the top-level "socket" string. --- */
