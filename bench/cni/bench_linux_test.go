@@ -109,6 +109,7 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	b.ReportMetric(r.DelOverheadMed, "del-overhead-median-ms")
 	b.ReportMetric(r.AddCPUWith.Median-r.AddCPUWithout.Median, "add-cpu-overhead-median-ms")
 	b.ReportMetric(r.BareExec.Median, "go-plugin-bare-exec-median-ms")
+	b.ReportMetric(r.AddPairedMedian, "add-overhead-paired-median-ms")
 	out, _ := json.MarshalIndent(r, "", "  ")
 	b.Logf("%s", out)
 	if os.Getenv("SLUICE_BENCH_RECORD") != "" {

@@ -60,6 +60,10 @@ type Results struct {
 	// machine, which the C front avoids unless it falls back.
 	BareExec        Summary `json:"go_plugin_bare_exec"`
 	BareExecCPU     Summary `json:"go_plugin_bare_exec_cpu"`
+	// AddPairedMedian is the median of (with − without) over the runs,
+	// pairing the two ADDs of one iteration (run back to back): context
+	// for the headline, much less swayed by slow drifts of the machine.
+	AddPairedMedian float64 `json:"cni_add_overhead_paired_median_ms"`
 	TargetMedianMax float64 `json:"target_add_overhead_median_ms"`
 	TargetP99Max    float64 `json:"target_add_overhead_p99_ms"`
 }
@@ -76,6 +80,13 @@ func Compare(addWithout, addWith, delWithout, delWith []time.Duration) Results {
 	r.AddOverheadP99 = round(r.AddWith.P99 - r.AddWithout.P99)
 	r.DelOverheadMed = round(r.DelWith.Median - r.DelWithout.Median)
 	r.DelOverheadP99 = round(r.DelWith.P99 - r.DelWithout.P99)
+	if len(addWith) == len(addWithout) && len(addWith) > 0 {
+		diffs := make([]time.Duration, len(addWith))
+		for i := range addWith {
+			diffs[i] = addWith[i] - addWithout[i]
+		}
+		r.AddPairedMedian = Summarize(diffs).Median
+	}
 	if r.AddWithout.Median > 0 {
 		r.AddRatioMedian = round(r.AddWith.Median / r.AddWithout.Median)
 	}

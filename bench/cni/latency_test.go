@@ -32,6 +32,12 @@ func TestSummarize(t *testing.T) {
 	if r.AddOverheadMed != 2 || r.AddOverheadP99 != 3 || r.DelOverheadMed != 1 || r.AddRatioMedian != 1.2 {
 		t.Errorf("Compare = %+v", r)
 	}
+	// Paired: a slow stretch of the machine hits both ADDs of an
+	// iteration, so it cancels in each difference.
+	r = Compare(ms(10, 10, 50, 50, 50), ms(11, 11, 51, 51, 51), nil, nil)
+	if r.AddPairedMedian != 1 {
+		t.Errorf("paired median %v, want 1", r.AddPairedMedian)
+	}
 }
 
 func TestFiguresCarryTargets(t *testing.T) {
