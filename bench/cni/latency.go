@@ -58,8 +58,8 @@ type Results struct {
 	// A bare exec of the Go plugin, sluice-full (VERSION), measured
 	// alongside: what any exec'd Go plugin costs just to start on this
 	// machine, which the C front avoids unless it falls back.
-	BareExec        Summary `json:"go_plugin_bare_exec"`
-	BareExecCPU     Summary `json:"go_plugin_bare_exec_cpu"`
+	BareExec    Summary `json:"go_plugin_bare_exec"`
+	BareExecCPU Summary `json:"go_plugin_bare_exec_cpu"`
 	// AddPairedMedian is the median of (with − without) over the runs,
 	// pairing the two ADDs of one iteration (run back to back): context
 	// for the headline, much less swayed by slow drifts of the machine.
