@@ -17,6 +17,8 @@ import (
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/sluicenet/sluice/pkg/cniproto"
@@ -39,7 +41,7 @@ type InProcess struct {
 	Now func() time.Time
 
 	hostOnce sync.Once
-	host     *netlink.Handle // the helper's own namespace, kept open
+	host     Netlink // with netlink sockets of the helper's own netns, kept open
 }
 
 var inProcessVerbs = map[string]func(*Plugin, *skel.CmdArgs) error{
@@ -108,10 +110,13 @@ func (x *InProcess) run(ctx context.Context, verb func(*Plugin, *skel.CmdArgs) e
 			// Opened on whatever thread runs this: all of the helper's
 			// threads are in its own netns (nothing here enters another).
 			if h, err := netlink.NewHandle(unix.NETLINK_ROUTE); err == nil {
-				x.host = h
+				x.host.H = h
+			}
+			if s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE); err == nil {
+				x.host.S = &nl.SocketHandle{Socket: s}
 			}
 		})
-		kernelFor = func(p string) Kernel { return netnsAt{Netlink: Netlink{H: x.host}, path: p} }
+		kernelFor = func(p string) Kernel { return netnsAt{Netlink: x.host, path: p} }
 	}
 	nsPath := ""
 	if req.Netns != nil {

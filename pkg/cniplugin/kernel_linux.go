@@ -20,6 +20,9 @@ type Netlink struct {
 	// H, when set, is a netlink handle of the caller's namespace kept
 	// open across calls (the helper's); nil opens a socket per request.
 	H *netlink.Handle
+	// S is a route netlink socket of the caller's namespace kept open for
+	// the requests netlink.Handle has no method for; nil opens one each.
+	S *nl.SocketHandle
 }
 
 func (k Netlink) linkByIndex(i int) (netlink.Link, error) {
@@ -62,7 +65,7 @@ func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	}
 	var l netlink.Link
 	if nsid >= 0 {
-		l, err = linkInNsid(ifName, nsid)
+		l, err = linkInNsid(k.S, ifName, nsid)
 		if err != nil {
 			return HostLink{}, fmt.Errorf("find %s: %w", ifName, err)
 		}
@@ -108,9 +111,13 @@ func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	return HostLink{Name: hv.Attrs().Name, Index: peer, Alias: hv.Attrs().Alias}, nil
 }
 
-// linkInNsid reads link name in the netns that has id nsid here.
-func linkInNsid(name string, nsid int) (netlink.Link, error) {
+// linkInNsid reads link name in the netns that has id nsid here, through
+// s when not nil.
+func linkInNsid(s *nl.SocketHandle, name string, nsid int) (netlink.Link, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	if s != nil {
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: s}
+	}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))

@@ -262,20 +262,6 @@ dflt:
 	return 1;
 }
 
-static int read_full(int fd, char *buf, size_t n)
-{
-	size_t off = 0;
-	while (off < n) {
-		ssize_t r = read(fd, buf + off, n - off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		off += (size_t)r;
-	}
-	return 0;
-}
-
 int main(void)
 {
 	const char *cmd = getenv("CNI_COMMAND");
@@ -332,9 +318,6 @@ int main(void)
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0)
 		fallback();
-	struct timeval tv = {.tv_sec = REPLY_TIMEOUT_S};
-	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 
 	struct iovec iov = {.iov_base = frame, .iov_len = n};
 	union {
@@ -364,14 +347,33 @@ int main(void)
 			fallback();
 	}
 
-	/* The reply: length, magic, status, exit code, stdout bytes. */
-	unsigned char hdr[4];
-	if (read_full(s, (char *)hdr, 4) != 0)
-		fallback();
-	uint32_t rl = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-	if (rl < EXEC_MAGIC_LEN + 2 || rl > MAX_MESSAGE)
-		fallback();
-	if (read_full(s, frame, rl) != 0 || memcmp(frame, EXEC_MAGIC, EXEC_MAGIC_LEN) != 0)
+	/* Sent (a Unix socket never blocks on one small frame); only the wait
+	 * for the reply is bounded. */
+	struct timeval tv = {.tv_sec = REPLY_TIMEOUT_S};
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+
+	/* The reply: length, magic, status, exit code, stdout bytes. Usually
+	 * one read returns all of it. */
+	size_t got = 0;
+	uint32_t rl = 0;
+	for (;;) {
+		ssize_t r = read(s, frame + got, sizeof(frame) - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			fallback();
+		got += (size_t)r;
+		if (got < 4)
+			continue;
+		unsigned char *h = (unsigned char *)frame;
+		rl = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+		if (rl < EXEC_MAGIC_LEN + 2 || rl > MAX_MESSAGE)
+			fallback();
+		if (got >= 4 + (size_t)rl)
+			break;
+	}
+	memmove(frame, frame + 4, rl);
+	if (memcmp(frame, EXEC_MAGIC, EXEC_MAGIC_LEN) != 0)
 		fallback();
 	if (frame[EXEC_MAGIC_LEN] != REPLY_DONE)
 		fallback();
