@@ -28,12 +28,12 @@ func TestMain(m *testing.M) {
 //
 //	go test ./bench/cni -run '^$' -bench CNIAddDel -benchtime 1x
 //
-// SLUICE_BENCH_RUNS sets the runs per variant (default 100);
+// SLUICE_BENCH_RUNS sets the runs per variant (default 200);
 // SLUICE_BENCH_OUT names a JSON file for all the figures;
 // SLUICE_BENCH_RECORD=1 merges the headline ones into bench/results.json.
 func BenchmarkCNIAddDel(b *testing.B) {
 	nstest.RequireRoot(b)
-	runs := 100
+	runs := 200
 	if s := os.Getenv("SLUICE_BENCH_RUNS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 10000 {
