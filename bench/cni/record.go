@@ -27,5 +27,6 @@ func Figures(r Results) []bench.Figure {
 		fig("cni_del_overhead_median_ms", r.DelOverheadMed, ""),
 		fig("cni_go_plugin_bare_exec_median_ms", r.BareExec.Median, ""),
 		fig("cni_add_overhead_paired_median_ms", r.AddPairedMedian, ""),
+		{Name: "cni_add_ratio_median", Value: r.AddRatioMedian, Unit: "ratio", Command: Command, Note: note},
 	}
 }
