@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,14 +32,7 @@ func TestMain(m *testing.M) {
 // SLUICE_BENCH_RECORD=1 merges the headline ones into bench/results.json.
 func BenchmarkCNIAddDel(b *testing.B) {
 	nstest.RequireRoot(b)
-	runs := 200
-	if s := os.Getenv("SLUICE_BENCH_RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 10000 {
-			b.Fatalf("SLUICE_BENCH_RUNS=%q", s)
-		}
-		runs = n
-	}
+	runs := bench.EnvInt(b, "SLUICE_BENCH_RUNS", 200, 1, 10000)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	bins, err := cnitest.BuildBins(ctx, b.TempDir())
@@ -112,11 +104,7 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	b.ReportMetric(r.AddPairedMedian, "add-overhead-paired-median-ms")
 	out, _ := json.MarshalIndent(r, "", "  ")
 	b.Logf("%s", out)
-	if os.Getenv("SLUICE_BENCH_RECORD") != "" {
-		if err := bench.Record(Figures(r)...); err != nil {
-			b.Fatal(err)
-		}
-	}
+	bench.RecordIfAsked(b, Figures(r)...)
 	if path := os.Getenv("SLUICE_BENCH_OUT"); path != "" {
 		if err := os.WriteFile(path, append(out, '\n'), 0o644); err != nil {
 			b.Fatal(err)

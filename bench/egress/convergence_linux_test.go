@@ -32,8 +32,8 @@ const attemptTimeout = 300 * time.Millisecond
 //
 //	SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestConvergence -timeout 30m ./bench/egress/
 func TestConvergence(t *testing.T) {
-	requireBench(t)
-	trials := envInt(t, "SLUICE_BENCH_TRIALS", 20, 1, 500)
+	bench.Require(t)
+	trials := bench.EnvInt(t, "SLUICE_BENCH_TRIALS", 20, 1, 500)
 	ctx := context.Background()
 	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true, Masquerade: cluster.MasqueradeNode, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
 	dumpOnFailure(t, c)
@@ -114,7 +114,7 @@ func TestConvergence(t *testing.T) {
 	t.Logf("create ms: %s", fmtMs(creates))
 	t.Logf("relabel ms: %s", fmtMs(relabels))
 	cmd := "SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestConvergence -timeout 30m ./bench/egress/"
-	record(t,
+	bench.Report(t,
 		bench.Figure{Name: "convergence_p99_ms", Value: p99, Unit: "ms", Target: "<= 500", Command: cmd, Note: note},
 		bench.Figure{Name: "convergence_median_ms", Value: med, Unit: "ms", Command: cmd, Note: "Context for convergence_p99_ms, same run. " + note},
 	)

@@ -4,13 +4,11 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/sluicenet/sluice/bench"
 	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/nstest"
@@ -21,55 +19,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requireBench skips unless SLUICE_BENCH=1 and we are root.
-func requireBench(t *testing.T) {
-	t.Helper()
-	if os.Getenv("SLUICE_BENCH") != "1" {
-		t.Skip("benchmark: set SLUICE_BENCH=1")
-	}
-	nstest.RequireRoot(t)
-}
-
-// envInt is the integer in env name, or def; bounded to [lo, hi].
-func envInt(t *testing.T, name string, def, lo, hi int) int {
-	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		t.Fatalf("%s=%q: want an integer in %d..%d", name, s, lo, hi)
-	}
-	return n
-}
-
-// record merges figs into bench/results.json when SLUICE_BENCH_RECORD=1.
-func record(t *testing.T, figs ...bench.Figure) {
-	t.Helper()
-	for _, f := range figs {
-		t.Logf("%s = %.3f %s (target %q): %s", f.Name, f.Value, f.Unit, f.Target, f.Note)
-	}
-	if os.Getenv("SLUICE_BENCH_RECORD") != "1" {
-		return
-	}
-	if err := bench.Record(figs...); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // startHelpers starts the helper on every Node and waits for its sockets.
 func startHelpers(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
-	for _, n := range c.Nodes {
-		if err := c.StartHelper(n.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range c.Nodes {
-		if err := c.WaitHelper(context.Background(), n.Name, 60*time.Second); err != nil {
-			t.Fatal(err)
-		}
+	if err := c.StartHelpers(context.Background(), 60*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -50,8 +50,8 @@ func fakeNodeIP(j int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, by
 //
 //	SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestScale -timeout 30m ./bench/egress/
 func TestScale(t *testing.T) {
-	requireBench(t)
-	changes := envInt(t, "SLUICE_BENCH_CHANGES", 10, 1, 100)
+	bench.Require(t)
+	changes := bench.EnvInt(t, "SLUICE_BENCH_CHANGES", 10, 1, 100)
 	ctx := context.Background()
 	c := cluster.New(t, cluster.Options{Nodes: 1, Sluice: true, Masquerade: cluster.MasqueradeNode, KeepDir: os.Getenv("SLUICE_KEEP") != "",
 		// Diagnosis: SLUICE_BENCH_HELPER tries another helper build.
@@ -213,7 +213,7 @@ func TestScale(t *testing.T) {
 		"Egresses over 500 egress IPs, all held on node-a, the one real Node running the helper; 2 shared, busy cores.",
 		scalePods, scaleFakeNodes, scaleEgresses)
 	changeMed := bench.Median(append([]float64{}, changeMs...))
-	record(t,
+	bench.Report(t,
 		bench.Figure{Name: "scale_converge_s", Value: converged.Seconds(), Unit: "s", Target: "<= 5", Command: cmd,
 			Note: fmt.Sprintf("Helper start (all objects already in the API) until the SLUICE-EG-* ipsets hold all %d members (%.2f s), "+
 				"table 9999 holds a return route per remote Pod (%.2f s) and SLUICE-POSTROUTING one SNAT rule per Egress (%.2f s), "+

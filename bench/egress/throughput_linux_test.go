@@ -25,9 +25,9 @@ const iperfPort = "5201"
 //
 //	SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestThroughput -timeout 30m ./bench/egress/
 func TestThroughput(t *testing.T) {
-	requireBench(t)
-	rounds := envInt(t, "SLUICE_BENCH_ROUNDS", 5, 1, 50)
-	secs := envInt(t, "SLUICE_BENCH_SECONDS", 5, 1, 60)
+	bench.Require(t)
+	rounds := bench.EnvInt(t, "SLUICE_BENCH_ROUNDS", 5, 1, 50)
+	secs := bench.EnvInt(t, "SLUICE_BENCH_SECONDS", 5, 1, 60)
 	ctx := context.Background()
 	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true, Masquerade: cluster.MasqueradeNode})
 	dumpOnFailure(t, c)
@@ -91,7 +91,7 @@ func TestThroughput(t *testing.T) {
 	note := fmt.Sprintf("iperf3 TCP, %d interleaved rounds of %d s: Pod on node-c through its egress IP on node-a "+
 		"(VXLAN, MSS clamp, SNAT) vs node-c straight to the external server, same run; ratio of medians "+
 		"(%.2f / %.2f Gbit/s). veth/bridge in namespaces on 2 shared, busy cores.", rounds, secs, podMed, nodeMed)
-	record(t,
+	bench.Report(t,
 		bench.Figure{Name: "throughput_ratio", Value: ratio, Unit: "ratio", Target: ">= 0.8", Command: cmd, Note: note},
 		bench.Figure{Name: "throughput_pod_gbps", Value: podMed, Unit: "Gbit/s", Command: cmd, Note: "Context for throughput_ratio. " + note},
 		bench.Figure{Name: "throughput_node_gbps", Value: nodeMed, Unit: "Gbit/s", Command: cmd, Note: "Context for throughput_ratio. " + note},

@@ -52,8 +52,8 @@ func failureKinds(c *cluster.Cluster) []failureKind {
 // (default 20) of each failure kind, interleaved round by round so machine
 // noise hits every kind alike.
 func TestFailover(t *testing.T) {
-	requireBench(t)
-	trials := envInt(t, "SLUICE_BENCH_TRIALS", 20, 1, 200)
+	bench.Require(t)
+	trials := bench.EnvInt(t, "SLUICE_BENCH_TRIALS", 20, 1, 200)
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Minute)
 	defer cancel()
 	c := startCluster(t)
@@ -84,19 +84,13 @@ func TestFailover(t *testing.T) {
 		}
 	}
 	figs := FailoverFigures(results, probeNote)
-	for _, f := range figs {
-		t.Logf("%-40s %8.3f %s %s", f.Name, f.Value, f.Unit, f.Target)
-	}
+	bench.Log(t, figs...)
 	for _, tr := range results {
 		if !tr.Recovered {
 			t.Fatalf("a %s trial never saw the egress IP again within %s: the benchmark is broken, nothing recorded", tr.Kind, trialWindow)
 		}
 	}
-	if recording() {
-		if err := bench.Record(figs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bench.RecordIfAsked(t, figs...)
 }
 
 // runTrial settles the cluster, probes from a Pod off the owner, fails the

@@ -34,47 +34,6 @@ const (
 
 var web = map[string]string{"app": "web"}
 
-// requireBench skips unless SLUICE_BENCH=1 (so `make test` only compiles
-// the benchmarks) and unless root.
-func requireBench(t *testing.T) {
-	t.Helper()
-	if os.Getenv("SLUICE_BENCH") != "1" {
-		t.Skip("benchmark: set SLUICE_BENCH=1 to run")
-	}
-	nstest.RequireRoot(t)
-}
-
-// recording says whether figures go into bench/results.json.
-func recording() bool { return os.Getenv("SLUICE_BENCH_RECORD") == "1" }
-
-// envInt reads a bounded integer setting.
-func envInt(t *testing.T, key string, def, lo, hi int) int {
-	t.Helper()
-	s := os.Getenv(key)
-	if s == "" {
-		return def
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		t.Fatalf("%s=%q: want an integer in %d..%d", key, s, lo, hi)
-	}
-	return n
-}
-
-// envDuration reads a bounded duration setting.
-func envDuration(t *testing.T, key string, def, lo, hi time.Duration) time.Duration {
-	t.Helper()
-	s := os.Getenv(key)
-	if s == "" {
-		return def
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < lo || d > hi {
-		t.Fatalf("%s=%q: want a duration in %s..%s", key, s, lo, hi)
-	}
-	return d
-}
-
 func pooledEgress(name, ns string) *v1alpha1.Egress {
 	return &v1alpha1.Egress{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.EgressSpec{
 		ExternalIPPool: poolName, AppliedTo: v1alpha1.AppliedTo{
@@ -87,15 +46,8 @@ func startCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
 	ctx := context.Background()
 	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true})
-	for _, n := range c.Nodes {
-		if err := c.StartHelper(n.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range c.Nodes {
-		if err := c.WaitHelper(ctx, n.Name, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
+	if err := c.StartHelpers(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	pool := &v1alpha1.ExternalIPPool{ObjectMeta: metav1.ObjectMeta{Name: poolName},
 		Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{Start: poolStart, End: poolEnd}}}}

@@ -29,8 +29,8 @@ const (
 // loss on every Node's uplink, all Nodes alive; any Egress moving, or any
 // change of who holds an egress IP, is a false failover.
 func TestSoak(t *testing.T) {
-	requireBench(t)
-	dur := envDuration(t, "SLUICE_BENCH_SOAK", 10*time.Minute, 10*time.Second, 2*time.Hour)
+	bench.Require(t)
+	dur := bench.EnvDuration(t, "SLUICE_BENCH_SOAK", 10*time.Minute, 10*time.Second, 2*time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), dur+15*time.Minute)
 	defer cancel()
 	c := startCluster(t)
@@ -143,17 +143,11 @@ func TestSoak(t *testing.T) {
 	figs := SoakFigures(r)
 	t.Logf("soak %s: status changes %d (watch %d, polls %d), holder changes %d, %d samples, probes ok %d failed %d",
 		wall.Round(time.Second), r.StatusChanges, watched, pollStatus, r.HolderChanges, r.Samples, r.ProbeOK, r.ProbeFailed)
-	for _, f := range figs {
-		t.Logf("%-28s %8.3f %s %s", f.Name, f.Value, f.Unit, f.Target)
-	}
+	bench.Log(t, figs...)
 	if r.HelperRestarts > 0 || t.Failed() {
 		t.Fatal("soak broken: nothing recorded")
 	}
-	if recording() {
-		if err := bench.Record(figs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bench.RecordIfAsked(t, figs...)
 }
 
 // soakProbe asks the external server, once a second from every soak Pod,

@@ -3,97 +3,8 @@ package api_test
 import (
 	"strings"
 	"testing"
-)
 
-// The seed's three examples (egress-api-seed.txt), with only apiVersion
-// changed from crd.antrea.io/v1alpha2 to sluice.dev/v1alpha1. The seed
-// writes its ExternalIPPools as YAML list items ("- apiVersion: ..."), which
-// kubectl cannot apply on their own; they are wrapped in a `kind: List`
-// here, items unchanged. The 10.10.x addresses are the seed's: these are
-// API objects only, never put on any interface.
-const (
-	// "A typical ExternalIPPool resource example": a start/end range and a cidr.
-	seedTypicalPool = `apiVersion: v1
-kind: List
-items:
-- apiVersion: sluice.dev/v1alpha1
-  kind: ExternalIPPool
-  metadata:
-    name: prod-external-ip-pool
-  spec:
-    ipRanges:
-    - start: 10.10.0.2
-      end: 10.10.0.10
-    - cidr: 10.10.1.0/28
-    nodeSelector:
-      matchLabels:
-        network-role: egress-gateway
-`
-	// "Configuring High-Availability Egress": the pool and the two Egresses.
-	seedHAPool = `apiVersion: v1
-kind: List
-items:
-- apiVersion: sluice.dev/v1alpha1
-  kind: ExternalIPPool
-  metadata:
-    name: external-ip-pool
-  spec:
-    ipRanges:
-    - start: 10.10.0.11  # 10.10.0.11-10.10.0.20 can be used as Egress IPs
-      end: 10.10.0.20
-    nodeSelector: {}     # All Nodes can be Egress Nodes
-`
-	seedHAPair = `apiVersion: sluice.dev/v1alpha1
-kind: Egress
-metadata:
-  name: egress-prod-web
-spec:
-  appliedTo:
-    namespaceSelector:
-      matchLabels:
-        kubernetes.io/metadata.name: prod
-    podSelector:
-      matchLabels:
-        app: web
-  externalIPPool: external-ip-pool
----
-apiVersion: sluice.dev/v1alpha1
-kind: Egress
-metadata:
-  name: egress-staging-web
-spec:
-  appliedTo:
-    namespaceSelector:
-      matchLabels:
-        kubernetes.io/metadata.name: staging
-    podSelector:
-      matchLabels:
-        app: web
-  externalIPPool: external-ip-pool
-`
-	// "Configuring static Egress".
-	seedStaticPair = `apiVersion: sluice.dev/v1alpha1
-kind: Egress
-metadata:
-  name: egress-prod
-spec:
-  appliedTo:
-    namespaceSelector:
-      matchLabels:
-        kubernetes.io/metadata.name: prod
-  egressIP: 10.10.0.104   # node-4's IP
----
-apiVersion: sluice.dev/v1alpha1
-kind: Egress
-metadata:
-  name: egress-staging
-spec:
-  appliedTo:
-    namespaceSelector:
-      matchLabels:
-        kubernetes.io/metadata.name: staging
-  egressIP: 10.10.0.105   # node-5's IP
-`
+	"github.com/sluicenet/sluice/integration/seed"
 )
 
 func TestSeedExamplesAccepted(t *testing.T) {
@@ -104,15 +15,15 @@ func TestSeedExamplesAccepted(t *testing.T) {
 		created []string // kubectl's "<kind>/<name> created" lines
 		check   [][2]string
 	}{
-		{"typical pool", seedTypicalPool,
+		{"typical pool", seed.TypicalPool,
 			[]string{"externalippool.sluice.dev/prod-external-ip-pool created"},
 			[][2]string{{"eip/prod-external-ip-pool", "{.spec.ipRanges[0].start}-{.spec.ipRanges[0].end},{.spec.ipRanges[1].cidr}"}}},
-		{"HA pool", seedHAPool,
+		{"HA pool", seed.HAPool,
 			[]string{"externalippool.sluice.dev/external-ip-pool created"}, nil},
-		{"HA pair", seedHAPair,
+		{"HA pair", seed.HAPair,
 			[]string{"egress.sluice.dev/egress-prod-web created", "egress.sluice.dev/egress-staging-web created"},
 			[][2]string{{"egress/egress-staging-web", "{.spec.externalIPPool}"}}},
-		{"static pair", seedStaticPair,
+		{"static pair", seed.StaticPair,
 			[]string{"egress.sluice.dev/egress-prod created", "egress.sluice.dev/egress-staging created"},
 			[][2]string{{"egress/egress-prod", "{.spec.egressIP}"}}},
 	}

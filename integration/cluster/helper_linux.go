@@ -67,6 +67,22 @@ func (c *Cluster) StartHelper(node string, extraArgs ...string) error {
 	return nil
 }
 
+// StartHelpers starts the helper on every Node, then waits (WaitHelper,
+// each bounded at limit) until all of them serve.
+func (c *Cluster) StartHelpers(ctx context.Context, limit time.Duration) error {
+	for _, n := range c.Nodes {
+		if err := c.StartHelper(n.Name); err != nil {
+			return err
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := c.WaitHelper(ctx, n.Name, limit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // WaitHelper waits until the Node's helper serves its CNI and status
 // sockets, or fails early when the helper exits. It bounds the wait at
 // limit.

@@ -191,11 +191,10 @@ func podToPod(ctx context.Context, a, b *cluster.Pod, port int) (string, error) 
 
 func startHelpers(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
-	for _, n := range c.Nodes {
-		if err := c.StartHelper(n.Name); err != nil {
-			t.Fatal(err)
-		}
+	if err := c.StartHelpers(context.Background(), 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
+	// Serving its sockets is not yet answering on them.
 	for _, n := range c.Nodes {
 		eventually(t, 30*time.Second, "helper on "+n.Name+" answers", func() error {
 			_, err := n.Exec(context.Background(), c.Opts.HelperBinary, "egresses", "--status-socket="+n.Paths.StatusSock)

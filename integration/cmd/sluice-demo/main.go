@@ -21,79 +21,20 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/integration/cluster"
+	"github.com/sluicenet/sluice/integration/seed"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// The seed's examples, with apiVersion sluice.dev/v1alpha1. Their addresses
-// are mapped into the documentation range, because this demo may only use
-// 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24: the pool 10.10.0.11-20
-// becomes 192.0.2.211-220, and the static IPs "node-4's IP" and "node-5's
-// IP" become node-a's and node-b's. Nothing else is changed.
-const (
-	seedHA = `apiVersion: v1
-kind: List
-items:
-- apiVersion: sluice.dev/v1alpha1
-  kind: ExternalIPPool
-  metadata:
-    name: external-ip-pool
-  spec:
-    ipRanges:
-    - start: 192.0.2.211  # 10.10.0.11-10.10.0.20 can be used as Egress IPs
-      end: 192.0.2.220
-    nodeSelector: {}     # All Nodes can be Egress Nodes
----
-apiVersion: sluice.dev/v1alpha1
-kind: Egress
-metadata:
-  name: egress-prod-web
-spec:
-  appliedTo:
-    namespaceSelector:
-      matchLabels:
-        kubernetes.io/metadata.name: prod
-    podSelector:
-      matchLabels:
-        app: web
-  externalIPPool: external-ip-pool
----
-apiVersion: sluice.dev/v1alpha1
-kind: Egress
-metadata:
-  name: egress-staging-web
-spec:
-  appliedTo:
-    namespaceSelector:
-      matchLabels:
-        kubernetes.io/metadata.name: staging
-    podSelector:
-      matchLabels:
-        app: web
-  externalIPPool: external-ip-pool
-`
-	seedStatic = `apiVersion: sluice.dev/v1alpha1
-kind: Egress
-metadata:
-  name: egress-prod
-spec:
-  appliedTo:
-    namespaceSelector:
-      matchLabels:
-        kubernetes.io/metadata.name: prod
-  egressIP: %s   # node-a's IP
----
-apiVersion: sluice.dev/v1alpha1
-kind: Egress
-metadata:
-  name: egress-staging
-spec:
-  appliedTo:
-    namespaceSelector:
-      matchLabels:
-        kubernetes.io/metadata.name: staging
-  egressIP: %s   # node-b's IP
-`
-)
+// The seed's examples (integration/seed), their addresses mapped into the
+// documentation range, because this demo may only use 192.0.2.0/24,
+// 198.51.100.0/24 and 203.0.113.0/24: the pool 10.10.0.11-20 becomes
+// 192.0.2.211-220, and the static IPs of "node-4" and "node-5" become
+// node-a's and node-b's. Nothing else is changed.
+var demoPool = strings.NewReplacer("10.10.0.11", "192.0.2.211", "10.10.0.20", "192.0.2.220")
+
+func seedStatic(nodeA, nodeB string) string {
+	return strings.NewReplacer("10.10.0.104", nodeA, "node-4", "node-a", "10.10.0.105", nodeB, "node-5", "node-b").Replace(seed.StaticPair)
+}
 
 type demo struct {
 	out    io.Writer
@@ -148,15 +89,8 @@ func (d *demo) run(ctx context.Context) error {
 	d.say("ready in %s: %s", c.Started.Round(100*time.Millisecond), nodeList(c))
 
 	d.step("Installing Sluice: sluice-helperd on every Node (the plugin is already in each Node's conflist)")
-	for _, n := range c.Nodes {
-		if err := c.StartHelper(n.Name); err != nil {
-			return err
-		}
-	}
-	for _, n := range c.Nodes {
-		if err := c.WaitHelper(ctx, n.Name, 30*time.Second); err != nil {
-			return err
-		}
+	if err := c.StartHelpers(ctx, 30*time.Second); err != nil {
+		return err
 	}
 	d.say("3 helpers up, gossiping")
 
@@ -183,13 +117,13 @@ func (d *demo) run(ctx context.Context) error {
 	d.say("%d Pods", len(pods))
 
 	d.step("Applying the seed's examples with kubectl (apiVersion sluice.dev/v1alpha1; addresses in 192.0.2.0/24)")
-	if out, err := c.KubectlInput(seedHA, "apply", "-f", "-"); err != nil {
+	if out, err := c.KubectlInput(demoPool.Replace(seed.HAPool)+"---\n"+seed.HAPair, "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("kubectl apply HA example: %v: %s", err, out)
 	} else {
 		d.say("%s", indent(out))
 	}
 	time.Sleep(time.Second) // the static pair is younger: for app=web Pods the HA pair wins the overlap
-	static := fmt.Sprintf(seedStatic, c.Node("node-a").IP, c.Node("node-b").IP)
+	static := seedStatic(c.Node("node-a").IP.String(), c.Node("node-b").IP.String())
 	if out, err := c.KubectlInput(static, "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("kubectl apply static example: %v: %s", err, out)
 	} else {
