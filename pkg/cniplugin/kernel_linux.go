@@ -42,7 +42,7 @@ var ErrNoNetnsAccess = errors.New("no permission to enter the Pod's netns")
 // netns's id as seen from here (RTM_GETNSID), then ifName in that netns
 // (RTM_GETLINK with IFLA_TARGET_NETNSID), which CAP_NET_ADMIN allows. Only
 // when the netns has no id here, or the veth does not report its peer, does
-// it open a netlink socket inside the Pod's netns (setns, CAP_SYS_ADMIN).
+// it look from inside the Pod's netns (setns, CAP_SYS_ADMIN).
 // Either way the answer is checked from both ends: the peer here is a veth
 // whose own peer is ifName, in that netns.
 func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
@@ -70,7 +70,7 @@ func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 			return HostLink{}, fmt.Errorf("find %s: %w", ifName, err)
 		}
 	}
-	if l == nil || l.Attrs().ParentIndex == 0 {
+	if l == nil {
 		if l, err = linkInside(pod, netnsPath, ifName); err != nil {
 			return HostLink{}, err
 		}
@@ -136,7 +136,8 @@ func linkInNsid(s *nl.SocketHandle, name string, nsid int) (netlink.Link, error)
 func linkInside(pod netns.NsHandle, path, name string) (netlink.Link, error) {
 	h, err := netlink.NewHandleAt(pod, unix.NETLINK_ROUTE)
 	if err != nil {
-		if errors.Is(err, unix.EPERM) || strings.Contains(err.Error(), "operation not permitted") {
+		// netlink formats the errno with %v, so it does not unwrap.
+		if errors.Is(err, unix.EPERM) || strings.Contains(err.Error(), unix.EPERM.Error()) {
 			err = fmt.Errorf("%w: %w", ErrNoNetnsAccess, err)
 		}
 		return nil, fmt.Errorf("netlink socket in %s: %w", path, err)
