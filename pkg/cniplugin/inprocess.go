@@ -16,8 +16,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -41,7 +39,7 @@ type InProcess struct {
 	Now func() time.Time
 
 	hostOnce sync.Once
-	host     Netlink // with netlink sockets of the helper's own netns, kept open
+	host     Netlink // with a netlink socket of the helper's own netns, kept open
 }
 
 var inProcessVerbs = map[string]func(*Plugin, *skel.CmdArgs) error{
@@ -106,17 +104,10 @@ func (x *InProcess) run(ctx context.Context, verb func(*Plugin, *skel.CmdArgs) e
 	}
 	kernelFor := x.Kernel
 	if kernelFor == nil {
-		x.hostOnce.Do(func() {
-			// Opened on whatever thread runs this: all of the helper's
-			// threads are in its own netns (nothing here enters another).
-			if h, err := netlink.NewHandle(unix.NETLINK_ROUTE); err == nil {
-				x.host.H = h
-			}
-			if s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE); err == nil {
-				x.host.S = &nl.SocketHandle{Socket: s}
-			}
-		})
-		kernelFor = func(p string) Kernel { return netnsAt{Netlink: x.host, path: p} }
+		// Opened on whatever thread runs this: all of the helper's threads
+		// are in its own netns (nothing here enters another).
+		x.hostOnce.Do(func() { x.host = NewNetlink() })
+		kernelFor = func(p string) Kernel { return netnsAt{Netlink: x.host, path: p, pod: req.Netns} }
 	}
 	nsPath := ""
 	if req.Netns != nil {
@@ -215,15 +206,20 @@ func sameNetns(f *os.File) (bool, error) {
 	return a.Dev == b.Dev && a.Ino == b.Ino, nil
 }
 
-// netnsAt is netlink with HostPeer looking into the given netns path
-// instead of the one the runtime named (which the helper may not see).
+// netnsAt is netlink with HostPeer looking into the Pod netns the front
+// passed open (reachable as path) instead of the one the runtime named,
+// which the helper may not see.
 type netnsAt struct {
 	Netlink
 	path string
+	pod  *os.File
 }
 
 func (k netnsAt) HostPeer(_, ifName string) (HostLink, error) {
-	return k.Netlink.HostPeer(k.path, ifName)
+	if k.pod == nil {
+		return HostLink{}, errors.New("no netns")
+	}
+	return k.Netlink.hostPeer(netns.NsHandle(k.pod.Fd()), k.path, ifName)
 }
 
 // direct is the Reporter of an in-process run: the helper's own handler.

@@ -17,19 +17,28 @@ import (
 // Netlink is the real Kernel. The plugin runs in the Node's namespace (the
 // caller's); only HostPeer looks into the Pod's.
 type Netlink struct {
-	// H, when set, is a netlink handle of the caller's namespace kept
-	// open across calls (the helper's); nil opens a socket per request.
-	H *netlink.Handle
-	// S is a route netlink socket of the caller's namespace kept open for
-	// the requests netlink.Handle has no method for; nil opens one each.
-	S *nl.SocketHandle
+	// conn is a route netlink socket of the caller's namespace; nil opens
+	// one per call.
+	conn *rtconn
 }
 
-func (k Netlink) linkByIndex(i int) (netlink.Link, error) {
-	if k.H != nil {
-		return k.H.LinkByIndex(i)
+// NewNetlink opens the route netlink socket a Netlink keeps; should that
+// fail, the Netlink opens one per call instead (and says why then).
+func NewNetlink() Netlink {
+	c, _ := dialRoute()
+	return Netlink{conn: c}
+}
+
+// route returns the kept socket, or a fresh one and its closer.
+func (k Netlink) route() (*rtconn, func(), error) {
+	if k.conn != nil {
+		return k.conn, func() {}, nil
 	}
-	return netlink.LinkByIndex(i)
+	c, err := dialRoute()
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, func() { c.Close() }, nil
 }
 
 // ErrNoNetnsAccess means the Pod's netns could only be read by entering
@@ -38,13 +47,7 @@ func (k Netlink) linkByIndex(i int) (netlink.Link, error) {
 var ErrNoNetnsAccess = errors.New("no permission to enter the Pod's netns")
 
 // HostPeer finds the caller-side (Node) peer of the veth ifName inside the
-// Pod's netns. It first asks from here, without entering the netns: the
-// netns's id as seen from here (RTM_GETNSID), then ifName in that netns
-// (RTM_GETLINK with IFLA_TARGET_NETNSID), which CAP_NET_ADMIN allows. Only
-// when the netns has no id here, or the veth does not report its peer, does
-// it look from inside the Pod's netns (setns, CAP_SYS_ADMIN).
-// Either way the answer is checked from both ends: the peer here is a veth
-// whose own peer is ifName, in that netns.
+// Pod's netns.
 func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	if netnsPath == "" {
 		return HostLink{}, errors.New("no netns")
@@ -54,18 +57,30 @@ func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 		return HostLink{}, fmt.Errorf("open netns %s: %w", netnsPath, err)
 	}
 	defer pod.Close()
-	var nsid int
-	if k.H != nil {
-		nsid, err = k.H.GetNetNsIdByFd(int(pod))
-	} else {
-		nsid, err = netlink.GetNetNsIdByFd(int(pod))
+	return k.hostPeer(pod, netnsPath, ifName)
+}
+
+// hostPeer is HostPeer with the Pod's netns open as pod. It first asks from
+// here, without entering the netns: the netns's id as seen from here
+// (RTM_GETNSID), then ifName in that netns (RTM_GETLINK with
+// IFLA_TARGET_NETNSID), which CAP_NET_ADMIN allows. Only when the netns has
+// no id here, or the veth does not report its peer, does it look from
+// inside the Pod's netns (setns, CAP_SYS_ADMIN). Either way the answer is
+// checked from both ends: the peer here is a veth whose own peer is ifName,
+// in that netns.
+func (k Netlink) hostPeer(pod netns.NsHandle, netnsPath, ifName string) (HostLink, error) {
+	c, done, err := k.route()
+	if err != nil {
+		return HostLink{}, err
 	}
+	defer done()
+	nsid, err := c.netnsID(int(pod))
 	if err != nil {
 		nsid = -1
 	}
 	var l netlink.Link
 	if nsid >= 0 {
-		l, err = linkInNsid(k.S, ifName, nsid)
+		l, err = c.linkInNsid(ifName, nsid)
 		if err != nil {
 			return HostLink{}, fmt.Errorf("find %s: %w", ifName, err)
 		}
@@ -95,7 +110,7 @@ func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 			return HostLink{}, fmt.Errorf("peer index of %s: %w", ifName, err)
 		}
 	}
-	h, err := k.linkByIndex(peer)
+	h, err := c.linkByIndex(peer)
 	if err != nil {
 		return HostLink{}, fmt.Errorf("peer ifindex %d not in this namespace: %w", peer, err)
 	}
@@ -111,22 +126,54 @@ func (k Netlink) HostPeer(netnsPath, ifName string) (HostLink, error) {
 	return HostLink{Name: hv.Attrs().Name, Index: peer, Alias: hv.Attrs().Alias}, nil
 }
 
-// linkInNsid reads link name in the netns that has id nsid here, through
-// s when not nil.
-func linkInNsid(s *nl.SocketHandle, name string, nsid int) (netlink.Link, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
-	if s != nil {
-		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: s}
+// netnsID is the id here of the netns open as fd, or -1 when it has none.
+func (c *rtconn) netnsID(fd int) (int, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETNSID, 0)
+	req.AddData(nl.NewRtGenMsg())
+	req.AddData(nl.NewRtAttr(unix.NETNSA_FD, nl.Uint32Attr(uint32(fd))))
+	msgs, err := c.do(req, unix.RTM_NEWNSID)
+	if err != nil {
+		return -1, err
 	}
+	for _, m := range msgs {
+		attrs, err := nl.ParseRouteAttr(m[nl.DeserializeRtGenMsg(m).Len():])
+		if err != nil {
+			return -1, err
+		}
+		for _, a := range attrs {
+			if a.Attr.Type == unix.NETNSA_NSID && len(a.Value) >= 4 {
+				return int(int32(nl.NativeEndian().Uint32(a.Value))), nil
+			}
+		}
+	}
+	return -1, nil
+}
+
+// linkInNsid reads link name in the netns that has id nsid here.
+func (c *rtconn) linkInNsid(name string, nsid int) (netlink.Link, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	return c.oneLink(req, fmt.Sprintf("link %s in netns id %d", name, nsid))
+}
+
+// linkByIndex reads the link with index i here.
+func (c *rtconn) linkByIndex(i int) (netlink.Link, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
+	m := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	m.Index = int32(i)
+	req.AddData(m)
+	return c.oneLink(req, fmt.Sprintf("ifindex %d", i))
+}
+
+func (c *rtconn) oneLink(req *nl.NetlinkRequest, what string) (netlink.Link, error) {
+	msgs, err := c.do(req, unix.RTM_NEWLINK)
 	if err != nil {
 		return nil, err
 	}
 	if len(msgs) != 1 {
-		return nil, fmt.Errorf("%d answers for link %s in netns id %d", len(msgs), name, nsid)
+		return nil, fmt.Errorf("%d answers for %s", len(msgs), what)
 	}
 	return netlink.LinkDeserialize(nil, msgs[0])
 }
@@ -153,26 +200,30 @@ func linkInside(pod netns.NsHandle, path, name string) (netlink.Link, error) {
 // SetAlias sets a link's alias; "" clears it. Only the index goes to the
 // kernel, so there is no lookup first.
 func (k Netlink) SetAlias(index int, alias string) error {
-	l := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
-	set := netlink.LinkSetAlias
-	if k.H != nil {
-		set = k.H.LinkSetAlias
+	c, done, err := k.route()
+	if err != nil {
+		return err
 	}
-	if err := set(l, alias); err != nil {
+	defer done()
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	m := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	m.Index = int32(index)
+	req.AddData(m)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(alias)))
+	if _, err := c.do(req, 0); err != nil {
 		return fmt.Errorf("set alias on ifindex %d: %w", index, err)
 	}
 	return nil
 }
 
 // Tagged lists the links whose alias is a sluice tag.
-func (Netlink) Tagged() ([]HostLink, error) {
-	return TaggedLinks()
-}
-
-// TaggedLinks lists the links of the current namespace that carry a sluice
-// tag. The helper's start-up scan uses it too.
-func TaggedLinks() ([]HostLink, error) {
-	links, err := linkList()
+func (k Netlink) Tagged() ([]HostLink, error) {
+	c, done, err := k.route()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	links, err := c.linkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -185,16 +236,35 @@ func TaggedLinks() ([]HostLink, error) {
 	return out, nil
 }
 
-// linkList retries a dump the kernel interrupted (links changed during it),
-// as plugins' netlinksafe does, without pulling in its dependencies.
-func linkList() ([]netlink.Link, error) {
-	var links []netlink.Link
+// TaggedLinks lists the links of the current namespace that carry a sluice
+// tag. The helper's start-up scan uses it too.
+func TaggedLinks() ([]HostLink, error) {
+	return Netlink{}.Tagged()
+}
+
+// linkList dumps the links, asking again when the kernel interrupted the
+// dump (links changed during it), as plugins' netlinksafe does.
+func (c *rtconn) linkList() ([]netlink.Link, error) {
 	var err error
 	for range 5 {
-		links, err = netlink.LinkList()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return links, err
+		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+		var msgs [][]byte
+		if msgs, err = c.do(req, unix.RTM_NEWLINK); errors.Is(err, errDumpInterrupted) {
+			continue
 		}
+		if err != nil {
+			return nil, err
+		}
+		links := make([]netlink.Link, 0, len(msgs))
+		for _, m := range msgs {
+			l, err := netlink.LinkDeserialize(nil, m)
+			if err != nil {
+				return nil, err
+			}
+			links = append(links, l)
+		}
+		return links, nil
 	}
-	return links, err
+	return nil, err
 }

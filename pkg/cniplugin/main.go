@@ -47,7 +47,7 @@ func run(verb func(*Plugin, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
 		p := &Plugin{
 			Config:   c,
 			Reporter: &cniproto.Client{Path: c.Socket, Timeout: c.Timeout},
-			Kernel:   Netlink{},
+			Kernel:   NewNetlink(),
 			Log:      log,
 			Now:      time.Now,
 		}
