@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/sluicenet/sluice/pkg/cniproto"
@@ -45,7 +46,14 @@ type Config struct {
 // prevResult in the network's own cniVersion.
 func ParseConfig(stdin []byte) (*Config, error) {
 	c := &Config{}
-	if err := json.Unmarshal(stdin, c); err != nil {
+	// prevResult is kept raw: the library's way decodes it into a generic
+	// map, marshals that and decodes it again, three passes the helper
+	// runs on every Pod's ADD.
+	in := struct {
+		*Config
+		PrevResult json.RawMessage `json:"prevResult,omitempty"`
+	}{Config: c}
+	if err := json.Unmarshal(stdin, &in); err != nil {
 		return nil, fmt.Errorf("parse network configuration: %w", err)
 	}
 	if c.Socket == "" {
@@ -65,10 +73,30 @@ func ParseConfig(stdin []byte) (*Config, error) {
 		}
 		c.Timeout = d
 	}
-	if err := version.ParsePrevResult(&c.NetConf); err != nil {
+	if err := parsePrevResult(c, in.PrevResult); err != nil {
 		return nil, fmt.Errorf("parse prevResult: %w", err)
 	}
 	return c, nil
+}
+
+// parsePrevResult sets c.PrevResult from its raw JSON as
+// version.ParsePrevResult would: decoded by the network's cniVersion,
+// taking that version when the result names none. A result that names its
+// version decodes the same in one pass; one that does not goes the
+// library's way, which fills it in.
+func parsePrevResult(c *Config, raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	r, err := create.Create(c.CNIVersion, raw)
+	if err == nil && r.Version() != "" {
+		c.PrevResult = r
+		return nil
+	}
+	if err := json.Unmarshal(raw, &c.RawPrevResult); err != nil {
+		return err
+	}
+	return version.ParsePrevResult(&c.NetConf)
 }
 
 // podArgs are the Kubernetes fields runtimes put in CNI_ARGS.

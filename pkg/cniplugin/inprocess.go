@@ -55,13 +55,21 @@ func (x *InProcess) Exec(ctx context.Context, req cniproto.ExecRequest) cniproto
 	if !ok {
 		return cniproto.ExecReply{Fallback: true}
 	}
-	args, why := skelArgs(cmd, req)
+	// One parse serves both skel's checks and the verb. A configuration
+	// ParseConfig refuses is one the plugin binary refuses too, in its
+	// own words.
+	c, err := ParseConfig(req.Stdin)
+	if err != nil {
+		x.log().Debug("exec falls back to the plugin binary", "cmd", cmd, "why", "invalid configuration", "err", err)
+		return cniproto.ExecReply{Fallback: true}
+	}
+	args, why := skelArgs(cmd, req, c.Name, c.CNIVersion)
 	if why != "" {
 		x.log().Debug("exec falls back to the plugin binary", "cmd", cmd, "why", why)
 		return cniproto.ExecReply{Fallback: true}
 	}
 	var out bytes.Buffer
-	err := x.run(ctx, verb, args, req, &out)
+	err = x.run(ctx, verb, args, c, req, &out)
 	if errors.Is(err, ErrNoNetnsAccess) {
 		// Nothing was changed yet (the lookup comes first); the exec'd
 		// plugin runs as root on the Node.
@@ -92,16 +100,12 @@ func (x *InProcess) log() *slog.Logger {
 
 // run is the in-process twin of the exec'd plugin's run: parse, build the
 // Plugin, call the verb, turn a panic into an error.
-func (x *InProcess) run(ctx context.Context, verb func(*Plugin, *skel.CmdArgs) error, args *skel.CmdArgs, req cniproto.ExecRequest, out *bytes.Buffer) (err error) {
+func (x *InProcess) run(ctx context.Context, verb func(*Plugin, *skel.CmdArgs) error, args *skel.CmdArgs, c *Config, req cniproto.ExecRequest, out *bytes.Buffer) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = types.NewError(types.ErrInternal, "sluice plugin panic", fmt.Sprint(r))
 		}
 	}()
-	c, err := ParseConfig(args.StdinData)
-	if err != nil {
-		return types.NewError(types.ErrDecodingFailure, "sluice: invalid configuration", err.Error())
-	}
 	kernelFor := x.Kernel
 	if kernelFor == nil {
 		// Opened on whatever thread runs this: all of the helper's threads
@@ -139,7 +143,8 @@ func (x *InProcess) run(ctx context.Context, verb func(*Plugin, *skel.CmdArgs) e
 
 // skelArgs builds the CmdArgs skel would, or says why skel would not call
 // the verb with them (then the plugin binary must run, to say it itself).
-func skelArgs(cmd string, req cniproto.ExecRequest) (*skel.CmdArgs, string) {
+// name and confVersion are the configuration's "name" and "cniVersion".
+func skelArgs(cmd string, req cniproto.ExecRequest, name, confVersion string) (*skel.CmdArgs, string) {
 	env := req.Env
 	args := &skel.CmdArgs{
 		ContainerID:   env["CNI_CONTAINERID"],
@@ -156,16 +161,11 @@ func skelArgs(cmd string, req cniproto.ExecRequest) (*skel.CmdArgs, string) {
 	if utils.ValidateContainerID(args.ContainerID) != nil || utils.ValidateInterfaceName(args.IfName) != nil {
 		return nil, "invalid container ID or interface name"
 	}
-	// What skel's validateConfig and version.ConfigDecoder read, in one
-	// parse: the name, and cniVersion ("" meaning 0.1.0).
-	var conf struct {
-		Name       string `json:"name"`
-		CNIVersion string `json:"cniVersion"`
-	}
-	if json.Unmarshal(req.Stdin, &conf) != nil || conf.Name == "" || utils.ValidateNetworkName(conf.Name) != nil {
+	// What skel's validateConfig and version.ConfigDecoder check: the
+	// name, and cniVersion ("" meaning 0.1.0).
+	if name == "" || utils.ValidateNetworkName(name) != nil {
 		return nil, "configuration skel refuses"
 	}
-	confVersion := conf.CNIVersion
 	if confVersion == "" {
 		confVersion = "0.1.0"
 	}
@@ -194,13 +194,22 @@ func skelArgs(cmd string, req cniproto.ExecRequest) (*skel.CmdArgs, string) {
 
 func netnsOverride(v string) bool { return strings.ToUpper(v) == "TRUE" || v == "1" }
 
+// ownNetns is this process's network namespace, read once: the helper
+// never moves.
+var ownNetns = sync.OnceValues(func() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Stat("/proc/self/ns/net", &st)
+	return st, err
+})
+
 // sameNetns tells whether f is the network namespace this process runs in.
 func sameNetns(f *os.File) (bool, error) {
-	var a, b unix.Stat_t
+	var a unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &a); err != nil {
 		return false, err
 	}
-	if err := unix.Stat("/proc/self/ns/net", &b); err != nil {
+	b, err := ownNetns()
+	if err != nil {
 		return false, err
 	}
 	return a.Dev == b.Dev && a.Ino == b.Ino, nil

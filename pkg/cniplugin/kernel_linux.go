@@ -1,6 +1,7 @@
 package cniplugin
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -78,29 +79,29 @@ func (k Netlink) hostPeer(pod netns.NsHandle, netnsPath, ifName string) (HostLin
 	if err != nil {
 		nsid = -1
 	}
-	var l netlink.Link
+	var l link
+	found := false
 	if nsid >= 0 {
-		l, err = c.linkInNsid(ifName, nsid)
-		if err != nil {
+		if l, err = c.linkInNsid(ifName, nsid); err != nil {
 			return HostLink{}, fmt.Errorf("find %s: %w", ifName, err)
 		}
+		found = true
 	}
-	if l == nil {
+	if !found {
 		if l, err = linkInside(pod, netnsPath, ifName); err != nil {
 			return HostLink{}, err
 		}
 	}
-	v, ok := l.(*netlink.Veth)
-	if !ok {
-		return HostLink{}, fmt.Errorf("%s is a %s, not a veth", ifName, l.Type())
+	if l.Kind != "veth" {
+		return HostLink{}, fmt.Errorf("%s is a %s, not a veth", ifName, l.kind())
 	}
-	peer := v.Attrs().ParentIndex
+	peer := l.Peer
 	if peer == 0 {
 		// The kernel leaves IFLA_LINK out when the peer's index equals the
 		// veth's own; only ethtool, from inside the namespace, tells then.
 		err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
 			var err error
-			peer, err = netlink.VethPeerIndex(v)
+			peer, err = netlink.VethPeerIndex(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: l.Name}})
 			return err
 		})
 		if errors.Is(err, unix.EPERM) {
@@ -116,14 +117,13 @@ func (k Netlink) hostPeer(pod netns.NsHandle, netnsPath, ifName string) (HostLin
 	}
 	// An index is only unique per namespace: if the peer lives elsewhere,
 	// the same number may name an unrelated link here.
-	hv, ok := h.(*netlink.Veth)
-	if !ok {
-		return HostLink{}, fmt.Errorf("ifindex %d here is %s (%s), not the pod's veth peer; is the plugin running in the node's namespace?", peer, h.Attrs().Name, h.Type())
+	if h.Kind != "veth" {
+		return HostLink{}, fmt.Errorf("ifindex %d here is %s (%s), not the pod's veth peer; is the plugin running in the node's namespace?", peer, h.Name, h.kind())
 	}
-	if nsid >= 0 && (hv.Attrs().NetNsID != nsid || hv.Attrs().ParentIndex != 0 && hv.Attrs().ParentIndex != v.Attrs().Index) {
-		return HostLink{}, fmt.Errorf("veth %s here is not the peer of %s in %s", hv.Attrs().Name, ifName, netnsPath)
+	if nsid >= 0 && (h.PeerNsID != nsid || h.Peer != 0 && h.Peer != l.Index) {
+		return HostLink{}, fmt.Errorf("veth %s here is not the peer of %s in %s", h.Name, ifName, netnsPath)
 	}
-	return HostLink{Name: hv.Attrs().Name, Index: peer, Alias: hv.Attrs().Alias}, nil
+	return HostLink{Name: h.Name, Index: peer, Alias: h.Alias}, nil
 }
 
 // netnsID is the id here of the netns open as fd, or -1 when it has none.
@@ -150,51 +150,138 @@ func (c *rtconn) netnsID(fd int) (int, error) {
 }
 
 // linkInNsid reads link name in the netns that has id nsid here.
-func (c *rtconn) linkInNsid(name string, nsid int) (netlink.Link, error) {
+func (c *rtconn) linkInNsid(name string, nsid int) (link, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(skipStats())
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
 	return c.oneLink(req, fmt.Sprintf("link %s in netns id %d", name, nsid))
 }
 
 // linkByIndex reads the link with index i here.
-func (c *rtconn) linkByIndex(i int) (netlink.Link, error) {
+func (c *rtconn) linkByIndex(i int) (link, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
 	m := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	m.Index = int32(i)
 	req.AddData(m)
+	req.AddData(skipStats())
 	return c.oneLink(req, fmt.Sprintf("ifindex %d", i))
 }
 
-func (c *rtconn) oneLink(req *nl.NetlinkRequest, what string) (netlink.Link, error) {
+func (c *rtconn) oneLink(req *nl.NetlinkRequest, what string) (link, error) {
 	msgs, err := c.do(req, unix.RTM_NEWLINK)
 	if err != nil {
-		return nil, err
+		return link{}, err
 	}
 	if len(msgs) != 1 {
-		return nil, fmt.Errorf("%d answers for %s", len(msgs), what)
+		return link{}, fmt.Errorf("%d answers for %s", len(msgs), what)
 	}
-	return netlink.LinkDeserialize(nil, msgs[0])
+	return parseLink(msgs[0])
+}
+
+// rtextFilterSkipStats (RTEXT_FILTER_SKIP_STATS) leaves a link's counters,
+// which nothing here reads, out of the kernel's answer.
+const rtextFilterSkipStats = 1 << 3
+
+func skipStats() *nl.RtAttr {
+	return nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats))
+}
+
+// link is the little of a link the plugin reads. netlink.LinkDeserialize
+// would give all of it, at several times the cost in the helper's hot path.
+type link struct {
+	Index int
+	Name  string
+	Alias string
+	Kind  string // IFLA_INFO_KIND: "veth", "bridge", ...; "" for none
+	// Peer is IFLA_LINK (a veth's peer's index), 0 when absent.
+	Peer int
+	// PeerNsID is IFLA_LINK_NETNSID (the id here of the peer's netns), -1
+	// when absent (the peer is in the same netns).
+	PeerNsID int
+}
+
+func (l link) kind() string {
+	if l.Kind == "" {
+		return "device"
+	}
+	return l.Kind
+}
+
+// parseLink reads an RTM_NEWLINK message.
+func parseLink(m []byte) (link, error) {
+	if len(m) < unix.SizeofIfInfomsg {
+		return link{}, errors.New("short link message")
+	}
+	l := link{Index: int(nl.DeserializeIfInfomsg(m).Index), PeerNsID: -1}
+	attrs, err := nl.ParseRouteAttr(m[unix.SizeofIfInfomsg:])
+	if err != nil {
+		return link{}, fmt.Errorf("link attributes: %w", err)
+	}
+	for _, a := range attrs {
+		switch a.Attr.Type {
+		case unix.IFLA_IFNAME:
+			l.Name = cstring(a.Value)
+		case unix.IFLA_IFALIAS:
+			l.Alias = cstring(a.Value)
+		case unix.IFLA_LINK:
+			if len(a.Value) >= 4 {
+				l.Peer = int(nl.NativeEndian().Uint32(a.Value))
+			}
+		case unix.IFLA_LINK_NETNSID:
+			if len(a.Value) >= 4 {
+				l.PeerNsID = int(int32(nl.NativeEndian().Uint32(a.Value)))
+			}
+		case unix.IFLA_LINKINFO:
+			info, err := nl.ParseRouteAttr(a.Value)
+			if err != nil {
+				return link{}, fmt.Errorf("link info: %w", err)
+			}
+			for _, i := range info {
+				if i.Attr.Type == unix.IFLA_INFO_KIND {
+					l.Kind = cstring(i.Value)
+				}
+			}
+		}
+	}
+	return l, nil
+}
+
+func cstring(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// linkOf is the same facts out of a netlink.Link.
+func linkOf(l netlink.Link) link {
+	a := l.Attrs()
+	kind := l.Type()
+	if _, ok := l.(*netlink.Device); ok {
+		kind = ""
+	}
+	return link{Index: a.Index, Name: a.Name, Alias: a.Alias, Kind: kind, Peer: a.ParentIndex, PeerNsID: a.NetNsID}
 }
 
 // linkInside reads link name through a netlink socket opened inside the
 // netns (setns on a locked thread, for the socket's creation only).
-func linkInside(pod netns.NsHandle, path, name string) (netlink.Link, error) {
+func linkInside(pod netns.NsHandle, path, name string) (link, error) {
 	h, err := netlink.NewHandleAt(pod, unix.NETLINK_ROUTE)
 	if err != nil {
 		// netlink formats the errno with %v, so it does not unwrap.
 		if errors.Is(err, unix.EPERM) || strings.Contains(err.Error(), unix.EPERM.Error()) {
 			err = fmt.Errorf("%w: %w", ErrNoNetnsAccess, err)
 		}
-		return nil, fmt.Errorf("netlink socket in %s: %w", path, err)
+		return link{}, fmt.Errorf("netlink socket in %s: %w", path, err)
 	}
 	defer h.Close()
 	l, err := h.LinkByName(name)
 	if err != nil {
-		return nil, fmt.Errorf("find %s: %w", name, err)
+		return link{}, fmt.Errorf("find %s: %w", name, err)
 	}
-	return l, nil
+	return linkOf(l), nil
 }
 
 // SetAlias sets a link's alias; "" clears it. Only the index goes to the
@@ -229,8 +316,8 @@ func (k Netlink) Tagged() ([]HostLink, error) {
 	}
 	var out []HostLink
 	for _, l := range links {
-		if a := l.Attrs(); cniproto.IsTag(a.Alias) {
-			out = append(out, HostLink{Name: a.Name, Index: a.Index, Alias: a.Alias, PeerNetNsID: a.NetNsID})
+		if cniproto.IsTag(l.Alias) {
+			out = append(out, HostLink{Name: l.Name, Index: l.Index, Alias: l.Alias, PeerNetNsID: l.PeerNsID})
 		}
 	}
 	return out, nil
@@ -244,11 +331,12 @@ func TaggedLinks() ([]HostLink, error) {
 
 // linkList dumps the links, asking again when the kernel interrupted the
 // dump (links changed during it), as plugins' netlinksafe does.
-func (c *rtconn) linkList() ([]netlink.Link, error) {
+func (c *rtconn) linkList() ([]link, error) {
 	var err error
 	for range 5 {
 		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+		req.AddData(skipStats())
 		var msgs [][]byte
 		if msgs, err = c.do(req, unix.RTM_NEWLINK); errors.Is(err, errDumpInterrupted) {
 			continue
@@ -256,9 +344,9 @@ func (c *rtconn) linkList() ([]netlink.Link, error) {
 		if err != nil {
 			return nil, err
 		}
-		links := make([]netlink.Link, 0, len(msgs))
+		links := make([]link, 0, len(msgs))
 		for _, m := range msgs {
-			l, err := netlink.LinkDeserialize(nil, m)
+			l, err := parseLink(m)
 			if err != nil {
 				return nil, err
 			}

@@ -2,6 +2,7 @@ package cniplugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/sluicenet/sluice/pkg/cniproto"
 )
@@ -308,5 +310,64 @@ func TestInvalidConfigIsDecodingError(t *testing.T) {
 	var cerr *types.Error
 	if !errors.As(err, &cerr) || cerr.Code != types.ErrDecodingFailure {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestParseConfigPrevResultAsLibrary holds the one-pass prevResult decoding
+// to what version.ParsePrevResult gives, printed in the network's version.
+func TestParseConfigPrevResultAsLibrary(t *testing.T) {
+	const ifs = `"interfaces":[{"name":"cni0","mac":"5a:13:5b:7e:6f:01"},{"name":"veth1","mac":"fe:2b:9c:11:22:33","mtu":1450},{"name":"eth0","sandbox":"/run/netns/p"}]`
+	const ips100 = `"ips":[{"interface":2,"address":"10.244.0.5/24","gateway":"10.244.0.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.244.0.1"}],"dns":{"nameservers":["192.0.2.53"]}`
+	const ips040 = `"ips":[{"version":"4","interface":2,"address":"10.244.0.5/24","gateway":"10.244.0.1"}]`
+	for _, tc := range []struct{ name, conf, prev string }{
+		{"1.0.0", "1.0.0", `{"cniVersion":"1.0.0",` + ifs + `,` + ips100 + `}`},
+		{"1.1.0", "1.1.0", `{"cniVersion":"1.1.0",` + ifs + `,` + ips100 + `}`},
+		{"0.4.0", "0.4.0", `{"cniVersion":"0.4.0",` + ifs + `,` + ips040 + `}`},
+		{"0.3.1 without its version", "0.3.1", `{` + ifs + `,` + ips040 + `}`},
+		{"1.0.0 without its version", "1.0.0", `{` + ifs + `,` + ips100 + `}`},
+		{"empty version", "1.0.0", `{"cniVersion":"",` + ifs + `,` + ips100 + `}`},
+		{"older result", "1.0.0", `{"cniVersion":"0.4.0",` + ifs + `,` + ips040 + `}`},
+		{"null", "1.0.0", `null`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdin := []byte(`{"cniVersion":"` + tc.conf + `","name":"n","type":"sluice","prevResult":` + tc.prev + `}`)
+			var lib types.NetConf
+			if err := json.Unmarshal(stdin, &lib); err != nil {
+				t.Fatal(err)
+			}
+			libErr := version.ParsePrevResult(&lib)
+			c, err := ParseConfig(stdin)
+			if (err != nil) != (libErr != nil) {
+				t.Fatalf("ParseConfig: %v; library: %v", err, libErr)
+			}
+			if err != nil {
+				return
+			}
+			if (c.PrevResult == nil) != (lib.PrevResult == nil) {
+				t.Fatalf("prevResult %v, library %v", c.PrevResult, lib.PrevResult)
+			}
+			if c.PrevResult == nil {
+				return
+			}
+			print := func(r types.Result) string {
+				v, err := r.GetAsVersion(tc.conf)
+				if err != nil {
+					return "error: " + err.Error()
+				}
+				var b strings.Builder
+				if err := v.PrintTo(&b); err != nil {
+					return "error: " + err.Error()
+				}
+				return b.String()
+			}
+			if got, want := print(c.PrevResult), print(lib.PrevResult); got != want {
+				t.Fatalf("printed\n%s\nlibrary\n%s", got, want)
+			}
+			// What Add reads it as.
+			_, err = current.NewResultFromResult(c.PrevResult)
+			if _, libErr := current.NewResultFromResult(lib.PrevResult); (err != nil) != (libErr != nil) {
+				t.Fatalf("as the current version: %v; library: %v", err, libErr)
+			}
+		})
 	}
 }
