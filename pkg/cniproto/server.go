@@ -143,9 +143,10 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 			reply := s.exec(ctx, cred, body, r.takeFDs())
 			if err := writeBody(c, EncodeExecReply(reply)); err != nil {
 				s.log().Warn("write exec reply", "pid", cred.PID, "err", err)
-				return
 			}
-			continue
+			// A front sends one frame per connection: closing now spares
+			// this goroutine a wake-up for the front's exit.
+			return
 		}
 		r.closeFDs() // JSON requests carry none
 		resp := s.handle(ctx, cred, body)

@@ -56,12 +56,31 @@ static const char *const forwarded_env[] = {
 	NULL,
 };
 
-/* stdin, as far as it fits in one frame; a larger config falls back. No
- * malloc: every page touched costs a fault, and faults are slow in VMs. */
-static char stdin_buf[MAX_MESSAGE];
+/* Every page this process touches costs a fault and an unmap, and both are
+ * slow in VMs (tens of microseconds each), so all of it lives in one
+ * buffer and nothing is allocated: the request frame (length, magic,
+ * environment, then stdin read straight into place), and right after it
+ * the reply. A typical request and reply take one or two pages. */
+#define REQUEST_MAX (4 + MAX_MESSAGE)
+static char frame[2 * REQUEST_MAX];
+
+/* stdin, as far as it fits in the request; a larger config falls back. */
+static char *stdin_buf; /* in frame, after the environment */
+static size_t stdin_cap;
 static size_t stdin_len;
 static int stdin_read; /* read_stdin ran: fd 0 is partly consumed */
 static int stdin_eof;  /* stdin_buf holds all of stdin */
+
+/* copy_str copies src into out (cap bytes); 0 when it does not fit. Not
+ * snprintf: printf's code would be two more pages to fault in. */
+static int copy_str(char *out, size_t cap, const char *src)
+{
+	size_t l = strlen(src);
+	if (l >= cap)
+		return 0;
+	memcpy(out, src, l + 1);
+	return 1;
+}
 
 static void die_cni(const char *msg, const char *details)
 {
@@ -130,8 +149,8 @@ static void fallback(void)
 static int read_stdin(void)
 {
 	stdin_read = 1;
-	while (stdin_len < sizeof(stdin_buf)) {
-		ssize_t n = read(0, stdin_buf + stdin_len, sizeof(stdin_buf) - stdin_len);
+	while (stdin_len < stdin_cap) {
+		ssize_t n = read(0, stdin_buf + stdin_len, stdin_cap - stdin_len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -258,8 +277,7 @@ static int socket_path(char *out, size_t cap)
 	if (found)
 		return out[0] != 0 ? 1 : 0; /* "" means default in Go; rare, let it decide */
 dflt:
-	snprintf(out, cap, "%s", DEFAULT_SOCKET);
-	return 1;
+	return copy_str(out, cap, DEFAULT_SOCKET);
 }
 
 int main(void)
@@ -267,16 +285,9 @@ int main(void)
 	const char *cmd = getenv("CNI_COMMAND");
 	if (!cmd || (strcmp(cmd, "ADD") && strcmp(cmd, "DEL") && strcmp(cmd, "CHECK")))
 		fallback(); /* VERSION, GC, STATUS, or nothing: all the Go plugin's */
-	if (read_stdin() != 0)
-		fallback();
-
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	if (!socket_path(path, sizeof(path)))
-		fallback();
 
 	/* The frame: length, magic, NUL-terminated KEY=VALUE entries, an empty
 	 * entry, then stdin to the end. */
-	static char frame[4 + MAX_MESSAGE];
 	size_t n = 4;
 	memcpy(frame + n, EXEC_MAGIC, EXEC_MAGIC_LEN);
 	n += EXEC_MAGIC_LEN;
@@ -285,7 +296,7 @@ int main(void)
 		if (!v)
 			continue;
 		size_t kl = strlen(*k), vl = strlen(v);
-		if (n + kl + 1 + vl + 1 > sizeof(frame))
+		if (n + kl + 1 + vl + 1 >= REQUEST_MAX)
 			fallback();
 		memcpy(frame + n, *k, kl);
 		frame[n + kl] = '=';
@@ -293,11 +304,16 @@ int main(void)
 		frame[n + kl + 1 + vl] = 0;
 		n += kl + vl + 2;
 	}
-	if (n + 1 + stdin_len > sizeof(frame))
-		fallback();
 	frame[n++] = 0;
-	memcpy(frame + n, stdin_buf, stdin_len);
+	stdin_buf = frame + n;
+	stdin_cap = REQUEST_MAX - n;
+	if (read_stdin() != 0)
+		fallback();
 	n += stdin_len;
+
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	if (!socket_path(path, sizeof(path)))
+		fallback();
 	uint32_t body = (uint32_t)(n - 4);
 	frame[0] = (char)(body >> 24);
 	frame[1] = (char)(body >> 16);
@@ -315,7 +331,7 @@ int main(void)
 
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	memcpy(sa.sun_path, path, sizeof(path)); /* NUL-terminated by socket_path */
 	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0)
 		fallback();
 
@@ -352,12 +368,15 @@ int main(void)
 	struct timeval tv = {.tv_sec = REPLY_TIMEOUT_S};
 	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 
-	/* The reply: length, magic, status, exit code, stdout bytes. Usually
-	 * one read returns all of it. */
+	/* The reply, after the request (which fallback may still need): length,
+	 * magic, status, exit code, stdout bytes. Usually one read returns all
+	 * of it. */
+	char *rep = frame + n;
+	size_t repcap = sizeof(frame) - n; /* >= REQUEST_MAX */
 	size_t got = 0;
 	uint32_t rl = 0;
 	for (;;) {
-		ssize_t r = read(s, frame + got, sizeof(frame) - got);
+		ssize_t r = read(s, rep + got, repcap - got);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -365,20 +384,20 @@ int main(void)
 		got += (size_t)r;
 		if (got < 4)
 			continue;
-		unsigned char *h = (unsigned char *)frame;
+		unsigned char *h = (unsigned char *)rep;
 		rl = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
 		if (rl < EXEC_MAGIC_LEN + 2 || rl > MAX_MESSAGE)
 			fallback();
 		if (got >= 4 + (size_t)rl)
 			break;
 	}
-	memmove(frame, frame + 4, rl);
-	if (memcmp(frame, EXEC_MAGIC, EXEC_MAGIC_LEN) != 0)
+	rep += 4;
+	if (memcmp(rep, EXEC_MAGIC, EXEC_MAGIC_LEN) != 0)
 		fallback();
-	if (frame[EXEC_MAGIC_LEN] != REPLY_DONE)
+	if (rep[EXEC_MAGIC_LEN] != REPLY_DONE)
 		fallback();
-	int code = (unsigned char)frame[EXEC_MAGIC_LEN + 1];
-	const char *out = frame + EXEC_MAGIC_LEN + 2;
+	int code = (unsigned char)rep[EXEC_MAGIC_LEN + 1];
+	const char *out = rep + EXEC_MAGIC_LEN + 2;
 	size_t outn = rl - EXEC_MAGIC_LEN - 2;
 	while (outn > 0) {
 		ssize_t k = write(1, out, outn);
