@@ -3,6 +3,7 @@ package cnibench
 
 import (
 	"math"
+	"math/rand/v2"
 	"sort"
 	"time"
 )
@@ -61,9 +62,16 @@ type Results struct {
 	BareExec    Summary `json:"go_plugin_bare_exec"`
 	BareExecCPU Summary `json:"go_plugin_bare_exec_cpu"`
 	// AddPairedMedian is the median of (with − without) over the runs,
-	// pairing the two ADDs of one iteration (run back to back): context
-	// for the headline, much less swayed by slow drifts of the machine.
+	// pairing the two ADDs of one iteration (run back to back): the median
+	// of what sluice adds to one Pod's ADD, with slow drifts of the machine
+	// cancelled in each difference. AddPairedP99 is that difference's p99.
 	AddPairedMedian float64 `json:"cni_add_overhead_paired_median_ms"`
+	AddPairedP99    float64 `json:"cni_add_overhead_paired_p99_ms"`
+	// 95% bootstrap intervals (iterations resampled with replacement) of
+	// AddOverheadMed and AddPairedMedian: how far machine noise alone moves
+	// each estimate at this many runs.
+	AddOverheadMedCI  [2]float64 `json:"cni_add_overhead_median_ci95_ms"`
+	AddPairedMedianCI [2]float64 `json:"cni_add_overhead_paired_median_ci95_ms"`
 	TargetMedianMax float64 `json:"target_add_overhead_median_ms"`
 	TargetP99Max    float64 `json:"target_add_overhead_p99_ms"`
 }
@@ -85,7 +93,9 @@ func Compare(addWithout, addWith, delWithout, delWith []time.Duration) Results {
 		for i := range addWith {
 			diffs[i] = addWith[i] - addWithout[i]
 		}
-		r.AddPairedMedian = Summarize(diffs).Median
+		d := Summarize(diffs)
+		r.AddPairedMedian, r.AddPairedP99 = d.Median, d.P99
+		r.AddOverheadMedCI, r.AddPairedMedianCI = bootstrap(addWithout, addWith)
 	}
 	if r.AddWithout.Median > 0 {
 		r.AddRatioMedian = round(r.AddWith.Median / r.AddWithout.Median)
@@ -94,3 +104,29 @@ func Compare(addWithout, addWith, delWithout, delWith []time.Duration) Results {
 }
 
 func round(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// bootstrapRounds resamples; the seed is fixed so a run's figures repeat.
+const bootstrapRounds = 2000
+
+// bootstrap gives the 95% percentile intervals of median(with) −
+// median(without) and of the paired median, resampling iterations (both
+// ADDs of one iteration together) with replacement.
+func bootstrap(without, with []time.Duration) (diffOfMedians, pairedMedian [2]float64) {
+	n := len(with)
+	rng := rand.New(rand.NewPCG(1, uint64(n)))
+	a, b, d := make([]time.Duration, n), make([]time.Duration, n), make([]time.Duration, n)
+	dm, pm := make([]float64, bootstrapRounds), make([]float64, bootstrapRounds)
+	for k := range bootstrapRounds {
+		for i := range n {
+			j := rng.IntN(n)
+			a[i], b[i], d[i] = without[j], with[j], with[j]-without[j]
+		}
+		dm[k] = Summarize(b).Median - Summarize(a).Median
+		pm[k] = Summarize(d).Median
+	}
+	interval := func(v []float64) [2]float64 {
+		sort.Float64s(v)
+		return [2]float64{round(v[rank(len(v), 0.025)]), round(v[rank(len(v), 0.975)])}
+	}
+	return interval(dm), interval(pm)
+}

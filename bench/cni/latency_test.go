@@ -49,3 +49,26 @@ func TestFiguresCarryTargets(t *testing.T) {
 		t.Fatalf("p99 12 ms against <= 10: met=%v known=%v", met, known)
 	}
 }
+
+func TestBootstrapIntervals(t *testing.T) {
+	// A drifting machine (up to 20 ms, common to both ADDs of an
+	// iteration), a little noise of each ADD's own (< 0.5 ms), and sluice
+	// adding 2 ms: the paired interval is narrow around 2, the difference
+	// of medians' interval brackets 2 but is wider.
+	var without, with []time.Duration
+	for i := range 200 {
+		drift := time.Duration((i*37)%20) * time.Millisecond
+		e1 := time.Duration((i*7919)%500) * time.Microsecond
+		e2 := time.Duration((i*104729)%500) * time.Microsecond
+		without, with = append(without, 30*time.Millisecond+drift+e1), append(with, 32*time.Millisecond+drift+e2)
+	}
+	r := Compare(without, with, nil, nil)
+	plo, phi := r.AddPairedMedianCI[0], r.AddPairedMedianCI[1]
+	if plo > 2 || phi < 2 || phi-plo > 0.3 {
+		t.Errorf("paired interval %v: want a narrow one around 2", r.AddPairedMedianCI)
+	}
+	lo, hi := r.AddOverheadMedCI[0], r.AddOverheadMedCI[1]
+	if lo > 2 || hi < 2 || hi-lo < 3*(phi-plo) {
+		t.Errorf("difference of medians interval %v, paired %v: want it around 2 and much wider", r.AddOverheadMedCI, r.AddPairedMedianCI)
+	}
+}
