@@ -72,8 +72,8 @@ type Results struct {
 	// each estimate at this many runs.
 	AddOverheadMedCI  [2]float64 `json:"cni_add_overhead_median_ci95_ms"`
 	AddPairedMedianCI [2]float64 `json:"cni_add_overhead_paired_median_ci95_ms"`
-	TargetMedianMax float64 `json:"target_add_overhead_median_ms"`
-	TargetP99Max    float64 `json:"target_add_overhead_p99_ms"`
+	TargetMedianMax   float64    `json:"target_add_overhead_median_ms"`
+	TargetP99Max      float64    `json:"target_add_overhead_p99_ms"`
 }
 
 // Compare fills the overheads: with minus without, per statistic.
