@@ -26,9 +26,9 @@ import (
 // invocations the C front (plugin/shim) forwards over the socket. It runs
 // the very verbs the exec'd plugin runs, with the helper's registry as the
 // Reporter, and answers Fallback for every request skel would not hand to
-// a verb unchanged (missing or invalid variables, an unsupported
-// cniVersion, the Pod's netns being the helper's own): the exec'd plugin
-// then prints skel's own error.
+// a verb unchanged (missing or invalid variables, a configuration it
+// cannot parse, an unsupported cniVersion, the Pod's netns being the
+// helper's own): the exec'd plugin then prints its own error.
 type InProcess struct {
 	Handler cniproto.Handler
 	Log     *slog.Logger
@@ -98,8 +98,8 @@ func (x *InProcess) log() *slog.Logger {
 	return slog.Default()
 }
 
-// run is the in-process twin of the exec'd plugin's run: parse, build the
-// Plugin, call the verb, turn a panic into an error.
+// run is the in-process twin of the exec'd plugin's run: build the Plugin
+// for the parsed configuration, call the verb, turn a panic into an error.
 func (x *InProcess) run(ctx context.Context, verb func(*Plugin, *skel.CmdArgs) error, args *skel.CmdArgs, c *Config, req cniproto.ExecRequest, out *bytes.Buffer) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
