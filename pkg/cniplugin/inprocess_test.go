@@ -118,6 +118,8 @@ func TestInProcessExec(t *testing.T) {
 		"CHECK on 0.3.1":        {Env: env("CHECK"), Stdin: stdin("0.3.1", extra, true), Netns: podNS},
 		"no network name":       {Env: env("ADD"), Stdin: []byte(`{"cniVersion":"1.0.0","type":"sluice"}`), Netns: podNS},
 		"ADD without netns":     {Env: env("ADD"), Stdin: stdin("1.0.0", extra, true)},
+		"bad timeout":           {Env: env("ADD"), Stdin: stdin("1.0.0", `,"timeout":"soon"`, true), Netns: podNS},
+		"not JSON":              {Env: env("ADD"), Stdin: []byte(`{"cniVersion":`), Netns: podNS},
 		"netns is the helper's": {Env: env("ADD"), Stdin: stdin("1.0.0", extra, true), Netns: ownNS},
 	} {
 		t.Run("falls back: "+name, func(t *testing.T) {
