@@ -23,29 +23,26 @@ func Require(t testing.TB) {
 // anything outside [lo, hi] fails the benchmark.
 func EnvInt(t testing.TB, name string, def, lo, hi int) int {
 	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		t.Fatalf("%s=%q: want an integer in %d..%d", name, s, lo, hi)
-	}
-	return n
+	return envValue(t, name, def, lo, hi, strconv.Atoi, "an integer")
 }
 
 // EnvDuration is EnvInt for durations.
 func EnvDuration(t testing.TB, name string, def, lo, hi time.Duration) time.Duration {
 	t.Helper()
+	return envValue(t, name, def, lo, hi, time.ParseDuration, "a duration")
+}
+
+func envValue[T int | time.Duration](t testing.TB, name string, def, lo, hi T, parse func(string) (T, error), what string) T {
+	t.Helper()
 	s := os.Getenv(name)
 	if s == "" {
 		return def
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < lo || d > hi {
-		t.Fatalf("%s=%q: want a duration in %s..%s", name, s, lo, hi)
+	v, err := parse(s)
+	if err != nil || v < lo || v > hi {
+		t.Fatalf("%s=%q: want %s in %v..%v", name, s, what, lo, hi)
 	}
-	return d
+	return v
 }
 
 // Report logs figs, then records them when asked (RecordIfAsked).

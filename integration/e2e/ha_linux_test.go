@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/helperd/egstatus"
 	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/nstest"
@@ -38,7 +39,7 @@ func assigned(t *testing.T, c *cluster.Cluster, name string) (netip.Addr, string
 	var node string
 	eventually(t, converge, name+" gets an IP and a Node", func() error {
 		eg := getEgress(t, c, name)
-		cond, _ := findCond(eg, v1alpha1.IPAssigned)
+		cond, _ := egstatus.Find(eg.Status.Conditions, v1alpha1.IPAssigned)
 		if eg.Status.EgressNode == "" || cond.Status != metav1.ConditionTrue {
 			return fmt.Errorf("status %+v", eg.Status)
 		}
@@ -280,7 +281,7 @@ func TestHAEgress(t *testing.T) {
 		time.Sleep(time.Second) // tiny-2 is younger: tiny-1 wins the overlap
 		createEgress(t, c, pooledEgress("tiny-2", "tiny", "tiny"))
 		eventually(t, converge, "tiny-2 is PoolExhausted", func() error {
-			cond, _ := findCond(getEgress(t, c, "tiny-2"), v1alpha1.IPAllocated)
+			cond, _ := egstatus.Find(getEgress(t, c, "tiny-2").Status.Conditions, v1alpha1.IPAllocated)
 			if cond.Reason != v1alpha1.ReasonPoolExhausted {
 				return fmt.Errorf("IPAllocated %+v", cond)
 			}
@@ -297,7 +298,7 @@ func TestHAEgress(t *testing.T) {
 		}
 		eventually(t, converge, "tiny-2 is PoolNotFound and released", func() error {
 			eg := getEgress(t, c, "tiny-2")
-			cond, _ := findCond(eg, v1alpha1.IPAllocated)
+			cond, _ := egstatus.Find(eg.Status.Conditions, v1alpha1.IPAllocated)
 			if cond.Reason != v1alpha1.ReasonPoolNotFound || eg.Spec.EgressIP != "" {
 				return fmt.Errorf("IPAllocated %+v, egressIP %q", cond, eg.Spec.EgressIP)
 			}
@@ -337,7 +338,7 @@ func TestHAEgress(t *testing.T) {
 		np := mustPod(t, c, "node-b", "nowhere", "web", web)
 		createEgress(t, c, pooledEgress("egress-nowhere", "nowhere", "nowhere"))
 		eventually(t, converge, "NoEligibleNode", func() error {
-			cond, _ := findCond(getEgress(t, c, "egress-nowhere"), v1alpha1.IPAssigned)
+			cond, _ := egstatus.Find(getEgress(t, c, "egress-nowhere").Status.Conditions, v1alpha1.IPAssigned)
 			if cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonNoEligibleNode {
 				return fmt.Errorf("IPAssigned %+v", cond)
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/helperd/egstatus"
 	"github.com/sluicenet/sluice/helperd/statusapi"
 	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
@@ -61,7 +62,7 @@ func TestStaticEgress(t *testing.T) {
 		eventually(t, converge, "status names the holders", func() error {
 			for name, want := range map[string]string{"egress-prod": "node-a", "egress-staging": "node-b"} {
 				eg := getEgress(t, c, name)
-				cond, _ := findCond(eg, v1alpha1.IPAssigned)
+				cond, _ := egstatus.Find(eg.Status.Conditions, v1alpha1.IPAssigned)
 				if eg.Status.EgressNode != want || cond.Status != metav1.ConditionTrue {
 					return fmt.Errorf("%s status = %+v", name, eg.Status)
 				}
@@ -306,13 +307,4 @@ func delAddr(t *testing.T, c *cluster.Cluster, node string, ip netip.Addr) {
 	if out, err := c.Exec(context.Background(), node, "ip", "addr", "del", ip.String()+"/32", "dev", "eth0"); err != nil {
 		t.Fatalf("del %s on %s: %v %s", ip, node, err, out)
 	}
-}
-
-func findCond(eg *v1alpha1.Egress, typ string) (metav1.Condition, bool) {
-	for _, c := range eg.Status.Conditions {
-		if c.Type == typ {
-			return c, true
-		}
-	}
-	return metav1.Condition{}, false
 }

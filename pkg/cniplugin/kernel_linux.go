@@ -80,17 +80,12 @@ func (k Netlink) hostPeer(pod netns.NsHandle, netnsPath, ifName string) (HostLin
 		nsid = -1
 	}
 	var l link
-	found := false
 	if nsid >= 0 {
 		if l, err = c.linkInNsid(ifName, nsid); err != nil {
 			return HostLink{}, fmt.Errorf("find %s: %w", ifName, err)
 		}
-		found = true
-	}
-	if !found {
-		if l, err = linkInside(pod, netnsPath, ifName); err != nil {
-			return HostLink{}, err
-		}
+	} else if l, err = linkInside(pod, netnsPath, ifName); err != nil {
+		return HostLink{}, err
 	}
 	if l.Kind != "veth" {
 		return HostLink{}, fmt.Errorf("%s is a %s, not a veth", ifName, l.kind())
