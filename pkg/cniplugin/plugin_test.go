@@ -319,15 +319,19 @@ func TestParseConfigPrevResultAsLibrary(t *testing.T) {
 	const ifs = `"interfaces":[{"name":"cni0","mac":"5a:13:5b:7e:6f:01"},{"name":"veth1","mac":"fe:2b:9c:11:22:33","mtu":1450},{"name":"eth0","sandbox":"/run/netns/p"}]`
 	const ips100 = `"ips":[{"interface":2,"address":"10.244.0.5/24","gateway":"10.244.0.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.244.0.1"}],"dns":{"nameservers":["192.0.2.53"]}`
 	const ips040 = `"ips":[{"version":"4","interface":2,"address":"10.244.0.5/24","gateway":"10.244.0.1"}]`
-	for _, tc := range []struct{ name, conf, prev string }{
-		{"1.0.0", "1.0.0", `{"cniVersion":"1.0.0",` + ifs + `,` + ips100 + `}`},
-		{"1.1.0", "1.1.0", `{"cniVersion":"1.1.0",` + ifs + `,` + ips100 + `}`},
-		{"0.4.0", "0.4.0", `{"cniVersion":"0.4.0",` + ifs + `,` + ips040 + `}`},
-		{"0.3.1 without its version", "0.3.1", `{` + ifs + `,` + ips040 + `}`},
-		{"1.0.0 without its version", "1.0.0", `{` + ifs + `,` + ips100 + `}`},
-		{"empty version", "1.0.0", `{"cniVersion":"",` + ifs + `,` + ips100 + `}`},
-		{"older result", "1.0.0", `{"cniVersion":"0.4.0",` + ifs + `,` + ips040 + `}`},
-		{"null", "1.0.0", `null`},
+	// decodes: the library gives a result (true), an error or nothing (false).
+	for _, tc := range []struct {
+		name, conf, prev string
+		decodes          bool
+	}{
+		{"1.0.0", "1.0.0", `{"cniVersion":"1.0.0",` + ifs + `,` + ips100 + `}`, true},
+		{"1.1.0", "1.1.0", `{"cniVersion":"1.1.0",` + ifs + `,` + ips100 + `}`, true},
+		{"0.4.0", "0.4.0", `{"cniVersion":"0.4.0",` + ifs + `,` + ips040 + `}`, true},
+		{"0.3.1 without its version", "0.3.1", `{` + ifs + `,` + ips040 + `}`, true},
+		{"1.0.0 without its version", "1.0.0", `{` + ifs + `,` + ips100 + `}`, true},
+		{"empty version", "1.0.0", `{"cniVersion":"",` + ifs + `,` + ips100 + `}`, false},
+		{"older result", "1.0.0", `{"cniVersion":"0.4.0",` + ifs + `,` + ips040 + `}`, false},
+		{"null", "1.0.0", `null`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdin := []byte(`{"cniVersion":"` + tc.conf + `","name":"n","type":"sluice","prevResult":` + tc.prev + `}`)
@@ -336,6 +340,9 @@ func TestParseConfigPrevResultAsLibrary(t *testing.T) {
 				t.Fatal(err)
 			}
 			libErr := version.ParsePrevResult(&lib)
+			if decoded := libErr == nil && lib.PrevResult != nil; decoded != tc.decodes {
+				t.Fatalf("the library decoded it: %v (%v), want %v", decoded, libErr, tc.decodes)
+			}
 			c, err := ParseConfig(stdin)
 			if (err != nil) != (libErr != nil) {
 				t.Fatalf("ParseConfig: %v; library: %v", err, libErr)

@@ -51,17 +51,14 @@ func dialRoute() (*rtconn, error) {
 func (c *rtconn) Close() error { return unix.Close(c.fd) }
 
 // do sends req and returns copies of the payloads of its answers of type
-// want. A request without NLM_F_ACK or NLM_F_DUMP ends with its one answer;
-// otherwise the kernel's ack or NLMSG_DONE ends it. Answers to an earlier
-// request (one that timed out) are skipped by sequence number.
+// want (see answer for when the answer ends).
 func (c *rtconn) do(req *nl.NetlinkRequest, want uint16) ([][]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := unix.Sendto(c.fd, req.Serialize(), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("netlink send: %w", err)
 	}
-	var out [][]byte
-	interrupted := false
+	a := answer{seq: req.Seq, reqFlags: req.Flags, want: want}
 	for {
 		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
 		if errors.Is(err, unix.EINTR) {
@@ -75,32 +72,50 @@ func (c *rtconn) do(req *nl.NetlinkRequest, want uint16) ([][]byte, error) {
 			return nil, fmt.Errorf("netlink answer: %w", err)
 		}
 		for _, m := range msgs {
-			if m.Header.Seq != req.Seq {
-				continue
-			}
-			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
-				interrupted = true
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				if interrupted {
-					return out, errDumpInterrupted
-				}
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) < 4 {
-					return nil, errors.New("netlink: short error message")
-				}
-				if errno := -int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
-					return nil, syscall.Errno(errno)
-				}
-				return out, nil
-			case want:
-				out = append(out, bytes.Clone(m.Data))
-			}
-			if m.Header.Flags&unix.NLM_F_MULTI == 0 && req.Flags&(unix.NLM_F_ACK|unix.NLM_F_DUMP) == 0 {
-				return out, nil
+			if done, err := a.add(m); done {
+				return a.out, err
 			}
 		}
 	}
+}
+
+// answer gathers the kernel's answer to one request. A request without
+// NLM_F_ACK or NLM_F_DUMP ends with its one answer; otherwise the kernel's
+// ack or NLMSG_DONE ends it. Answers to an earlier request (one that timed
+// out) are skipped by sequence number.
+type answer struct {
+	seq         uint32
+	reqFlags    uint16
+	want        uint16
+	out         [][]byte
+	interrupted bool // a dump saw NLM_F_DUMP_INTR
+}
+
+// add takes one message and says whether the answer is complete, and if
+// so, what went wrong, if anything.
+func (a *answer) add(m syscall.NetlinkMessage) (done bool, err error) {
+	if m.Header.Seq != a.seq {
+		return false, nil
+	}
+	if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+		a.interrupted = true
+	}
+	switch m.Header.Type {
+	case unix.NLMSG_DONE:
+		if a.interrupted {
+			return true, errDumpInterrupted
+		}
+		return true, nil
+	case unix.NLMSG_ERROR:
+		if len(m.Data) < 4 {
+			return true, errors.New("netlink: short error message")
+		}
+		if errno := -int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
+			return true, syscall.Errno(errno)
+		}
+		return true, nil
+	case a.want:
+		a.out = append(a.out, bytes.Clone(m.Data))
+	}
+	return m.Header.Flags&unix.NLM_F_MULTI == 0 && a.reqFlags&(unix.NLM_F_ACK|unix.NLM_F_DUMP) == 0, nil
 }
