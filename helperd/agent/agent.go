@@ -50,6 +50,8 @@ type Agent struct {
 	Announce  Announcer // may be nil
 	Election  election.Policy
 	Resync    time.Duration
+	// ClusterCIDRs are the Pod and Service CIDRs, never egress IPs.
+	ClusterCIDRs []netip.Prefix
 	// PrevIDs are the mark ids found in the kernel at start.
 	PrevIDs map[netip.Addr]uint16
 	Metrics *Metrics // may be nil
@@ -289,6 +291,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	membersChanged := a.noteAlive(snap.Alive)
 	snap.Election = a.Election
 	snap.PrevIDs = prev
+	snap.ClusterCIDRs = a.ClusterCIDRs
 	snap.Hints = a.liveHints()
 	plan := Compute(snap)
 	a.mu.Lock()

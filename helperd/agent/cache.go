@@ -172,6 +172,15 @@ func (c *Cache) Nodes() map[string]NodeInfo {
 	return out
 }
 
+// NodeIPs maps every Node to its IP (NodeIP): what no pool hands out.
+func (c *Cache) NodeIPs() map[string]netip.Addr {
+	out := map[string]netip.Addr{}
+	for name, n := range c.Nodes() {
+		out[name] = n.IP
+	}
+	return out
+}
+
 // NodeIP is a Node's first IPv4 InternalIP, or else its first InternalIP.
 func NodeIP(n *corev1.Node) netip.Addr {
 	var first netip.Addr

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sluicenet/sluice/helperd/alloc"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
@@ -43,6 +44,8 @@ type Snapshot struct {
 	// Hints are Pods other helpers announced at their CNI ADD, before the
 	// API server had their IPs: Pod IP → Egress and the Pod's Node IP.
 	Hints map[netip.Addr]Hint
+	// ClusterCIDRs are the Pod and Service CIDRs: no egress IP lies in them.
+	ClusterCIDRs []netip.Prefix
 }
 
 // Hint is a Pod IP another helper reported for an Egress this Node holds.
@@ -68,6 +71,9 @@ type EgressPlan struct {
 	Shadowed        []policy.PodKey // selected but won by another Egress
 
 	eligible []string // pooled: the Nodes that may hold IP
+	// blocked: the IP is reserved or another Egress keeps it. The Egress
+	// selects no Pods and is programmed nowhere; Reason says why.
+	blocked bool
 }
 
 // Plan is the outcome of one reconcile.
@@ -86,12 +92,25 @@ func Compute(s Snapshot) Plan {
 			live = append(live, eg)
 		}
 	}
-	res := policy.Compute(policy.View{Egresses: live, Pods: s.Pods, Namespaces: s.Namespaces})
+	// A bad or conflicting Egress is set aside here, so that it selects no
+	// Pod and never reaches the datapath: the other Egresses, and every
+	// Pod it does not concern, go on as if it did not exist.
+	blocked := blockedEgresses(s, live)
+	usable := make([]*v1alpha1.Egress, 0, len(live))
+	for _, eg := range live {
+		if _, ok := blocked[eg.Name]; !ok {
+			usable = append(usable, eg)
+		}
+	}
+	res := policy.Compute(policy.View{Egresses: usable, Pods: s.Pods, Namespaces: s.Namespaces})
 	local := res.LocalIPs(s.Self)
 	podsHere, remote := perEgress(s, res)
 	var plans []EgressPlan
 	for _, eg := range live {
-		ep := owner(s, eg)
+		ep, ok := blocked[eg.Name]
+		if !ok {
+			ep = owner(s, eg)
+		}
 		if r := res.Egresses[eg.Name]; r != nil {
 			ep.PodsCluster = len(r.Pods)
 			ep.Shadowed = r.Shadowed
@@ -104,7 +123,7 @@ func Compute(s Snapshot) Plan {
 
 	var ips []netip.Addr
 	for _, ep := range plans {
-		if ep.IP.Is4() {
+		if ep.IP.Is4() && !ep.blocked {
 			ips = append(ips, ep.IP)
 		}
 	}
@@ -115,8 +134,8 @@ func Compute(s Snapshot) Plan {
 	for i := range plans {
 		ep := &plans[i]
 		ep.ID = ids[ep.IP]
-		if !ep.IP.Is4() {
-			continue // not allocated yet; IPv6 has no datapath yet
+		if !ep.IP.Is4() || ep.blocked {
+			continue // not allocated yet, or set aside; IPv6 has no datapath yet
 		}
 		isLocal := ep.Owner == s.Self
 		if isLocal && !ep.Static && !held[ep.IP] {
@@ -156,6 +175,45 @@ func Compute(s Snapshot) Plan {
 	slices.SortFunc(d.RemotePods, func(a, b datapath.RemotePod) int { return a.IP.Compare(b.IP) })
 	d.RemotePods = slices.CompactFunc(d.RemotePods, func(a, b datapath.RemotePod) bool { return a.IP == b.IP })
 	return Plan{Desired: d, IDs: ids, Egresses: plans, Policy: res}
+}
+
+// blockedEgresses returns the plans of the Egresses whose IP may not be
+// used: reserved (a Node's address, in a cluster CIDR, loopback, ...), or
+// kept by another Egress (alloc.Claims: the same winner on every Node and
+// in the allocator). A static Egress may use a Node's address: it is on
+// that Node already, and nobody announces it.
+func blockedEgresses(s Snapshot, live []*v1alpha1.Egress) map[string]EgressPlan {
+	pools := make([]*v1alpha1.ExternalIPPool, 0, len(s.Pools))
+	for _, p := range s.Pools {
+		pools = append(pools, p)
+	}
+	claims := alloc.NewClaims(pools, live)
+	nodeIPs := make(map[string]netip.Addr, len(s.Nodes))
+	for name, n := range s.Nodes {
+		nodeIPs[name] = n.IP
+	}
+	pooledRes, staticRes := alloc.Reserved(nodeIPs, s.ClusterCIDRs), alloc.Reserved(nil, s.ClusterCIDRs)
+	out := map[string]EgressPlan{}
+	for _, eg := range live {
+		ip, err := netip.ParseAddr(eg.Spec.EgressIP)
+		if err != nil {
+			continue
+		}
+		ep := EgressPlan{Name: eg.Name, IP: ip.Unmap(), Pool: eg.Spec.ExternalIPPool, Static: eg.Spec.ExternalIPPool == "", blocked: true}
+		res := pooledRes
+		if ep.Static {
+			res = staticRes
+		}
+		if why := ipam.Why(res, ep.IP); why != "" {
+			ep.Reason, ep.Message = alloc.ReasonIPReserved, "egressIP "+ep.IP.String()+" is "+why+": it is never an egress IP"
+		} else if lost := claims.Lost(eg.Name, ep.IP); lost != "" {
+			ep.Reason, ep.Message = alloc.ReasonIPInUse, lost
+		} else {
+			continue
+		}
+		out[eg.Name] = ep
+	}
+	return out
 }
 
 // owner decides who holds an Egress's IP.

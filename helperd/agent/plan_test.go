@@ -222,3 +222,65 @@ func TestPooledEgressesSpreadOverNodes(t *testing.T) {
 		t.Fatalf("owners %q and %q, want two different Nodes", p.Egresses[0].Owner, p.Egresses[1].Owner)
 	}
 }
+
+// An Egress whose IP another Egress keeps, or that is reserved, is set
+// aside on every Node: it selects nothing and is programmed nowhere, and
+// the datapath state of every Node stays valid for everyone else.
+func TestConflictingEgressIsSetAside(t *testing.T) {
+	older := metav1.NewTime(time.Unix(1e9-60, 0))
+	static := eg("static", "198.51.100.5", "", "prod")
+	static.CreationTimestamp = older
+	static.Status.EgressNode, static.Status.EgressIP = "node-b", "198.51.100.5"
+	egs := []*v1alpha1.Egress{
+		static,
+		eg("pooled", "198.51.100.5", "pool", "prod"), // the static one's IP: IPInUse
+		eg("dev", "198.51.100.6", "pool", "dev"),     // uninvolved
+		eg("node", "192.0.2.11", "wide", "dev"),      // node-a's own address
+		eg("pods", "10.244.9.9", "wide", "dev"),      // in the Pod CIDR
+		eg("lo", "127.0.0.2", "", "dev"),             // loopback, static
+	}
+	for _, self := range []string{"node-a", "node-b", "node-c"} {
+		s := snapshot(self, egs...)
+		s.Pools["wide"] = &v1alpha1.ExternalIPPool{ObjectMeta: metav1.ObjectMeta{Name: "wide"},
+			Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{CIDR: "192.0.2.0/24"}, {CIDR: "10.244.9.0/24"}}}}
+		s.ClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+		if self == "node-b" {
+			s.LocalAddrs[netip.MustParseAddr("198.51.100.5")] = true
+		}
+		p := Compute(s)
+		cfg := datapath.Config{Uplink: "eth0", NodeIP: s.Nodes[self].IP,
+			ClusterCIDRs: s.ClusterCIDRs}.WithDefaults()
+		if err := p.Desired.Validate(cfg); err != nil {
+			t.Fatalf("%s: the datapath state is refused: %v", self, err)
+		}
+		reasons := map[string]string{}
+		for _, ep := range p.Egresses {
+			reasons[ep.Name] = ep.Reason
+			if ep.Reason == "IPInUse" || ep.Reason == "IPReserved" {
+				if ep.Owner != "" {
+					t.Errorf("%s: set-aside Egress %s has owner %s", self, ep.Name, ep.Owner)
+				}
+			}
+		}
+		for name, want := range map[string]string{"pooled": "IPInUse", "node": "IPReserved", "pods": "IPReserved", "lo": "IPReserved", "static": "", "dev": ""} {
+			if reasons[name] != want {
+				t.Errorf("%s: Egress %s has reason %q, want %q", self, name, reasons[name], want)
+			}
+		}
+		programmed := map[string]bool{}
+		for _, e := range p.Desired.Egresses {
+			programmed[e.Name] = true
+		}
+		for _, ip := range p.Desired.HeldIPs {
+			if ip == ipA || ip.String() == "10.244.9.9" {
+				t.Errorf("%s holds %s", self, ip)
+			}
+		}
+		if programmed["pooled"] || programmed["node"] || programmed["pods"] || programmed["lo"] {
+			t.Errorf("%s programs a set-aside Egress: %v", self, programmed)
+		}
+		if !programmed["dev"] || !programmed["static"] {
+			t.Errorf("%s: the uninvolved Egresses are not programmed: %v", self, programmed)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -29,6 +30,12 @@ type Allocator struct {
 
 	// Retries bounds how often one Sync re-plans after a conflict.
 	Retries int
+
+	// NodeIPs returns every Node's IP by name (may be nil), and
+	// ClusterCIDRs are the Pod and Service CIDRs: neither is ever handed
+	// out (see Reserved).
+	NodeIPs      func() map[string]netip.Addr
+	ClusterCIDRs []netip.Prefix
 }
 
 // Sync brings every pool's allocations, every pooled Egress's IP and its
@@ -38,14 +45,24 @@ type Allocator struct {
 // again.
 func (a *Allocator) Sync(ctx context.Context, pools []*v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) error {
 	var errs []error
+	var nodes map[string]netip.Addr
+	if a.NodeIPs != nil {
+		nodes = a.NodeIPs()
+	}
+	w := World{Claims: NewClaims(pools, egresses), Reserved: Reserved(nodes, a.ClusterCIDRs)}
 	names := map[string]bool{}
 	for _, p := range pools {
 		names[p.Name] = true
-		if err := a.syncPool(ctx, p, egresses); err != nil {
+		if err := a.syncPool(ctx, p, egresses, w); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	setIP, conds := OrphanPlan(names, egresses)
+	// A static Egress may use a Node's address (it is on that Node
+	// already), but nothing else a pool may not give.
+	for name, c := range StaticPlan(egresses, w.Claims, Reserved(nil, a.ClusterCIDRs)) {
+		conds[name] = c
+	}
 	byName := index(egresses)
 	for name, ip := range setIP {
 		errs = append(errs, a.setIP(ctx, name, ip, ""))
@@ -56,14 +73,23 @@ func (a *Allocator) Sync(ctx context.Context, pools []*v1alpha1.ExternalIPPool, 
 	return errors.Join(errs...)
 }
 
-func (a *Allocator) syncPool(ctx context.Context, pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) error {
+func (a *Allocator) syncPool(ctx context.Context, pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress, w World) error {
 	retries := a.Retries
 	if retries == 0 {
 		retries = 8
 	}
 	for attempt := 0; ; attempt++ {
-		plan := Plan(pool, egresses)
+		plan := Plan(pool, egresses, w)
 		err := a.commitPool(ctx, pool, plan)
+		if err == nil {
+			// The pools planned next must not hand these out again, even
+			// before the Egresses carry them.
+			for _, al := range plan.Allocations {
+				if ip, err := netip.ParseAddr(al.IP); err == nil {
+					w.Claims.Take(ip, al.Egress)
+				}
+			}
+		}
 		if apierrors.IsConflict(err) && attempt < retries {
 			// Someone else changed the pool: plan again from fresh objects.
 			if pool, egresses, err = a.fresh(ctx, pool.Name); err != nil {

@@ -43,12 +43,26 @@ type PoolPlan struct {
 	Conditions map[string]Condition // IPAllocated, per Egress of this pool
 }
 
+// World is what one pool's plan needs of the rest of the cluster.
+type World struct {
+	// Claims keeps egress IPs unique across pools and static Egresses.
+	Claims Claims
+	// Reserved are the addresses no pool hands out (see Reserved).
+	Reserved []ipam.Reserved
+}
+
 // Plan computes one pool's allocations. egresses may hold every Egress; only
 // those naming the pool count. They are served oldest first (then by name),
-// so when the pool runs short the newest Egress waits.
-func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
+// so when the pool runs short the newest Egress waits. An IP that w
+// reserves, or that another Egress keeps, is never handed out: an Egress
+// that names one is told why, and one that Sluice gave such an IP gets
+// another.
+func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress, w World) PoolPlan {
 	plan := PoolPlan{SetIP: map[string]string{}, Conditions: map[string]Condition{}}
 	mine := poolEgresses(pool.Name, egresses)
+	if w.Claims.winner == nil {
+		w.Claims = NewClaims([]*v1alpha1.ExternalIPPool{pool}, egresses)
+	}
 	p, err := ipam.ParseRanges(pool.Spec.IPRanges)
 	if err != nil {
 		for _, eg := range mine {
@@ -61,8 +75,16 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
 	}
 
 	byName := map[string]*v1alpha1.Egress{}
+	want := map[string]string{} // egress → the IP it keeps, "" to allocate
 	for _, eg := range mine {
 		byName[eg.Name] = eg
+		want[eg.Name] = wantedIP(eg)
+		// An IP Sluice gave that turned out reserved or taken (a Node got
+		// that address, another Egress keeps it) is replaced, not kept.
+		if ip, err := netip.ParseAddr(want[eg.Name]); err == nil && eg.Annotations[AllocatedFromAnnotation] == pool.Name &&
+			(ipam.Why(w.Reserved, ip) != "" || w.Claims.Lost(eg.Name, ip) != "") {
+			want[eg.Name] = ""
+		}
 	}
 	// Keep the records that still hold: the Egress exists, names this pool,
 	// and carries the IP or is about to (spec.egressIP not yet written).
@@ -71,10 +93,11 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
 	for _, a := range pool.Status.Allocations {
 		ip, err := netip.ParseAddr(a.IP)
 		eg := byName[a.Egress]
-		if err != nil || eg == nil || !p.Contains(ip) || has[a.Egress].IsValid() {
+		if err != nil || eg == nil || !p.Contains(ip) || has[a.Egress].IsValid() ||
+			ipam.Why(w.Reserved, ip) != "" || w.Claims.Lost(eg.Name, ip) != "" {
 			continue
 		}
-		if want := wantedIP(eg); want != "" && want != ip.String() {
+		if want := want[eg.Name]; want != "" && want != ip.String() {
 			continue
 		}
 		held[ip], has[a.Egress] = a.Egress, ip
@@ -83,7 +106,7 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
 	// User-given IPs first, so that an allocation never takes an IP a user
 	// has named, whatever the creation order.
 	for _, eg := range mine {
-		want := wantedIP(eg)
+		want := want[eg.Name]
 		if want == "" {
 			continue
 		}
@@ -95,9 +118,14 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
 		case !p.Contains(ip):
 			plan.Conditions[eg.Name] = Condition{Reason: v1alpha1.ReasonIPNotInPool,
 				Message: fmt.Sprintf("egressIP %s is not in ExternalIPPool %s (%s)", ip, pool.Name, rangesText(p))}
+		case ipam.Why(w.Reserved, ip) != "":
+			plan.Conditions[eg.Name] = Condition{Reason: ReasonIPReserved,
+				Message: fmt.Sprintf("egressIP %s is %s: it is never an egress IP", ip, ipam.Why(w.Reserved, ip))}
 		case held[ip] != "" && held[ip] != eg.Name:
 			plan.Conditions[eg.Name] = Condition{Reason: ReasonIPInUse,
 				Message: fmt.Sprintf("egressIP %s is already allocated to Egress %s", ip, held[ip])}
+		case w.Claims.Lost(eg.Name, ip) != "":
+			plan.Conditions[eg.Name] = Condition{Reason: ReasonIPInUse, Message: w.Claims.Lost(eg.Name, ip)}
 		default:
 			held[ip], has[eg.Name] = eg.Name, ip
 			plan.Conditions[eg.Name] = Condition{Allocated: true, Reason: v1alpha1.ReasonAllocated,
@@ -108,7 +136,7 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
 	// that switched to another pool and has not been given its new IP yet,
 	// or a static Egress) are busy: handing them out would put one IP on two
 	// Egresses for a moment.
-	busy := keys(held)
+	busy := append(keys(held), w.Claims.Claimed()...)
 	for _, eg := range egresses {
 		if eg.Spec.ExternalIPPool == pool.Name {
 			continue
@@ -117,13 +145,14 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) PoolPlan {
 			busy = append(busy, ip)
 		}
 	}
+	free := p.Without(w.Reserved)
 	for _, eg := range mine {
-		if wantedIP(eg) != "" {
+		if want[eg.Name] != "" {
 			continue
 		}
 		ip, ok := has[eg.Name]
 		if !ok {
-			next, err := p.Next(busy)
+			next, err := free.Next(busy)
 			if errors.Is(err, ipam.ErrPoolExhausted) {
 				plan.Conditions[eg.Name] = Condition{Reason: v1alpha1.ReasonPoolExhausted,
 					Message: fmt.Sprintf("ExternalIPPool %s has no free IP (%d in use)", pool.Name, len(held))}
@@ -176,6 +205,31 @@ func OrphanPlan(pools map[string]bool, egresses []*v1alpha1.Egress) (setIP map[s
 		}
 	}
 	return setIP, conds
+}
+
+// StaticPlan gives each static Egress (spec.egressIP, no pool) its
+// IPAllocated condition: Static, or why it may not use the IP.
+func StaticPlan(egresses []*v1alpha1.Egress, claims Claims, reserved []ipam.Reserved) map[string]Condition {
+	conds := map[string]Condition{}
+	for _, eg := range egresses {
+		if eg.Spec.ExternalIPPool != "" || eg.DeletionTimestamp != nil {
+			continue
+		}
+		ip, err := netip.ParseAddr(eg.Spec.EgressIP)
+		switch {
+		case err != nil:
+			continue // the schema refuses it; nothing to say
+		case ipam.Why(reserved, ip) != "":
+			conds[eg.Name] = Condition{Reason: ReasonIPReserved,
+				Message: fmt.Sprintf("egressIP %s is %s: it is never an egress IP", ip, ipam.Why(reserved, ip))}
+		case claims.Lost(eg.Name, ip) != "":
+			conds[eg.Name] = Condition{Reason: ReasonIPInUse, Message: claims.Lost(eg.Name, ip)}
+		default:
+			conds[eg.Name] = Condition{Allocated: true, Reason: v1alpha1.ReasonStatic,
+				Message: fmt.Sprintf("egressIP %s is given in the spec", ip)}
+		}
+	}
+	return conds
 }
 
 // wantedIP is the IP the Egress carries and keeps: spec.egressIP, unless

@@ -116,8 +116,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Datapath: dp, Members: g, Election: election.Rebalance, Resync: cfg.Resync, PrevIDs: prevIDs,
 		Metrics:    metrics,
 		HintClient: &hint.Client{Key: key, HTTP: &http.Client{Timeout: 500 * time.Millisecond}}, HintPort: cfg.HintPort,
-		Allocator: &alloc.Allocator{Client: sl, Recorder: recorder},
-		Status:    &agent.StatusWriter{Self: cfg.NodeName, Client: sl, Cache: cache, Recorder: recorder, Metrics: metrics},
+		ClusterCIDRs: cfg.ClusterCIDRs,
+		Allocator:    &alloc.Allocator{Client: sl, Recorder: recorder, NodeIPs: cache.NodeIPs, ClusterCIDRs: cfg.ClusterCIDRs},
+		Status:       &agent.StatusWriter{Self: cfg.NodeName, Client: sl, Cache: cache, Recorder: recorder, Metrics: metrics},
 		Announce: func(ctx context.Context, ip netip.Addr) {
 			if err := garp.Announce(ctx, uplink, ip, garpCount, garpInterval); err != nil {
 				log.Warn("gratuitous ARP", "ip", ip, "err", err)
