@@ -39,15 +39,15 @@ type runner struct {
 
 // startAllocator runs an allocator until the returned runner is stopped or
 // the test ends.
-func startAllocator(t *testing.T, ctx context.Context, name string) *runner {
+func startAllocator(t *testing.T, ctx context.Context, name string, opts ...func(*alloc.Allocator)) *runner {
 	t.Helper()
-	return startGated(t, ctx, name, nil)
+	return startGated(t, ctx, name, nil, opts...)
 }
 
 // startGated is startAllocator whose first Sync waits until gate closes
 // (nil: no wait), so that several allocators can be made to plan from the
 // same pool version and collide for sure.
-func startGated(t *testing.T, ctx context.Context, name string, gate <-chan struct{}) *runner {
+func startGated(t *testing.T, ctx context.Context, name string, gate <-chan struct{}, opts ...func(*alloc.Allocator)) *runner {
 	t.Helper()
 	cs := newClient(t)
 	ctx, cancel := context.WithCancel(ctx)
@@ -64,6 +64,9 @@ func startGated(t *testing.T, ctx context.Context, name string, gate <-chan stru
 		}
 	}
 	a := &alloc.Allocator{Client: cs}
+	for _, o := range opts {
+		o(a)
+	}
 	r := &runner{cached: func() int {
 		es, _ := egs.Lister().List(labels.Everything())
 		return len(es)
