@@ -27,8 +27,11 @@ const ReasonIPReserved = "IPReserved"
 //     that resolves two Egresses selecting one Pod.
 //
 // The losers are reported on their Egress (IPInUse) and programmed nowhere.
+// Static Egresses (no pool) may share an IP with each other: the user put
+// the IP on a Node by hand for them, and that Node SNATs all of them.
 type Claims struct {
 	winner map[netip.Addr]string
+	static map[string]bool // Egresses without a pool
 }
 
 // NewClaims works out the winner of every claimed IP.
@@ -71,7 +74,12 @@ func NewClaims(pools []*v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) Cl
 			add(ip.Unmap(), eg, false)
 		}
 	}
-	c := Claims{winner: make(map[netip.Addr]string, len(by))}
+	c := Claims{winner: make(map[netip.Addr]string, len(by)), static: map[string]bool{}}
+	for name, eg := range live {
+		if eg.Spec.ExternalIPPool == "" {
+			c.static[name] = true
+		}
+	}
 	for ip, cs := range by {
 		best := slices.MinFunc(cs, func(a, b claimant) int {
 			if a.recorded != b.recorded {
@@ -92,7 +100,7 @@ func (c Claims) Winner(ip netip.Addr) string { return c.winner[ip.Unmap()] }
 
 // Lost says why eg may not use ip ("" when it may): another Egress keeps it.
 func (c Claims) Lost(eg string, ip netip.Addr) string {
-	if w := c.Winner(ip); w != "" && w != eg {
+	if w := c.Winner(ip); w != "" && w != eg && !(c.static[w] && c.static[eg]) {
 		return fmt.Sprintf("egressIP %s is already used by Egress %s", ip, w)
 	}
 	return ""

@@ -189,8 +189,13 @@ func TestStaticPlan(t *testing.T) {
 		egress("lo", 1, "", "127.0.0.9", ""), egress("node", 1, "", "192.0.2.11", ""),
 		egress("pooled", 1, "p", "", ""),
 	}
+	egs = append(egs, egress("late", 3, "p", "192.0.2.20", ""))
 	conds := StaticPlan(egs, NewClaims(nil, egs), Reserved(nil, nil))
-	for name, want := range map[string]string{"s": v1alpha1.ReasonStatic, "t": ReasonIPInUse, "lo": ReasonIPReserved, "node": v1alpha1.ReasonStatic} {
+	// Static Egresses may share an IP; a pooled one naming it may not.
+	if lost := NewClaims(nil, egs).Lost("late", netip.MustParseAddr("192.0.2.20")); !strings.Contains(lost, "Egress s") {
+		t.Errorf("a pooled Egress naming a static IP: Lost = %q, want it to name s", lost)
+	}
+	for name, want := range map[string]string{"s": v1alpha1.ReasonStatic, "t": v1alpha1.ReasonStatic, "lo": ReasonIPReserved, "node": v1alpha1.ReasonStatic} {
 		if conds[name].Reason != want || conds[name].Allocated != (want == v1alpha1.ReasonStatic) {
 			t.Errorf("%s: %+v, want reason %s", name, conds[name], want)
 		}
