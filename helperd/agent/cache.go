@@ -173,13 +173,7 @@ func (c *Cache) Nodes() map[string]NodeInfo {
 }
 
 // NodeIPs maps every Node to its IP (NodeIP): what no pool hands out.
-func (c *Cache) NodeIPs() map[string]netip.Addr {
-	out := map[string]netip.Addr{}
-	for name, n := range c.Nodes() {
-		out[name] = n.IP
-	}
-	return out
-}
+func (c *Cache) NodeIPs() map[string]netip.Addr { return nodeIPs(c.Nodes()) }
 
 // NodeIP is a Node's first IPv4 InternalIP, or else its first InternalIP.
 func NodeIP(n *corev1.Node) netip.Addr {

@@ -188,11 +188,7 @@ func blockedEgresses(s Snapshot, live []*v1alpha1.Egress) map[string]EgressPlan 
 		pools = append(pools, p)
 	}
 	claims := alloc.NewClaims(pools, live)
-	nodeIPs := make(map[string]netip.Addr, len(s.Nodes))
-	for name, n := range s.Nodes {
-		nodeIPs[name] = n.IP
-	}
-	pooledRes, staticRes := alloc.Reserved(nodeIPs, s.ClusterCIDRs), alloc.Reserved(nil, s.ClusterCIDRs)
+	pooledRes, staticRes := alloc.Reserved(nodeIPs(s.Nodes), s.ClusterCIDRs), alloc.Reserved(nil, s.ClusterCIDRs)
 	out := map[string]EgressPlan{}
 	for _, eg := range live {
 		ip, err := netip.ParseAddr(eg.Spec.EgressIP)
@@ -204,14 +200,18 @@ func blockedEgresses(s Snapshot, live []*v1alpha1.Egress) map[string]EgressPlan 
 		if ep.Static {
 			res = staticRes
 		}
-		if why := ipam.Why(res, ep.IP); why != "" {
-			ep.Reason, ep.Message = alloc.ReasonIPReserved, "egressIP "+ep.IP.String()+" is "+why+": it is never an egress IP"
-		} else if lost := claims.Lost(eg.Name, ep.IP); lost != "" {
-			ep.Reason, ep.Message = alloc.ReasonIPInUse, lost
-		} else {
-			continue
+		if ep.Reason, ep.Message = claims.Refusal(eg.Name, ep.IP, res); ep.Reason != "" {
+			out[eg.Name] = ep
 		}
-		out[eg.Name] = ep
+	}
+	return out
+}
+
+// nodeIPs maps each Node to its IP.
+func nodeIPs(nodes map[string]NodeInfo) map[string]netip.Addr {
+	out := make(map[string]netip.Addr, len(nodes))
+	for name, n := range nodes {
+		out[name] = n.IP
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/helperd/alloc"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/policy"
@@ -256,7 +257,7 @@ func TestConflictingEgressIsSetAside(t *testing.T) {
 		reasons := map[string]string{}
 		for _, ep := range p.Egresses {
 			reasons[ep.Name] = ep.Reason
-			if ep.Reason == "IPInUse" || ep.Reason == "IPReserved" {
+			if ep.Reason == alloc.ReasonIPInUse || ep.Reason == alloc.ReasonIPReserved {
 				if ep.Owner != "" {
 					t.Errorf("%s: set-aside Egress %s has owner %s", self, ep.Name, ep.Owner)
 				}

@@ -106,6 +106,23 @@ func (c Claims) Lost(eg string, ip netip.Addr) string {
 	return ""
 }
 
+// Refusal says why eg may not use ip, as an IPAllocated reason and
+// message: reserved (ReasonIPReserved) or kept by another Egress
+// (ReasonIPInUse). Both are "" when it may.
+func (c Claims) Refusal(eg string, ip netip.Addr, reserved []ipam.Reserved) (reason, message string) {
+	if why := ipam.Why(reserved, ip); why != "" {
+		return ReasonIPReserved, reservedMessage(ip, why)
+	}
+	if lost := c.Lost(eg, ip); lost != "" {
+		return ReasonIPInUse, lost
+	}
+	return "", ""
+}
+
+func reservedMessage(ip netip.Addr, why string) string {
+	return fmt.Sprintf("egressIP %s is %s: it is never an egress IP", ip, why)
+}
+
 // Claimed returns every claimed IP, sorted: what no pool may hand out anew.
 func (c Claims) Claimed() []netip.Addr {
 	out := make([]netip.Addr, 0, len(c.winner))

@@ -120,7 +120,7 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress, w World) P
 				Message: fmt.Sprintf("egressIP %s is not in ExternalIPPool %s (%s)", ip, pool.Name, rangesText(p))}
 		case ipam.Why(w.Reserved, ip) != "":
 			plan.Conditions[eg.Name] = Condition{Reason: ReasonIPReserved,
-				Message: fmt.Sprintf("egressIP %s is %s: it is never an egress IP", ip, ipam.Why(w.Reserved, ip))}
+				Message: reservedMessage(ip, ipam.Why(w.Reserved, ip))}
 		case held[ip] != "" && held[ip] != eg.Name:
 			plan.Conditions[eg.Name] = Condition{Reason: ReasonIPInUse,
 				Message: fmt.Sprintf("egressIP %s is already allocated to Egress %s", ip, held[ip])}
@@ -216,18 +216,15 @@ func StaticPlan(egresses []*v1alpha1.Egress, claims Claims, reserved []ipam.Rese
 			continue
 		}
 		ip, err := netip.ParseAddr(eg.Spec.EgressIP)
-		switch {
-		case err != nil:
+		if err != nil {
 			continue // the schema refuses it; nothing to say
-		case ipam.Why(reserved, ip) != "":
-			conds[eg.Name] = Condition{Reason: ReasonIPReserved,
-				Message: fmt.Sprintf("egressIP %s is %s: it is never an egress IP", ip, ipam.Why(reserved, ip))}
-		case claims.Lost(eg.Name, ip) != "":
-			conds[eg.Name] = Condition{Reason: ReasonIPInUse, Message: claims.Lost(eg.Name, ip)}
-		default:
-			conds[eg.Name] = Condition{Allocated: true, Reason: v1alpha1.ReasonStatic,
-				Message: fmt.Sprintf("egressIP %s is given in the spec", ip)}
 		}
+		if reason, msg := claims.Refusal(eg.Name, ip, reserved); reason != "" {
+			conds[eg.Name] = Condition{Reason: reason, Message: msg}
+			continue
+		}
+		conds[eg.Name] = Condition{Allocated: true, Reason: v1alpha1.ReasonStatic,
+			Message: fmt.Sprintf("egressIP %s is given in the spec", ip)}
 	}
 	return conds
 }
