@@ -14,6 +14,10 @@ var (
 		"Bytes SNATed to the egress IP on this Node, from the SNAT rule's counter.", []string{"egress", "egress_ip"}, nil)
 	descSelected = prometheus.NewDesc("sluice_egress_selected_pods",
 		"Pods the Egress applies to, cluster-wide and on this Node.", []string{"egress", "scope"}, nil)
+	descTunnelDrops = prometheus.NewDesc("sluice_tunnel_dropped_packets_total",
+		"Packets the tunnel guard dropped on this Node, by reason: not-from-node (to the tunnel port from a host that is not a Node), "+
+			"from-pod (a forwarded packet to a tunnel port), not-selected (out of the tunnel, neither a reply nor from a Pod of an Egress held here).",
+		[]string{"reason"}, nil)
 	descMembers = prometheus.NewDesc("sluice_gossip_members",
 		"Gossip members by state as this Node sees them.", []string{"state"}, nil)
 )
@@ -30,6 +34,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSNATPackets
 	ch <- descSNATBytes
 	ch <- descSelected
+	ch <- descTunnelDrops
 }
 
 // Collect implements prometheus.Collector.
@@ -52,7 +57,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	type sum struct{ p, b uint64 }
 	sums := map[string]sum{}
+	drops := map[string]uint64{}
 	for _, r := range st.Rules {
+		if r.DropReason != "" {
+			drops[r.DropReason] += r.Packets
+		}
 		if r.Table != "nat" || !r.EgressIP.IsValid() {
 			continue
 		}
@@ -64,6 +73,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for ip, s := range sums {
 		ch <- prometheus.MustNewConstMetric(descSNATPackets, prometheus.CounterValue, float64(s.p), names[ip], ip)
 		ch <- prometheus.MustNewConstMetric(descSNATBytes, prometheus.CounterValue, float64(s.b), names[ip], ip)
+	}
+	for reason, n := range drops {
+		ch <- prometheus.MustNewConstMetric(descTunnelDrops, prometheus.CounterValue, float64(n), reason)
 	}
 }
 

@@ -221,17 +221,20 @@ func (d *Datapath) CurrentIDs(ctx context.Context) (map[netip.Addr]uint16, error
 
 // RuleStats are the counters of one rule in a Sluice chain. Set and
 // EgressIP are filled for per-Egress rules (mark and SNAT), so a caller
-// maps them back with EgressSetName.
+// maps them back with EgressSetName. DropReason is filled for the tunnel
+// guard's drop rules (DropNotFromNode, DropFromPod, DropNotSelected).
 type RuleStats struct {
 	Table, Chain, Rule string
 	Set                string
 	EgressIP           netip.Addr
+	DropReason         string
 	Packets, Bytes     uint64
 }
 
 var (
-	ruleSet = regexp.MustCompile(`--match-set (` + egressSetBase + `[0-9a-f]+) src`)
-	ruleIP  = regexp.MustCompile(`(?:sluice:ip=|--to-source )([0-9.]+)`)
+	ruleSet  = regexp.MustCompile(`--match-set (` + egressSetBase + `[0-9a-f]+) src`)
+	ruleIP   = regexp.MustCompile(`(?:sluice:ip=|--to-source )([0-9.]+)`)
+	ruleDrop = regexp.MustCompile(`"sluice:drop=([a-z-]+)" -j DROP$`)
 )
 
 func describeRule(rs *RuleStats) {
@@ -240,6 +243,9 @@ func describeRule(rs *RuleStats) {
 	}
 	if m := ruleIP.FindStringSubmatch(rs.Rule); m != nil {
 		rs.EgressIP, _ = netip.ParseAddr(m[1])
+	}
+	if m := ruleDrop.FindStringSubmatch(rs.Rule); m != nil {
+		rs.DropReason = m[1]
 	}
 }
 

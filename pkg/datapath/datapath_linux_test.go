@@ -207,7 +207,7 @@ func TestEgressDatapath(t *testing.T) {
 				marked += r.Packets
 			}
 		}
-		if marked == 0 || len(st.Sets) != 2 {
+		if marked == 0 || len(st.Sets) != 3 {
 			t.Errorf("stats: marked packets %d, sets %+v", marked, st.Sets)
 		}
 	})

@@ -52,14 +52,17 @@ func TestSyncIPTables(t *testing.T) {
 			nat[k] = v
 		}
 		// Someone else's rule after Sluice's last-position jump is fine.
-		filter := map[string][]string{"FORWARD": {"-s 10.244.1.2 -j ACCEPT", "-j SLUICE-FWD-ACCEPT", "-s 192.0.2.99 -j DROP"}}
+		filter := map[string][]string{
+			"INPUT":   {"-j SLUICE-GUARD", "-p tcp -m tcp --dport 22 -j ACCEPT"},
+			"FORWARD": {"-j SLUICE-GUARD", "-s 10.244.1.2 -j ACCEPT", "-j SLUICE-FWD-ACCEPT", "-s 192.0.2.99 -j DROP"},
+		}
 		for k, v := range want["filter"] {
 			filter[k] = v
 		}
 		return map[string]string{
 			"mangle": saveOf("mangle", []string{"PREROUTING", "FORWARD"}, mangle),
 			"nat":    saveOf("nat", []string{"POSTROUTING"}, nat),
-			"filter": saveOf("filter", []string{"FORWARD"}, filter),
+			"filter": saveOf("filter", []string{"INPUT", "FORWARD"}, filter),
 		}
 	}
 	for _, tc := range []struct {
@@ -72,8 +75,15 @@ func TestSyncIPTables(t *testing.T) {
 			":SLUICE-FORWARD - [0:0]\n-A SLUICE-FORWARD -o sluice.vxlan",
 			"-I PREROUTING 1 -j SLUICE-PREROUTING\n-I FORWARD 1 -j SLUICE-FORWARD\nCOMMIT",
 			"*nat\n:SLUICE-POSTROUTING - [0:0]\n-A SLUICE-POSTROUTING -o sluice.vxlan -j ACCEPT\n",
-			"*filter\n:SLUICE-FWD-ACCEPT - [0:0]\n-A SLUICE-FWD-ACCEPT -i sluice.vxlan -j ACCEPT\n-A SLUICE-FWD-ACCEPT -o sluice.vxlan -j ACCEPT\n-A FORWARD -j SLUICE-FWD-ACCEPT\nCOMMIT",
+			"*filter\n:SLUICE-FWD-ACCEPT - [0:0]\n-A SLUICE-FWD-ACCEPT -i sluice.vxlan -j ACCEPT\n-A SLUICE-FWD-ACCEPT -o sluice.vxlan -j ACCEPT\n:SLUICE-GUARD - [0:0]\n",
+			"-A FORWARD -j SLUICE-FWD-ACCEPT\n-I INPUT 1 -j SLUICE-GUARD\n-I FORWARD 1 -j SLUICE-GUARD\nCOMMIT",
 		}},
+		{"guard pushed down in INPUT: moved back to the top", func() map[string]string {
+			m := inSync()
+			m["filter"] = strings.Replace(m["filter"], "-A INPUT -j SLUICE-GUARD\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n",
+				"-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -j SLUICE-GUARD\n", 1)
+			return m
+		}(), []string{"*filter\n-D INPUT -j SLUICE-GUARD\n-I INPUT 1 -j SLUICE-GUARD\nCOMMIT\n"}},
 		{"filter jump duplicated: deleted and appended once", func() map[string]string {
 			m := inSync()
 			m["filter"] = strings.Replace(m["filter"], "-A FORWARD -s 10.244.1.2 -j ACCEPT\n",

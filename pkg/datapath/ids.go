@@ -42,6 +42,7 @@ func AssignIDs(previous map[netip.Addr]uint16, ips []netip.Addr) map[netip.Addr]
 const (
 	setPrefix     = "SLUICE-"
 	SetExcept     = "SLUICE-EXCEPT"
+	SetNodes      = "SLUICE-NODES" // Node IPs: the only senders the tunnel takes
 	egressSetBase = "SLUICE-EG-"
 )
 

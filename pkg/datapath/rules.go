@@ -15,6 +15,7 @@ import (
 //	mangle FORWARD     → SLUICE-FORWARD      TCP MSS clamp into the tunnel
 //	nat    POSTROUTING → SLUICE-POSTROUTING  never NAT into the tunnel; SNAT to egress IPs
 //	filter FORWARD     → SLUICE-FWD-ACCEPT   (last) accept what enters or leaves the tunnel
+//	filter INPUT and FORWARD → SLUICE-GUARD  close the tunnel (see guardRules)
 //
 // The filter jump goes last so that it only overrides a DROP policy (Docker
 // sets one): an egress Node forwards other Nodes' Pods, which a primary CNI
@@ -31,7 +32,25 @@ const (
 	ChainPostrouting = "SLUICE-POSTROUTING"
 	// ChainFilterForward is in the filter table.
 	ChainFilterForward = "SLUICE-FWD-ACCEPT"
+	// ChainGuard is in the filter table, first in INPUT and FORWARD.
+	ChainGuard = "SLUICE-GUARD"
 )
+
+// Drop reasons of the tunnel guard, as its rule comments carry them
+// ("sluice:drop=<reason>") and the metric labels them.
+const (
+	// DropNotFromNode: a packet to this Node's tunnel port whose source is
+	// not a Node IP, or that did not arrive on the uplink.
+	DropNotFromNode = "not-from-node"
+	// DropFromPod: a forwarded packet (a Pod's) to any tunnel port.
+	DropFromPod = "from-pod"
+	// DropNotSelected: a packet out of the tunnel that is neither a reply
+	// to this Node's own traffic nor from a Pod selected by an Egress this
+	// Node holds.
+	DropNotSelected = "not-selected"
+)
+
+func dropComment(reason string) string { return fmt.Sprintf(`"sluice:drop=%s"`, reason) }
 
 // tables are the iptables tables Sluice writes, in the order it writes them.
 var tables = []string{"mangle", "nat", "filter"}
@@ -50,6 +69,8 @@ var Jumps = []Jump{
 	{"mangle", "FORWARD", ChainForward, false},
 	{"nat", "POSTROUTING", ChainPostrouting, false},
 	{"filter", "FORWARD", ChainFilterForward, true},
+	{"filter", "INPUT", ChainGuard, false},
+	{"filter", "FORWARD", ChainGuard, false},
 }
 
 // Chains maps table → chain → rule specs (without "-A <chain>").
@@ -98,11 +119,48 @@ func BuildChains(c Config, d Desired) Chains {
 			ChainForward: {fmt.Sprintf("-o %s -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu", dev)},
 		},
 		"nat": {ChainPostrouting: post},
-		"filter": {ChainFilterForward: {
-			fmt.Sprintf("-i %s -j ACCEPT", dev),
-			fmt.Sprintf("-o %s -j ACCEPT", dev),
-		}},
+		"filter": {
+			ChainFilterForward: {
+				fmt.Sprintf("-i %s -j ACCEPT", dev),
+				fmt.Sprintf("-o %s -j ACCEPT", dev),
+			},
+			ChainGuard: guardRules(c, d),
+		},
 	}
+}
+
+// guardRules close the tunnel. The VXLAN socket listens on every local
+// address, and whatever it decapsulates is trusted as another Node's
+// redirected Pod traffic (marked, let past rp_filter, SNATed). So:
+//
+//   - the tunnel port of a local address takes only packets that arrive on
+//     the uplink from a Node IP (SLUICE-NODES), as flannel and Calico VXLAN
+//     trust the Node network;
+//   - no forwarded packet (a Pod's, whatever its destination) may go to a
+//     tunnel port: a Pod's packet to another Node would otherwise arrive
+//     there from this Node's IP, masqueraded by the primary CNI;
+//   - what comes out of the tunnel is either a reply to a connection this
+//     Node sent into it, or the traffic of a Pod selected by an Egress this
+//     Node holds, to a destination outside the cluster. Anything else (a
+//     redirect that reached a Node which no longer holds the IP included) is
+//     dropped, never relayed with a wrong source.
+//
+// Each drop rule counts its packets; Stats reports them by reason.
+func guardRules(c Config, d Desired) []string {
+	dev, up, port := c.TunnelDev, c.Uplink, c.TunnelPort
+	out := []string{
+		fmt.Sprintf("-i %s -p udp -m udp --dport %d -m addrtype --dst-type LOCAL -m set --match-set %s src -j RETURN", up, port, SetNodes),
+		fmt.Sprintf("-p udp -m udp --dport %d -m addrtype --dst-type LOCAL -m comment --comment %s -j DROP", port, dropComment(DropNotFromNode)),
+		fmt.Sprintf("! -i %s -p udp -m udp --dport %d -m comment --comment %s -j DROP", up, port, dropComment(DropFromPod)),
+		fmt.Sprintf("-i %s -m conntrack --ctdir REPLY -j RETURN", dev),
+	}
+	for _, e := range sortedEgresses(d.Egresses) {
+		if e.Local {
+			out = append(out, fmt.Sprintf("-i %s -m set --match-set %s src -m set ! --match-set %s dst -j RETURN",
+				dev, EgressSetName(e.Name), SetExcept))
+		}
+	}
+	return append(out, fmt.Sprintf("-i %s -m comment --comment %s -j DROP", dev, dropComment(DropNotSelected)))
 }
 
 func sortedEgresses(in []EgressState) []EgressState {
@@ -133,7 +191,14 @@ func BuildIPSets(c Config, d Desired) []IPSet {
 	for _, e := range d.Egresses {
 		except[e.EgressIP.String()] = true
 	}
-	sets := []IPSet{{Name: SetExcept, Type: "hash:net", Members: sortedKeys(except)}}
+	nodes := map[string]bool{c.NodeIP.String(): true}
+	for _, ip := range d.NodeIPs {
+		nodes[ip.String()] = true
+	}
+	sets := []IPSet{
+		{Name: SetExcept, Type: "hash:net", Members: sortedKeys(except)},
+		{Name: SetNodes, Type: "hash:ip", Members: sortedKeys(nodes)},
+	}
 	for _, e := range sortedEgresses(d.Egresses) {
 		m := map[string]bool{}
 		for _, ip := range e.AllPodIPs {

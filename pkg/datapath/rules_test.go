@@ -142,7 +142,18 @@ func TestBuildChains(t *testing.T) {
 			"-o sluice.vxlan -j ACCEPT",
 			"-o eth0 -m set --match-set " + prod + " src -m set ! --match-set SLUICE-EXCEPT dst -j SNAT --to-source 203.0.113.10",
 		}},
-		"filter": {ChainFilterForward: {"-i sluice.vxlan -j ACCEPT", "-o sluice.vxlan -j ACCEPT"}},
+		"filter": {
+			ChainFilterForward: {"-i sluice.vxlan -j ACCEPT", "-o sluice.vxlan -j ACCEPT"},
+			// Only prod is held here, so only its Pods may come out of the tunnel.
+			ChainGuard: {
+				"-i eth0 -p udp -m udp --dport 8477 -m addrtype --dst-type LOCAL -m set --match-set SLUICE-NODES src -j RETURN",
+				`-p udp -m udp --dport 8477 -m addrtype --dst-type LOCAL -m comment --comment "sluice:drop=not-from-node" -j DROP`,
+				`! -i eth0 -p udp -m udp --dport 8477 -m comment --comment "sluice:drop=from-pod" -j DROP`,
+				"-i sluice.vxlan -m conntrack --ctdir REPLY -j RETURN",
+				"-i sluice.vxlan -m set --match-set " + prod + " src -m set ! --match-set SLUICE-EXCEPT dst -j RETURN",
+				`-i sluice.vxlan -m comment --comment "sluice:drop=not-selected" -j DROP`,
+			},
+		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n%q\nwant\n%q", got, want)
@@ -174,8 +185,15 @@ func TestBuildIPSets(t *testing.T) {
 	if p := byName[EgressSetName("prod")]; p.Type != "hash:ip" || !reflect.DeepEqual(p.Members, []string{"10.244.1.2", "10.244.2.2"}) {
 		t.Errorf("prod set %+v", p)
 	}
-	if len(got) != 4 {
-		t.Errorf("%d sets, want 4", len(got))
+	if n := byName[SetNodes]; n.Type != "hash:ip" || !reflect.DeepEqual(n.Members, []string{"192.0.2.11", "192.0.2.12"}) {
+		t.Errorf("nodes set %+v", n)
+	}
+	// The Node's own IP is a tunnel peer even before the API lists it.
+	if n := BuildIPSets(testConfig(), Desired{}); len(n) != 2 || !reflect.DeepEqual(n[1].Members, []string{"192.0.2.11"}) {
+		t.Errorf("sets of an empty state: %+v", n)
+	}
+	if len(got) != 5 {
+		t.Errorf("%d sets, want 5", len(got))
 	}
 }
 
