@@ -35,6 +35,7 @@ type Cluster struct {
 	// objects).
 	Phases map[string]time.Duration
 
+	tag    string // names this cluster's namespaces
 	cp     *controlplane.ControlPlane
 	client kubernetes.Interface
 	sluice sluiceclient.Interface
@@ -115,6 +116,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 // while the namespaces are wired, since the apiserver's start dominates.
 func (c *Cluster) build(ctx context.Context) error {
 	tag := fmt.Sprintf("c%d", clusterSeq.Add(1))
+	c.tag = tag
 	var err error
 	if c.LAN, err = c.newNS(tag + "-lan"); err != nil {
 		return err
