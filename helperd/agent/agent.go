@@ -19,6 +19,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
 	"github.com/sluicenet/sluice/pkg/gossip"
+	"github.com/sluicenet/sluice/pkg/policy"
 )
 
 // Datapath is the kernel side: one idempotent Apply of the whole state.
@@ -70,7 +71,7 @@ type Agent struct {
 	last      Plan
 	lastErr   error
 	pending   map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
-	hints     map[netip.Addr]hintEntry             // Pods other helpers announced to us
+	hints     map[policy.PodKey]hintEntry          // Pods other helpers announced to us
 	held      map[netip.Addr]bool
 	lastAlive string
 	statusCh  chan Plan
@@ -85,7 +86,7 @@ func (a *Agent) initState() {
 	a.trigger = make(chan struct{}, 1)
 	a.doneCh = make(chan struct{})
 	a.pending = map[cniproto.Key]cniproto.Attachment{}
-	a.hints = map[netip.Addr]hintEntry{}
+	a.hints = map[policy.PodKey]hintEntry{}
 	a.held = map[netip.Addr]bool{}
 	a.statusCh = make(chan Plan, 1)
 	if a.Resync == 0 {
@@ -149,14 +150,42 @@ type hintEntry struct {
 	expires time.Time
 }
 
-// ReceiveHint records a Pod another helper announced and returns once the
-// datapath has it.
+// ReceiveHint records the IP of a Pod that another helper announced, once
+// the API confirms that the Pod runs on the announcing Node and the IP can
+// be its, and returns when the datapath has it. Which Egress selects the
+// Pod is decided by Compute from the API's labels, never by the hint.
 func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
 	a.init()
+	if err := a.checkHint(ctx, h); err != nil {
+		return fmt.Errorf("%w: %w", hint.ErrRefused, err)
+	}
+	key := policy.PodKey{Namespace: h.Namespace, Name: h.Pod}
 	a.mu.Lock()
-	a.hints[h.PodIP.Unmap()] = hintEntry{Hint{Egress: h.Egress, NodeIP: h.NodeIP.Unmap()}, time.Now().Add(hint.TTL)}
+	a.hints[key] = hintEntry{Hint{PodIP: h.PodIP.Unmap(), Node: h.Sender}, time.Now().Add(hint.TTL)}
 	a.mu.Unlock()
 	return a.Sync(ctx)
+}
+
+// checkHint: the Pod exists (read from the API server when the informer
+// has not seen it yet), is scheduled to the sender, has no other IP, and
+// the IP is in the sender's Pod CIDRs when the Node has any.
+func (a *Agent) checkHint(ctx context.Context, h hint.Hint) error {
+	a.Cache.EnsurePod(ctx, h.Namespace, h.Pod)
+	p, ok := a.Cache.Pod(h.Namespace, h.Pod)
+	if !ok {
+		return fmt.Errorf("pod %s/%s: not found", h.Namespace, h.Pod)
+	}
+	if p.Spec.NodeName != h.Sender {
+		return fmt.Errorf("pod %s/%s: scheduled to %q, not to the sender %q", h.Namespace, h.Pod, p.Spec.NodeName, h.Sender)
+	}
+	ip := h.PodIP.Unmap()
+	if known := policy.PodInfoFromPod(p).IPs; len(known) > 0 && !slices.Contains(known, ip) {
+		return fmt.Errorf("pod %s/%s: has IPs %v, not %v", h.Namespace, h.Pod, known, ip)
+	}
+	if cidrs := a.Cache.Nodes()[h.Sender].PodCIDRs; len(cidrs) > 0 && !slices.ContainsFunc(cidrs, func(c netip.Prefix) bool { return c.Contains(ip) }) {
+		return fmt.Errorf("pod %s/%s: %v is outside node %s's podCIDRs %v", h.Namespace, h.Pod, ip, h.Sender, cidrs)
+	}
+	return nil
 }
 
 // hintTimeout bounds how long a reconcile waits for holders to take new
@@ -187,6 +216,14 @@ func (a *Agent) sendHints(ctx context.Context, prev, next Plan) {
 			}
 		}
 	}
+	pods := map[netip.Addr]policy.PodKey{}
+	for key, as := range next.Policy.Pods {
+		if as.Node == a.Self {
+			for _, ip := range as.IPs {
+				pods[ip] = key
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, hintTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -196,33 +233,34 @@ func (a *Agent) sendHints(ctx context.Context, prev, next Plan) {
 		}
 		t := target{e.Name, netip.AddrPortFrom(e.OwnerNodeIP, uint16(a.HintPort)).String()}
 		for _, ip := range e.LocalPodIPs {
-			if before[t][ip] {
+			key, ok := pods[ip]
+			if before[t][ip] || !ok {
 				continue
 			}
 			wg.Add(1)
 			go func(h hint.Hint) {
 				defer wg.Done()
 				if err := a.HintClient.Send(ctx, t.addr, h); err != nil {
-					a.Log.Debug("hint the egress Node", "egress", h.Egress, "pod", h.PodIP, "err", err)
+					a.Log.Debug("hint the egress Node", "egress", t.eg, "pod", h.Namespace+"/"+h.Pod, "ip", h.PodIP, "err", err)
 				}
-			}(hint.Hint{Egress: e.Name, PodIP: ip, NodeIP: a.NodeIP})
+			}(hint.Hint{Namespace: key.Namespace, Pod: key.Name, PodIP: ip, Sender: a.Self, NodeIP: a.NodeIP})
 		}
 	}
 	wg.Wait()
 }
 
 // liveHints drops expired hints and returns the rest.
-func (a *Agent) liveHints() map[netip.Addr]Hint {
+func (a *Agent) liveHints() map[policy.PodKey]Hint {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
-	out := make(map[netip.Addr]Hint, len(a.hints))
-	for ip, h := range a.hints {
+	out := make(map[policy.PodKey]Hint, len(a.hints))
+	for key, h := range a.hints {
 		if now.After(h.expires) {
-			delete(a.hints, ip)
+			delete(a.hints, key)
 			continue
 		}
-		out[ip] = h.Hint
+		out[key] = h.Hint
 	}
 	return out
 }

@@ -3,13 +3,18 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/helperd/hint"
 	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 )
 
@@ -57,5 +62,45 @@ func TestCNIAddBeforeRunWaitsForTheFirstReconcile(t *testing.T) {
 	defer dp.mu.Unlock()
 	if dp.applies == 0 {
 		t.Fatal("acknowledged before any Apply")
+	}
+}
+
+// A hint counts only for a Pod the API puts on the sending Node, with an IP
+// that can be its: read from the API server when the informer lags.
+func TestCheckHint(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nodeC := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-c"}, Spec: corev1.NodeSpec{PodCIDRs: []string{"10.244.3.0/24"}}}
+	newPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web-new"}, Spec: corev1.PodSpec{NodeName: "node-c"}}
+	oldPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web-old"}, Spec: corev1.PodSpec{NodeName: "node-c"},
+		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.3.5"}}}}
+	kube := kubefake.NewSimpleClientset(nodeC, oldPod)
+	cache := NewCache(kube, sluicefake.NewSimpleClientset())
+	if err := cache.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Created after the informers synced: a Pod the informer may lag on.
+	if _, err := kube.CoreV1().Pods("prod").Create(ctx, newPod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &fakeDatapath{}}
+	h := func(pod, ip, sender string) hint.Hint {
+		return hint.Hint{Namespace: "prod", Pod: pod, PodIP: netip.MustParseAddr(ip), Sender: sender}
+	}
+	for _, c := range []struct {
+		h    hint.Hint
+		want string // "" accepted
+	}{
+		{h("web-new", "10.244.3.77", "node-c"), ""},
+		{h("web-old", "10.244.3.5", "node-c"), ""},
+		{h("web-new", "10.244.3.77", "node-b"), `scheduled to "node-c", not to the sender "node-b"`},
+		{h("web-old", "10.244.3.6", "node-c"), "has IPs [10.244.3.5]"},
+		{h("web-new", "10.244.1.77", "node-c"), "outside node node-c's podCIDRs"},
+		{h("web-gone", "10.244.3.79", "node-c"), "not found"},
+	} {
+		err := a.checkHint(ctx, c.h)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s %v from %s: got %v, want %q", c.h.Pod, c.h.PodIP, c.h.Sender, err, c.want)
+		}
 	}
 }

@@ -121,6 +121,17 @@ func (c *Cache) EnsurePod(ctx context.Context, ns, name string) {
 	c.mu.Unlock()
 }
 
+// Pod returns a Pod from the informer, or as EnsurePod read it.
+func (c *Cache) Pod(ns, name string) (*corev1.Pod, bool) {
+	if p, err := c.pods.Pods(ns).Get(name); err == nil {
+		return p, true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.direct[ns+"/"+name]
+	return p, ok
+}
+
 // SetLocalAddrs records the IPs configured on this Node by others.
 func (c *Cache) SetLocalAddrs(addrs map[netip.Addr]bool) (changed bool) {
 	c.mu.Lock()
@@ -167,7 +178,13 @@ func (c *Cache) Nodes() map[string]NodeInfo {
 	nodes, _ := c.nodes.List(labels.Everything())
 	out := make(map[string]NodeInfo, len(nodes))
 	for _, n := range nodes {
-		out[n.Name] = NodeInfo{IP: NodeIP(n), Labels: n.Labels, Unschedulable: n.Spec.Unschedulable}
+		info := NodeInfo{IP: NodeIP(n), Labels: n.Labels, Unschedulable: n.Spec.Unschedulable}
+		for _, c := range n.Spec.PodCIDRs {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				info.PodCIDRs = append(info.PodCIDRs, p.Masked())
+			}
+		}
+		out[n.Name] = info
 	}
 	return out
 }

@@ -18,6 +18,7 @@ type Metrics struct {
 	cniRequests   *prometheus.CounterVec
 	cniLatency    *prometheus.HistogramVec
 	allocErrors   prometheus.Counter
+	hints         *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics on reg.
@@ -39,9 +40,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time from a CNI request to its reply, by verb.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12)}, []string{"verb"}),
 		allocErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_allocation_errors_total",
 			Help: "Allocation or status writes that failed and will be retried."}),
+		hints: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_hints_received_total",
+			Help: "Hints received from other helpers, by result: ok, rate-limited, bad-signature, invalid, refused (wrong recipient, " +
+				"sender or time, a replay, or a Pod that is not the sender's), error."}, []string{"result"}),
 	}
 	reg.MustRegister(m.heldIPs, m.failovers, m.takeovers, m.reconcileDur, m.reconcileErrs,
-		m.cniRequests, m.cniLatency, m.allocErrors)
+		m.cniRequests, m.cniLatency, m.allocErrors, m.hints)
 	return m
 }
 
@@ -89,4 +93,11 @@ func (m *Metrics) observeCNI(verb string, start time.Time, err error) {
 	}
 	m.cniRequests.WithLabelValues(verb, result).Inc()
 	m.cniLatency.WithLabelValues(verb).Observe(time.Since(start).Seconds())
+}
+
+// ObserveHint counts one received hint by its result (hint.Result*).
+func (m *Metrics) ObserveHint(result string) {
+	if m != nil {
+		m.hints.WithLabelValues(result).Inc()
+	}
 }

@@ -23,6 +23,9 @@ type NodeInfo struct {
 	// Unschedulable (cordoned) Nodes are not eligible to hold pool IPs, so
 	// `kubectl cordon` or a drain moves egress IPs away before maintenance.
 	Unschedulable bool
+	// PodCIDRs are spec.podCIDRs; empty when the primary CNI does not use
+	// them.
+	PodCIDRs []netip.Prefix
 }
 
 // Snapshot is everything one reconcile decides from.
@@ -41,17 +44,19 @@ type Snapshot struct {
 	Election   election.Policy
 	// PrevIDs are the mark ids in use, so that ids survive.
 	PrevIDs map[netip.Addr]uint16
-	// Hints are Pods other helpers announced at their CNI ADD, before the
-	// API server had their IPs: Pod IP → Egress and the Pod's Node IP.
-	Hints map[netip.Addr]Hint
+	// Hints are the IPs of Pods that other helpers announced at their CNI
+	// ADD, before the API server had them (see package hint). They count
+	// only for a Pod object on the announcing Node that has no IP yet;
+	// which Egress selects the Pod is decided here, as for any Pod.
+	Hints map[policy.PodKey]Hint
 	// ClusterCIDRs are the Pod and Service CIDRs: no egress IP lies in them.
 	ClusterCIDRs []netip.Prefix
 }
 
-// Hint is a Pod IP another helper reported for an Egress this Node holds.
+// Hint is a Pod's IP as the helper of the Pod's Node reported it.
 type Hint struct {
-	Egress string
-	NodeIP netip.Addr
+	PodIP netip.Addr
+	Node  string // the reporting Node
 }
 
 // EgressPlan is one Egress's decided state.
@@ -102,7 +107,7 @@ func Compute(s Snapshot) Plan {
 			usable = append(usable, eg)
 		}
 	}
-	res := policy.Compute(policy.View{Egresses: usable, Pods: s.Pods, Namespaces: s.Namespaces})
+	res := policy.Compute(policy.View{Egresses: usable, Pods: withHints(s.Pods, s.Hints), Namespaces: s.Namespaces})
 	local := res.LocalIPs(s.Self)
 	podsHere, remote := perEgress(s, res)
 	var plans []EgressPlan
@@ -143,13 +148,10 @@ func Compute(s Snapshot) Plan {
 			d.HeldIPs = append(d.HeldIPs, ep.IP)
 		}
 		r := res.Egresses[ep.Name]
-		if r == nil || (len(r.PodIPs) == 0 && !(isLocal && hinted(s.Hints, ep.Name))) {
+		if r == nil || len(r.PodIPs) == 0 {
 			continue
 		}
 		all := v4(r.PodIPs)
-		if isLocal {
-			all = addHinted(all, s.Hints, ep.Name)
-		}
 		st := datapath.EgressState{Name: ep.Name, EgressIP: ep.IP, ID: ep.ID,
 			LocalPodIPs: local[ep.Name], AllPodIPs: all, Local: isLocal}
 		if !isLocal && ep.OwnerIP.Is4() {
@@ -158,11 +160,6 @@ func Compute(s Snapshot) Plan {
 		d.Egresses = append(d.Egresses, st)
 		if isLocal {
 			d.RemotePods = append(d.RemotePods, remote[ep.Name]...)
-			for ip, h := range s.Hints {
-				if h.Egress == ep.Name && ip.Is4() && h.NodeIP.Is4() && h.NodeIP != s.Nodes[s.Self].IP {
-					d.RemotePods = append(d.RemotePods, datapath.RemotePod{IP: ip, NodeIP: h.NodeIP})
-				}
-			}
 		}
 	}
 	for _, n := range s.Nodes {
@@ -328,25 +325,20 @@ func perEgress(s Snapshot, res policy.Result) (map[string]int, map[string][]data
 	return here, remote
 }
 
-func hinted(hints map[netip.Addr]Hint, eg string) bool {
-	for _, h := range hints {
-		if h.Egress == eg {
-			return true
+// withHints gives hinted IPs to the Pods they name, when the Pod is on the
+// hinting Node and has no IP of its own yet (the API's IPs always win).
+func withHints(pods []policy.PodInfo, hints map[policy.PodKey]Hint) []policy.PodInfo {
+	if len(hints) == 0 {
+		return pods
+	}
+	out := slices.Clone(pods)
+	for i := range out {
+		p := &out[i]
+		if h, ok := hints[policy.PodKey{Namespace: p.Namespace, Name: p.Name}]; ok && len(p.IPs) == 0 && p.Node == h.Node {
+			p.IPs = []netip.Addr{h.PodIP}
 		}
 	}
-	return false
-}
-
-// addHinted adds the hinted Pod IPs of eg to ips, keeping them sorted and
-// unique.
-func addHinted(ips []netip.Addr, hints map[netip.Addr]Hint, eg string) []netip.Addr {
-	for ip, h := range hints {
-		if h.Egress == eg && ip.Is4() {
-			ips = append(ips, ip)
-		}
-	}
-	slices.SortFunc(ips, netip.Addr.Compare)
-	return slices.Compact(ips)
+	return out
 }
 
 func v4(ips []netip.Addr) []netip.Addr {

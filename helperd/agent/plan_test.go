@@ -189,26 +189,44 @@ func TestIDsSurvive(t *testing.T) {
 }
 
 // A Pod another helper hinted at its ADD is SNATed and routed back by the
-// holder before the API server knows the Pod's IP.
+// holder before the API server knows the Pod's IP; a hint never puts a Pod
+// into an Egress that does not select it, never overrides the API's IP,
+// and counts only from the Pod's own Node.
 func TestHintedPodIsProgrammedOnTheHolder(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
 	owner := Compute(snapshot("node-c", e)).Egresses[0].Owner
-	s := snapshot(owner, e)
-	fresh := netip.MustParseAddr("10.244.3.77")
-	s.Hints = map[netip.Addr]Hint{fresh: {Egress: "prod", NodeIP: ipC}}
+	withNew := func(self string) Snapshot {
+		s := snapshot(self, e)
+		fresh := pod("prod", "web-new", "node-c", "10.244.3.77")
+		fresh.IPs, fresh.Phase = nil, corev1.PodPending
+		s.Pods = append(s.Pods, fresh, pod("dev", "web-dev", "node-c", "10.244.3.78"))
+		s.Pods[len(s.Pods)-1].IPs = nil
+		return s
+	}
+	fresh, devIP := netip.MustParseAddr("10.244.3.77"), netip.MustParseAddr("10.244.3.78")
+	s := withNew(owner)
+	s.Hints = map[policy.PodKey]Hint{
+		{Namespace: "prod", Name: "web-new"}: {PodIP: fresh, Node: "node-c"},
+		{Namespace: "dev", Name: "web-dev"}:  {PodIP: devIP, Node: "node-c"}, // selected by no Egress
+		{Namespace: "prod", Name: "web-a"}:   {PodIP: devIP, Node: "node-a"}, // has its IP already
+		{Namespace: "prod", Name: "web-c"}:   {PodIP: devIP, Node: "node-b"}, // not the Pod's Node
+	}
 	p := Compute(s)
-	if !slices.Contains(p.Desired.Egresses[0].AllPodIPs, fresh) {
-		t.Fatalf("AllPodIPs %v lack the hinted %s", p.Desired.Egresses[0].AllPodIPs, fresh)
+	all := p.Desired.Egresses[0].AllPodIPs
+	if !slices.Contains(all, fresh) {
+		t.Fatalf("AllPodIPs %v lack the hinted %s", all, fresh)
+	}
+	if slices.Contains(all, devIP) {
+		t.Fatalf("AllPodIPs %v hold %s, which only a hint claimed", all, devIP)
 	}
 	if !slices.Contains(p.Desired.RemotePods, datapath.RemotePod{IP: fresh, NodeIP: ipC}) {
 		t.Fatalf("RemotePods %v lack the hinted Pod", p.Desired.RemotePods)
 	}
-	// A Node that does not hold the IP ignores hints.
+	// A Node that does not hold the IP gets no hints, and without one the
+	// new Pod is nowhere yet.
 	other := map[string]string{"node-a": "node-b", "node-b": "node-a"}[owner]
-	s2 := snapshot(other, e)
-	s2.Hints = s.Hints
-	if slices.Contains(Compute(s2).Desired.Egresses[0].AllPodIPs, fresh) {
-		t.Fatal("a non-holder programmed a hint")
+	if slices.Contains(Compute(withNew(other)).Desired.Egresses[0].AllPodIPs, fresh) {
+		t.Fatal("a Pod without an IP was programmed without a hint")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -112,10 +113,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer leave(g, log)
 	reg.MustRegister(&agent.MemberCollector{Members: g})
 
+	hintKey, err := hint.DeriveKey(key)
+	if err != nil {
+		return fmt.Errorf("derive the hint key: %w", err)
+	}
 	a := &agent.Agent{Self: cfg.NodeName, NodeIP: nodeIP, Log: log.With("part", "agent"), Cache: cache,
 		Datapath: dp, Members: g, Election: election.Rebalance, Resync: cfg.Resync, PrevIDs: prevIDs,
 		Metrics:    metrics,
-		HintClient: &hint.Client{Key: key, HTTP: &http.Client{Timeout: 500 * time.Millisecond}}, HintPort: cfg.HintPort,
+		HintClient: &hint.Client{Key: hintKey, HTTP: hintHTTP(nodeIP)}, HintPort: cfg.HintPort,
 		ClusterCIDRs: cfg.ClusterCIDRs,
 		Allocator:    &alloc.Allocator{Client: sl, Recorder: recorder, NodeIPs: cache.NodeIPs, ClusterCIDRs: cfg.ClusterCIDRs},
 		Status:       &agent.StatusWriter{Self: cfg.NodeName, Client: sl, Cache: cache, Recorder: recorder, Metrics: metrics},
@@ -156,8 +161,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			Log: clog}).Serve(ctx, ln)
 	})
 	run("hints", func() error {
-		return (&hint.Server{Addr: netip.AddrPortFrom(nodeIP, uint16(cfg.HintPort)).String(), Key: key,
-			Receive: a.ReceiveHint}).Serve(ctx)
+		return (&hint.Server{Addr: netip.AddrPortFrom(nodeIP, uint16(cfg.HintPort)).String(), Self: nodeIP, Key: hintKey,
+			IsNode: func(name string, ip netip.Addr) bool {
+				n, ok := cache.Nodes()[name]
+				return ok && n.IP == ip
+			},
+			Receive: a.ReceiveHint, Observe: metrics.ObserveHint}).Serve(ctx)
 	})
 	run("status socket", func() error {
 		return (&statusapi.Server{Path: cfg.StatusSocket, Source: &agent.Source{Agent: a, Config: dcfg.WithDefaults()},
@@ -246,6 +255,15 @@ func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, key
 }
 
 // readKey reads the gossip key: 16, 24 or 32 raw bytes, or their base64.
+// hintHTTP sends hints from the Node IP, the only source the receiving
+// helper accepts for this Node's hints (an egress IP held on the uplink
+// could otherwise be picked as the source).
+func hintHTTP(nodeIP netip.Addr) *http.Client {
+	d := &net.Dialer{Timeout: 500 * time.Millisecond, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(nodeIP, 0))}
+	return &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DialContext: d.DialContext,
+		MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}}
+}
+
 func readKey(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -117,6 +119,12 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 func (c *Cluster) build(ctx context.Context) error {
 	tag := fmt.Sprintf("c%d", clusterSeq.Add(1))
 	c.tag = tag
+	// Gossip and hints are keyed, as in a real cluster.
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	if err := os.WriteFile(filepath.Join(c.Dir, "gossip.key"), []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+		return fmt.Errorf("write the gossip key: %w", err)
+	}
 	var err error
 	if c.LAN, err = c.newNS(tag + "-lan"); err != nil {
 		return err

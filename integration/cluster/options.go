@@ -232,6 +232,7 @@ type NodePaths struct {
 	CNISocket  string // plugin → helper socket
 	StatusSock string // the helper's status socket
 	HelperLog  string // the helper's stdout and stderr, across restarts
+	GossipKey  string // the cluster's gossip key file, one for every Node
 }
 
 func nodePaths(dir, name string) NodePaths {
@@ -249,6 +250,7 @@ func nodePaths(dir, name string) NodePaths {
 		CNISocket:  filepath.Join(run, "cni.sock"),
 		StatusSock: filepath.Join(run, "status.sock"),
 		HelperLog:  filepath.Join(root, "helperd.log"),
+		GossipKey:  filepath.Join(dir, "gossip.key"),
 	}
 }
 
@@ -264,7 +266,7 @@ func defaultHelperArgs(name, kubeconfig string, p NodePaths) []string {
 		"--status-socket=" + p.StatusSock,
 		"--state-dir=" + p.StateDir,
 		"--spool-dir=" + p.SpoolDir,
-		"--gossip-insecure",
+		"--gossip-key-file=" + p.GossipKey,
 	}
 }
 
