@@ -40,7 +40,10 @@ func (h *hintHTTP) client() *http.Client {
 			addr = h.redirect.String()
 		}
 		var c net.Conn
-		err := h.n.Do(func() (err error) { c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr); return err })
+		err := h.n.Do(func() (err error) {
+			c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
 		return c, err
 	}
 	return &http.Client{Timeout: 3 * time.Second, Transport: recorder{h, &http.Transport{DialContext: dial, DisableKeepAlives: true}}}
