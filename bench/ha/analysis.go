@@ -40,6 +40,11 @@ type Trial struct {
 	// After the failure took effect: probes sent, probes without an answer
 	// (timeout/reset) and answers with another source than the egress IP.
 	Sent, Lost, Wrong int
+	// Fence is from the start of the failure to the old owner no longer
+	// holding the IP on its uplink, for kinds where its helper stops
+	// (SIGKILL, freeze); Fenced says it happened within the window.
+	Fence  time.Duration
+	Fenced bool
 }
 
 // Analyze reads a probe trace around one failure. failStart is when the

@@ -93,10 +93,11 @@ func TestCPUPercent(t *testing.T) {
 
 func TestFailoverFigures(t *testing.T) {
 	trials := []Trial{
-		{Kind: "helper_kill", Failover: 100 * time.Millisecond, Recovered: true, Takeover: 2 * time.Second, TookOver: true},
+		{Kind: "helper_kill", Failover: 100 * time.Millisecond, Recovered: true, Takeover: 2 * time.Second, TookOver: true,
+			Fence: 3500 * time.Millisecond, Fenced: true},
 		{Kind: "uplink_down", Failover: 1500 * time.Millisecond, Recovered: true, Takeover: time.Second, TookOver: true},
 		{Kind: "uplink_down", Failover: 500 * time.Millisecond, Recovered: true},
-		{Kind: "node_freeze", Recovered: false},
+		{Kind: "node_freeze", Recovered: false, Fence: 4200 * time.Millisecond, Fenced: true},
 	}
 	got := map[string]float64{}
 	for _, f := range FailoverFigures(trials, "probe") {
@@ -108,7 +109,7 @@ func TestFailoverFigures(t *testing.T) {
 	want := map[string]float64{
 		"failover_median_s": 0.5, "failover_p99_s": 1.5, "failover_takeover_median_s": 1,
 		"failover_helper_kill_median_s": 0.1, "failover_uplink_down_median_s": 0.5, "failover_uplink_down_p99_s": 1.5,
-		"failover_node_freeze_median_s": 0,
+		"failover_node_freeze_median_s": 0, "stale_holder_fence_s": 4.2,
 	}
 	for k, v := range want {
 		if got[k] != v {

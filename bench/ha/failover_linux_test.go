@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +32,9 @@ const (
 type failureKind struct {
 	name         string
 	fail, repair func(ctx context.Context, node string) error
+	// fenced: the owner's helper stops, so its kernel must drop the IP
+	// within the held-IP lifetime (stale_holder_fence_s).
+	fenced bool
 }
 
 func failureKinds(c *cluster.Cluster) []failureKind {
@@ -41,10 +45,10 @@ func failureKinds(c *cluster.Cluster) []failureKind {
 					return err
 				}
 				return c.WaitHelper(ctx, n, 30*time.Second)
-			}},
-		{"uplink_down", c.UplinkDown, c.UplinkUp},
+			}, true},
+		{"uplink_down", c.UplinkDown, c.UplinkUp, false},
 		{"node_freeze", func(_ context.Context, n string) error { return c.FreezeNode(n) },
-			func(_ context.Context, n string) error { return c.ThawNode(n) }},
+			func(_ context.Context, n string) error { return c.ThawNode(n) }, true},
 	}
 }
 
@@ -78,8 +82,8 @@ func TestFailover(t *testing.T) {
 			if err != nil {
 				t.Fatalf("round %d, %s: %v", round+1, k.name, err)
 			}
-			t.Logf("round %d %-11s failover %6.3fs maxgap %6.3fs takeover %6.3fs (moved %v) sent %d lost %d wrong-source %d",
-				round+1, k.name, tr.Failover.Seconds(), tr.MaxGap.Seconds(), tr.Takeover.Seconds(), tr.TookOver, tr.Sent, tr.Lost, tr.Wrong)
+			t.Logf("round %d %-11s failover %6.3fs maxgap %6.3fs takeover %6.3fs (moved %v) fence %6.3fs (%v) sent %d lost %d wrong-source %d",
+				round+1, k.name, tr.Failover.Seconds(), tr.MaxGap.Seconds(), tr.Takeover.Seconds(), tr.TookOver, tr.Fence.Seconds(), tr.Fenced, tr.Sent, tr.Lost, tr.Wrong)
 			results = append(results, tr)
 		}
 	}
@@ -125,6 +129,10 @@ func runTrial(ctx context.Context, t *testing.T, c *cluster.Cluster, k failureKi
 		return Trial{}, fmt.Errorf("fail %s: %w", st.Node, err)
 	}
 	failEnd := time.Now()
+	var fence <-chan time.Duration
+	if k.fenced {
+		fence = watchFence(ctx, c, st.Node, st.IP, failStart)
+	}
 	var doneAt time.Time
 	for time.Since(failStart) < trialWindow {
 		tr := Analyze(k.name, pr.snapshot(), st.IP, failStart, failEnd)
@@ -142,11 +150,36 @@ func runTrial(ctx context.Context, t *testing.T, c *cluster.Cluster, k failureKi
 	if at, moved := mv.when(); moved {
 		tr.Takeover, tr.TookOver = at.Sub(failStart), true
 	}
+	if fence != nil {
+		select {
+		case d := <-fence:
+			tr.Fence, tr.Fenced = d, d > 0
+		case <-time.After(trialWindow):
+		}
+	}
 	if err := k.repair(ctx, st.Node); err != nil {
 		return tr, fmt.Errorf("repair %s: %w", st.Node, err)
 	}
 	t.Logf("%s on %s (probe from %s): failure call took %s", k.name, st.Node, p.Node.Name, failEnd.Sub(failStart).Round(time.Millisecond))
 	return tr, nil
+}
+
+// watchFence polls node's uplink until it no longer holds ip, and sends
+// the time since start (0 when it still held it after the trial window).
+func watchFence(ctx context.Context, c *cluster.Cluster, node string, ip netip.Addr, start time.Time) <-chan time.Duration {
+	out := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(start) < trialWindow && ctx.Err() == nil {
+			addrs, err := c.Exec(ctx, node, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+			if err == nil && !strings.Contains(addrs, " "+ip.String()+"/") {
+				out <- time.Since(start)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		out <- 0
+	}()
+	return out
 }
 
 // logWrong lists the answers that came with another source than the

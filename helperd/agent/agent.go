@@ -265,6 +265,23 @@ func (a *Agent) liveHints() map[policy.PodKey]Hint {
 	return out
 }
 
+// renewEvery is how often the loop renews the held IPs' lifetimes: in the
+// same loop as the reconciles, so a helper stuck in one stops renewing, and
+// its Node stops answering for the IPs (datapath.Config.HeldLifetime).
+const renewEvery = time.Second
+
+type renewer interface {
+	RenewHeld(ctx context.Context) error
+}
+
+func (a *Agent) renewHeld(ctx context.Context) {
+	if r, ok := a.Datapath.(renewer); ok {
+		if err := r.RenewHeld(ctx); err != nil && ctx.Err() == nil {
+			a.Log.Warn("renew held egress IPs", "err", err)
+		}
+	}
+}
+
 // Run runs until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	a.init()
@@ -287,11 +304,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(a.Resync)
 	defer ticker.Stop()
+	renew := time.NewTicker(renewEvery)
+	defer renew.Stop()
 	a.Poke()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-renew.C:
+			a.renewHeld(ctx)
+			continue
 		case <-a.trigger:
 		case <-changes:
 			a.requested.Add(1)

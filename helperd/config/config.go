@@ -27,6 +27,7 @@ const (
 	DefaultSpoolDir     = "/var/run/sluice/spool"
 	DefaultStateDir     = "/var/lib/sluice"
 	DefaultResync       = 2 * time.Second
+	DefaultHeldLifetime = 4 * time.Second
 	DefaultMetricsAddr  = ":9779"
 )
 
@@ -58,7 +59,10 @@ type Config struct {
 
 	MetricsAddr string // empty: no metrics endpoint
 	Resync      time.Duration
-	LogLevel    string
+	// HeldLifetime is the kernel lifetime of held egress IPs, renewed every
+	// second while the helper lives; 0 keeps them forever (no fencing).
+	HeldLifetime time.Duration
+	LogLevel     string
 }
 
 // Bind registers the flags on fs, with defaults, and returns the Config
@@ -83,6 +87,8 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.BoolVar(&c.GossipInsecure, "gossip-insecure", false, "allow gossip without encryption (tests only)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "address of the Prometheus /metrics endpoint; empty disables it")
 	fs.DurationVar(&c.Resync, "resync", DefaultResync, "period of the full reconcile that repairs drift")
+	fs.DurationVar(&c.HeldLifetime, "held-ip-lifetime", DefaultHeldLifetime,
+		"lifetime of the egress IPs held on the uplink, renewed every second while the helper lives: a dead or stuck helper's Node stops answering for them within it (whole seconds, 2s..60s; 0 keeps them forever)")
 	fs.StringVar(&c.LogLevel, "v", "info", "log level: debug, info, warn or error")
 	return c
 }
@@ -146,6 +152,9 @@ func (c *Config) Validate() error {
 		if p.path == "" || !strings.HasPrefix(p.path, "/") {
 			bad(p.flag, "%q must be an absolute path", p.path)
 		}
+	}
+	if c.HeldLifetime != 0 && (c.HeldLifetime < 2*time.Second || c.HeldLifetime > time.Minute || c.HeldLifetime%time.Second != 0) {
+		bad("held-ip-lifetime", "%s: must be whole seconds from 2s to 60s, or 0", c.HeldLifetime)
 	}
 	if c.Resync < 100*time.Millisecond {
 		bad("resync", "%s is too short; use at least 100ms", c.Resync)

@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("iptables backend", "mode", backend.Mode, "why", backend.Reason)
 	dcfg := datapath.Config{TunnelDev: cfg.TunnelDev, TunnelPort: cfg.TunnelPort, VNI: cfg.VNI,
-		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded(), IPTables: backend}
+		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded(), IPTables: backend, HeldLifetime: heldLifetime(cfg.HeldLifetime)}
 	dp, err := datapath.New(dcfg, log.With("part", "datapath"))
 	if err != nil {
 		return err
@@ -255,6 +255,15 @@ func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, key
 }
 
 // readKey reads the gossip key: 16, 24 or 32 raw bytes, or their base64.
+// heldLifetime maps the flag (0: forever) to datapath.Config.HeldLifetime
+// (negative: forever).
+func heldLifetime(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 // hintHTTP sends hints from the Node IP, the only source the receiving
 // helper accepts for this Node's hints (an egress IP held on the uplink
 // could otherwise be picked as the source).

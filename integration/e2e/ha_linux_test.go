@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +67,11 @@ func holders(t *testing.T, c *cluster.Cluster, ip netip.Addr) []string {
 	}
 	return out
 }
+
+// fenceBound is README's bound from a helper's death to its Node no longer
+// holding the IPs it lost (the held-IP lifetime, 4 s, plus the kernel's
+// one-second check).
+const fenceBound = 5 * time.Second
 
 // TestHAEgress is the seed's "Configuring High-Availability Egress" example
 // and issue 5's failure scenarios.
@@ -153,10 +159,13 @@ func TestHAEgress(t *testing.T) {
 	kinds := []struct {
 		name         string
 		fail, repair func(node string) error
+		// fenced: the old holder's helper no longer renews the IP's
+		// lifetime, so its kernel drops the IP within the bound.
+		fenced bool
 	}{
-		{"helper SIGKILLed", c.KillHelper, func(n string) error { return c.StartHelper(n) }},
-		{"uplink down", func(n string) error { return c.UplinkDown(ctx, n) }, func(n string) error { return c.UplinkUp(ctx, n) }},
-		{"node frozen", c.FreezeNode, c.ThawNode},
+		{"helper SIGKILLed", c.KillHelper, func(n string) error { return c.StartHelper(n) }, true},
+		{"uplink down", func(n string) error { return c.UplinkDown(ctx, n) }, func(n string) error { return c.UplinkUp(ctx, n) }, false},
+		{"node frozen", c.FreezeNode, c.ThawNode, true},
 	}
 	for _, k := range kinds {
 		t.Run("failover: "+k.name, func(t *testing.T) {
@@ -176,6 +185,15 @@ func TestHAEgress(t *testing.T) {
 			expectSource(t, c, p, ip, failoverBudget)
 			t.Logf("%s: %s took over %s; the external server saw it again after %s",
 				k.name, func() string { _, n := assigned(t, c, "egress-prod-web"); return n }(), ip, time.Since(start).Round(time.Millisecond))
+			if k.fenced {
+				for slices.Contains(holders(t, c, ip), owner) {
+					if time.Since(start) > fenceBound {
+						t.Fatalf("%s still holds %s %s after its helper stopped", owner, ip, time.Since(start).Round(time.Millisecond))
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				t.Logf("%s: %s dropped %s after %s", k.name, owner, ip, time.Since(start).Round(time.Millisecond))
+			}
 			if err := k.repair(owner); err != nil {
 				t.Fatal(err)
 			}

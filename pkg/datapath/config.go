@@ -89,6 +89,11 @@ type Config struct {
 	// TunnelMTU overrides the tunnel MTU; 0 means uplink MTU - 50 (VXLAN
 	// over IPv4 overhead), so encapsulated packets are never fragmented.
 	TunnelMTU int
+	// HeldLifetime is the lifetime of the egress IPs held on the uplink,
+	// renewed by Apply and RenewHeld while the helper lives, so that the
+	// Node of a dead or stuck helper stops answering for them (fencing).
+	// 0 means DefaultHeldLifetime; negative means forever. Whole seconds.
+	HeldLifetime time.Duration
 	// ResyncPeriod is how long Apply trusts its record of what it applied
 	// before reading the kernel back in full (which repairs drift). 0 means
 	// DefaultResync; a negative value reads back on every Apply.
@@ -98,6 +103,19 @@ type Config struct {
 // DefaultResync bounds how long drift (a hand-deleted rule) survives when
 // Apply is called at least this often.
 const DefaultResync = 3 * time.Second
+
+// DefaultHeldLifetime bounds how long a Node whose helper died keeps
+// answering for egress IPs: the kernel removes an address at most about a
+// second after its lifetime ends (IPv4 lifetimes are checked on whole
+// seconds), and a live helper renews it when half is gone, every second.
+const DefaultHeldLifetime = 4 * time.Second
+
+func (c Config) heldLifetime() time.Duration {
+	if c.HeldLifetime == 0 {
+		return DefaultHeldLifetime
+	}
+	return c.HeldLifetime
+}
 
 func (c Config) resync() time.Duration {
 	if c.ResyncPeriod == 0 {
@@ -147,6 +165,9 @@ func (c Config) Validate() error {
 		if !p.IsValid() || !p.Addr().Is4() {
 			errs = append(errs, fmt.Errorf("ClusterCIDRs: %v is not an IPv4 prefix", p))
 		}
+	}
+	if c.HeldLifetime > 0 && (c.HeldLifetime < 2*time.Second || c.HeldLifetime%time.Second != 0) {
+		errs = append(errs, fmt.Errorf("HeldLifetime %v: must be whole seconds, at least 2s (or negative for forever)", c.HeldLifetime))
 	}
 	if c.TunnelMTU != 0 && (c.TunnelMTU < 576 || c.TunnelMTU > 65535) {
 		errs = append(errs, fmt.Errorf("TunnelMTU %d: must be 0 or 576..65535", c.TunnelMTU))

@@ -3,6 +3,7 @@ package datapath
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,5 +142,56 @@ func TestTunnelClosed(t *testing.T) {
 	}
 	if got := seenAs(t, tp.pod2a, ext); got != egIP.String() {
 		t.Errorf("selected pod on node2 seen as %s", got)
+	}
+}
+
+// TestHeldIPsExpireWithoutRenewal: held egress IPs carry a lifetime that
+// only a live helper renews. Renewed every second they stay; left alone
+// (the helper died) the kernel removes them within the lifetime plus its
+// one-second check, and so stops answering ARP for them.
+func TestHeldIPsExpireWithoutRenewal(t *testing.T) {
+	tp := newTopo(t)
+	d2 := newDatapath(t, tp.node2, "192.0.2.12", -1)
+	apply(t, tp.node2, d2, desiredFor(true, 1))
+	held := func() bool {
+		return strings.Contains(tp.node2.MustRun(t, "ip", "-o", "addr", "show", "dev", "eth0"), egIP.String()+"/32")
+	}
+	out := tp.node2.MustRun(t, "ip", "-o", "addr", "show", "dev", "eth0", "label", "eth0:sl")
+	if !strings.Contains(out, "valid_lft 4sec") {
+		t.Fatalf("held address without the 4 s lifetime: %s", out)
+	}
+	if out, err := tp.ext.Run("ping", "-c", "1", "-W", "1", egIP.String()); err != nil {
+		t.Fatalf("the held egress IP does not answer: %v %s", err, out)
+	}
+	// A live helper: RenewHeld every second for longer than the lifetime.
+	for range 7 {
+		time.Sleep(time.Second)
+		if err := tp.node2.Do(func() error { return d2.RenewHeld(context.Background()) }); err != nil {
+			t.Fatal(err)
+		}
+		if !held() {
+			t.Fatal("a renewed address expired")
+		}
+	}
+	// Renewals are not writes: an Apply after them writes nothing.
+	if n := apply(t, tp.node2, d2, desiredFor(true, 1)); n != 0 {
+		t.Errorf("Apply after renewals wrote %d times", n)
+	}
+	start := time.Now()
+	for held() {
+		if time.Since(start) > 8*time.Second {
+			t.Fatal("the address outlived its lifetime by far")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	gone := time.Since(start)
+	t.Logf("address gone %v after the last renewal", gone.Round(10*time.Millisecond))
+	if gone > 5*time.Second {
+		t.Errorf("address gone after %v, want ≤ 5 s", gone)
+	}
+	// The ext server's ARP for the egress IP is no longer answered.
+	tp.ext.MustRun(t, "ip", "neigh", "flush", "dev", "eth0")
+	if _, err := tp.ext.Run("ping", "-c", "1", "-W", "1", egIP.String()); err == nil {
+		t.Error("the egress IP still answers after it expired")
 	}
 }

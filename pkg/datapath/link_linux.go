@@ -2,12 +2,14 @@ package datapath
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -158,34 +160,30 @@ func hasNeigh(list []netlink.Neigh, mac net.HardwareAddr, ip net.IP, state int) 
 }
 
 // syncHeldIPs puts every held IP on the uplink as a /32 labelled
-// "<uplink>:sl" and, when prune is set, removes labelled addresses that are
-// no longer held. An address already there without the label is left as it
-// is: someone else configured it (a static egress IP).
+// "<uplink>:sl", with the lifetime of Config.HeldLifetime, renews the
+// lifetime of those already there when half of it is gone, and, when prune
+// is set, removes labelled addresses that are no longer held. An address
+// already there without the label is left as it is: someone else
+// configured it (a static egress IP).
 func (d *Datapath) syncHeldIPs(held []netip.Addr, prune bool) error {
-	up, err := linkByName(d.cfg.Uplink)
+	up, present, err := d.heldAddrs()
 	if err != nil {
-		return fmt.Errorf("find uplink %s: %w", d.cfg.Uplink, err)
-	}
-	addrs, err := addrList(up)
-	if err != nil {
-		return fmt.Errorf("list uplink addresses: %w", err)
+		return err
 	}
 	label := d.cfg.Label()
-	present := map[netip.Addr]netlink.Addr{}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			present[ip.Unmap()] = a
-		}
-	}
 	want := map[netip.Addr]bool{}
 	var errs []error
 	for _, ip := range held {
 		want[ip] = true
-		if _, ok := present[ip]; ok {
+		if a, ok := present[ip]; ok {
+			if a.Label == label {
+				errs = append(errs, d.renew(up, a))
+			}
 			continue
 		}
 		d.writes++
 		a := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: label}
+		d.stampLifetime(a)
 		if err := netlink.AddrAdd(up, a); err != nil {
 			errs = append(errs, fmt.Errorf("hold %s on %s: %w", ip, d.cfg.Uplink, err))
 		}
@@ -203,4 +201,76 @@ func (d *Datapath) syncHeldIPs(held []netip.Addr, prune bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (d *Datapath) heldAddrs() (netlink.Link, map[netip.Addr]netlink.Addr, error) {
+	up, err := linkByName(d.cfg.Uplink)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find uplink %s: %w", d.cfg.Uplink, err)
+	}
+	addrs, err := addrList(up)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list uplink addresses: %w", err)
+	}
+	present := map[netip.Addr]netlink.Addr{}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			present[ip.Unmap()] = a
+		}
+	}
+	return up, present, nil
+}
+
+// foreverLft is the kernel's "forever" address lifetime.
+const foreverLft = 0xffffffff
+
+// stampLifetime sets a's valid and preferred lifetimes to HeldLifetime
+// (whole seconds), or leaves them forever when it is negative.
+func (d *Datapath) stampLifetime(a *netlink.Addr) {
+	if lft := d.cfg.heldLifetime(); lft > 0 {
+		a.ValidLft, a.PreferedLft = int(lft/time.Second), int(lft/time.Second)
+	} else {
+		a.ValidLft, a.PreferedLft = foreverLft, foreverLft
+	}
+}
+
+// renew restamps a held address whose lifetime is half gone (or which
+// has another lifetime than the configured one, e.g. forever from an older
+// helper). Renewals are not counted as writes: they are the heartbeat.
+func (d *Datapath) renew(up netlink.Link, a netlink.Addr) error {
+	lft := d.cfg.heldLifetime()
+	secs := int(lft / time.Second)
+	if lft <= 0 {
+		if a.ValidLft == foreverLft {
+			return nil
+		}
+	} else if a.ValidLft > secs/2 && a.ValidLft <= secs {
+		return nil
+	}
+	d.stampLifetime(&a)
+	if err := netlink.AddrReplace(up, &a); err != nil {
+		return fmt.Errorf("renew %s on %s: %w", a.IP, d.cfg.Uplink, err)
+	}
+	return nil
+}
+
+// RenewHeld renews the lifetime of every egress IP this Node holds (the
+// labelled addresses on the uplink). The agent calls it every second, so a
+// live helper keeps its addresses, and a dead or stuck one loses them
+// within HeldLifetime: the kernel removes an expired address, and with it
+// the ARP answers for it.
+func (d *Datapath) RenewHeld(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	up, present, err := d.heldAddrs()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range present {
+		if a.Label == d.cfg.Label() {
+			errs = append(errs, d.renew(up, a))
+		}
+	}
+	return errors.Join(append(errs, ctx.Err())...)
 }
