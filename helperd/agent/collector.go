@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"sync"
 	"time"
+
+	"github.com/sluicenet/sluice/pkg/datapath"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -23,10 +26,46 @@ var (
 )
 
 // Collector reads the datapath's rule counters at scrape time, so the
-// figures are the kernel's own and cost nothing between scrapes.
+// figures are the kernel's own and cost nothing between scrapes. A read is
+// kept for CacheFor, so a flood of scrapes costs one iptables-save per
+// table per CacheFor, not one per scrape.
 type Collector struct {
 	Datapath Datapath
 	Agent    *Agent // for Egress names and selection counts; may be nil
+	// CacheFor is how long one read of the counters serves scrapes; 0
+	// means DefaultStatsCache.
+	CacheFor time.Duration
+
+	mu    sync.Mutex
+	at    time.Time
+	stats datapath.Stats
+	reads int // kernel reads, for tests
+}
+
+// DefaultStatsCache is Collector.CacheFor's default.
+const DefaultStatsCache = time.Second
+
+// readStats returns the cached counters, reading them again when older
+// than CacheFor. Concurrent scrapes wait for one read.
+func (c *Collector) readStats() (datapath.Stats, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ttl := c.CacheFor
+	if ttl == 0 {
+		ttl = DefaultStatsCache
+	}
+	if !c.at.IsZero() && time.Since(c.at) < ttl {
+		return c.stats, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.Datapath.Stats(ctx)
+	c.reads++
+	if err != nil {
+		return st, err
+	}
+	c.stats, c.at = st, time.Now()
+	return st, nil
 }
 
 // Describe implements prometheus.Collector.
@@ -49,9 +88,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descSelected, prometheus.GaugeValue, float64(ep.PodsHere), ep.Name, "node")
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := c.Datapath.Stats(ctx)
+	st, err := c.readStats()
 	if err != nil {
 		return
 	}

@@ -28,7 +28,9 @@ const (
 	DefaultStateDir     = "/var/lib/sluice"
 	DefaultResync       = 2 * time.Second
 	DefaultHeldLifetime = 4 * time.Second
-	DefaultMetricsAddr  = ":9779"
+	DefaultMetricsAddr  = NodeIPHost + ":9779"
+	// NodeIPHost in --metrics-addr stands for the Node IP.
+	NodeIPHost = "node-ip"
 )
 
 // Config is everything sluice-helperd needs to run on one Node.
@@ -85,7 +87,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.IntVar(&c.HintPort, "hint-port", DefaultHintPort, "TCP port, on the Node IP, where helpers tell each other about new Pods at their CNI ADD")
 	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file holding the gossip encryption key (16, 24 or 32 bytes, raw or base64)")
 	fs.BoolVar(&c.GossipInsecure, "gossip-insecure", false, "allow gossip without encryption (tests only)")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "address of the Prometheus /metrics endpoint; empty disables it")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz and /readyz; the host node-ip means the Node IP, an empty host every address; empty disables it")
 	fs.DurationVar(&c.Resync, "resync", DefaultResync, "period of the full reconcile that repairs drift")
 	fs.DurationVar(&c.HeldLifetime, "held-ip-lifetime", DefaultHeldLifetime,
 		"lifetime of the egress IPs held on the uplink, renewed every second while the helper lives: a dead or stuck helper's Node stops answering for them within it (whole seconds, 2s..60s; 0 keeps them forever)")

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/sluicenet/sluice/pkg/ipam"
 )
 
 // Chain layout. One jump from each built-in chain, inserted at position 1
@@ -180,6 +182,14 @@ type IPSet struct {
 // BuildIPSets returns every Sluice ipset, sorted by name, members sorted.
 func BuildIPSets(c Config, d Desired) []IPSet {
 	except := map[string]bool{}
+	// Link-local (metadata services, node-local DNS), loopback, multicast
+	// and the rest of ipam.Special are never sent to an egress Node: they
+	// mean this link or this host.
+	for _, r := range ipam.Special() {
+		if r.Prefix.Addr().Is4() {
+			except[netMember(r.Prefix)] = true
+		}
+	}
 	for _, p := range c.ClusterCIDRs {
 		except[netMember(p.Masked())] = true
 	}

@@ -178,7 +178,8 @@ func TestBuildIPSets(t *testing.T) {
 		t.Error("sets not sorted")
 	}
 	ex := byName[SetExcept]
-	wantEx := []string{"10.244.0.0/16", "10.96.0.0/12", "192.0.2.11", "192.0.2.12", "203.0.113.10", "203.0.113.20", "203.0.113.30"}
+	wantEx := []string{"0.0.0.0/8", "10.244.0.0/16", "10.96.0.0/12", "127.0.0.0/8", "169.254.0.0/16", "192.0.2.11", "192.0.2.12",
+		"203.0.113.10", "203.0.113.20", "203.0.113.30", "224.0.0.0/4", "240.0.0.0/4"}
 	if ex.Type != "hash:net" || !reflect.DeepEqual(ex.Members, wantEx) {
 		t.Errorf("except set %+v", ex)
 	}
