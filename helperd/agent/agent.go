@@ -74,7 +74,9 @@ type Agent struct {
 	hints     map[policy.PodKey]hintEntry          // Pods other helpers announced to us
 	held      map[netip.Addr]bool
 	lastAlive string
-	statusCh  chan Plan
+	// announcedAll is when every held IP was last announced.
+	announcedAll time.Time
+	statusCh     chan Plan
 }
 
 // init prepares the channels and maps, once. Every entry point calls it:
@@ -270,6 +272,10 @@ func (a *Agent) liveHints() map[policy.PodKey]Hint {
 // its Node stops answering for the IPs (datapath.Config.HeldLifetime).
 const renewEvery = time.Second
 
+// reannounceEvery is how often a holder sends gratuitous ARP for every IP
+// it holds, even when nothing changed.
+const reannounceEvery = 30 * time.Second
+
 type renewer interface {
 	RenewHeld(ctx context.Context) error
 }
@@ -348,6 +354,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	snap := a.Cache.Snapshot(a.Self, append(atts, pending...))
 	snap.Alive = a.alive()
+	if h, ok := a.Members.(interface{ Health() int }); ok {
+		snap.Health = h.Health()
+	}
 	membersChanged := a.noteAlive(snap.Alive)
 	snap.Election = a.Election
 	snap.PrevIDs = prev
@@ -364,6 +373,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		a.Log.Warn("apply datapath", "err", err)
 	}
 	a.Metrics.observeReconcile(start, err)
+	a.Metrics.setQuorum(plan.Quorum)
 	a.announce(ctx, ownedIPs(plan, a.Self), membersChanged)
 
 	a.mu.Lock()
@@ -418,6 +428,12 @@ func (a *Agent) noteAlive(alive []string) bool {
 // a frozen Node thaws, the Node that keeps an IP never "took" it, yet the
 // neighbours' ARP caches may still point at the Node that stood in.
 func (a *Agent) announce(ctx context.Context, held []netip.Addr, all bool) {
+	// Holders also announce everything on a slow timer, so that a wrong
+	// claim (a Node that held an IP it should not have, then gave it up)
+	// heals in neighbours' ARP caches by itself.
+	if t := time.Now(); all || t.Sub(a.announcedAll) >= reannounceEvery {
+		all, a.announcedAll = true, t
+	}
 	now := map[netip.Addr]bool{}
 	for _, ip := range held {
 		now[ip] = true
@@ -438,7 +454,9 @@ func (a *Agent) statusLoop(ctx context.Context) {
 			return
 		case plan := <-a.statusCh:
 			var errs []error
-			leader := a.isLeader()
+			// Without quorum this helper may see itself as the only member:
+			// it neither allocates nor writes status for IPs no one holds.
+			leader := plan.Quorum.OK && a.isLeader()
 			if leader && a.Allocator != nil {
 				errs = append(errs, a.Allocator.Sync(ctx, a.Cache.Pools(), a.Cache.Egresses()))
 			}

@@ -178,7 +178,7 @@ func (c *Cache) Nodes() map[string]NodeInfo {
 	nodes, _ := c.nodes.List(labels.Everything())
 	out := make(map[string]NodeInfo, len(nodes))
 	for _, n := range nodes {
-		info := NodeInfo{IP: NodeIP(n), Labels: n.Labels, Unschedulable: n.Spec.Unschedulable}
+		info := NodeInfo{IP: NodeIP(n), Labels: n.Labels, Unschedulable: n.Spec.Unschedulable, NotReady: notReady(n)}
 		for _, c := range n.Spec.PodCIDRs {
 			if p, err := netip.ParsePrefix(c); err == nil {
 				info.PodCIDRs = append(info.PodCIDRs, p.Masked())
@@ -187,6 +187,17 @@ func (c *Cache) Nodes() map[string]NodeInfo {
 		out[n.Name] = info
 	}
 	return out
+}
+
+// notReady: the Node's Ready condition is False or Unknown. A Node without
+// one (just registered, or a test's) counts as ready.
+func notReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status != corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // NodeIPs maps every Node to its IP (NodeIP): what no pool hands out.

@@ -19,6 +19,7 @@ type Metrics struct {
 	cniLatency    *prometheus.HistogramVec
 	allocErrors   prometheus.Counter
 	hints         *prometheus.CounterVec
+	quorum        *prometheus.GaugeVec
 }
 
 // NewMetrics registers the metrics on reg.
@@ -44,8 +45,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Hints received from other helpers, by result: ok, rate-limited, bad-signature, invalid, refused (wrong recipient, " +
 				"sender or time, a replay, or a Pod that is not the sender's), error."}, []string{"result"}),
 	}
+	m.quorum = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_quorum",
+		Help: "What this helper sees of the Nodes that may hold pool IPs: voters (per the API), alive (voters it sees in gossip), " +
+			"health (its gossip health score, 0 is healthy) and ok (1 when it has quorum and may hold pool IPs)."}, []string{"value"})
 	reg.MustRegister(m.heldIPs, m.failovers, m.takeovers, m.reconcileDur, m.reconcileErrs,
-		m.cniRequests, m.cniLatency, m.allocErrors, m.hints)
+		m.cniRequests, m.cniLatency, m.allocErrors, m.hints, m.quorum)
 	return m
 }
 
@@ -53,6 +57,20 @@ func (m *Metrics) setHeld(n int) {
 	if m != nil {
 		m.heldIPs.Set(float64(n))
 	}
+}
+
+func (m *Metrics) setQuorum(q Quorum) {
+	if m == nil {
+		return
+	}
+	ok := 0.0
+	if q.OK {
+		ok = 1
+	}
+	m.quorum.WithLabelValues("ok").Set(ok)
+	m.quorum.WithLabelValues("alive").Set(float64(q.Alive))
+	m.quorum.WithLabelValues("voters").Set(float64(q.Voters))
+	m.quorum.WithLabelValues("health").Set(float64(q.Health))
 }
 
 func (m *Metrics) failover() {

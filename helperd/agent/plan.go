@@ -23,6 +23,9 @@ type NodeInfo struct {
 	// Unschedulable (cordoned) Nodes are not eligible to hold pool IPs, so
 	// `kubectl cordon` or a drain moves egress IPs away before maintenance.
 	Unschedulable bool
+	// NotReady: the API's Ready condition is False or Unknown. Such a Node
+	// does not count towards quorum (see Quorum).
+	NotReady bool
 	// PodCIDRs are spec.podCIDRs; empty when the primary CNI does not use
 	// them.
 	PodCIDRs []netip.Prefix
@@ -38,6 +41,8 @@ type Snapshot struct {
 	Nodes      map[string]NodeInfo
 	// Alive are the gossip members that are alive, this Node included.
 	Alive []string
+	// Health is this Node's gossip health score (see Quorum).
+	Health int
 	// LocalAddrs are the IPs configured on this Node's interfaces by
 	// someone else than Sluice: how a static egress IP is found.
 	LocalAddrs map[netip.Addr]bool
@@ -76,6 +81,7 @@ type EgressPlan struct {
 	Shadowed        []policy.PodKey // selected but won by another Egress
 
 	eligible []string // pooled: the Nodes that may hold IP
+	inPool   bool     // pooled: IP is in its pool, which exists
 	// blocked: the IP is reserved or another Egress keeps it. The Egress
 	// selects no Pods and is programmed nowhere; Reason says why.
 	blocked bool
@@ -87,6 +93,8 @@ type Plan struct {
 	IDs      map[netip.Addr]uint16
 	Egresses []EgressPlan // sorted by name
 	Policy   policy.Result
+	// Quorum says whether this helper may hold pool IPs (see Quorum).
+	Quorum Quorum
 }
 
 // Compute decides everything for one Node. It is pure.
@@ -125,6 +133,14 @@ func Compute(s Snapshot) Plan {
 	}
 	slices.SortFunc(plans, func(a, b EgressPlan) int { return strings.Compare(a.Name, b.Name) })
 	placePooled(s, plans)
+	q := quorum(s)
+	if !q.OK {
+		byName := make(map[string]*v1alpha1.Egress, len(live))
+		for _, eg := range live {
+			byName[eg.Name] = eg
+		}
+		withoutQuorum(s, plans, byName, q)
+	}
 
 	var ips []netip.Addr
 	for _, ep := range plans {
@@ -171,7 +187,7 @@ func Compute(s Snapshot) Plan {
 	slices.SortFunc(d.HeldIPs, netip.Addr.Compare)
 	slices.SortFunc(d.RemotePods, func(a, b datapath.RemotePod) int { return a.IP.Compare(b.IP) })
 	d.RemotePods = slices.CompactFunc(d.RemotePods, func(a, b datapath.RemotePod) bool { return a.IP == b.IP })
-	return Plan{Desired: d, IDs: ids, Egresses: plans, Policy: res}
+	return Plan{Desired: d, IDs: ids, Egresses: plans, Policy: res, Quorum: q}
 }
 
 // blockedEgresses returns the plans of the Egresses whose IP may not be
@@ -234,6 +250,7 @@ func owner(s Snapshot, eg *v1alpha1.Egress) EgressPlan {
 		ep.Reason, ep.Message = v1alpha1.ReasonNoEligibleNode, ep.IP.String()+" is not in ExternalIPPool "+ep.Pool
 		return ep
 	}
+	ep.inPool = true
 	labels := map[string]map[string]string{}
 	for name, n := range s.Nodes {
 		if !n.Unschedulable && n.IP.IsValid() {

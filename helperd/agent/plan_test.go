@@ -129,7 +129,10 @@ func TestFailoverWhenOwnerDies(t *testing.T) {
 
 func TestNoEligibleNodeFallsBackToNodeIP(t *testing.T) {
 	s := snapshot("node-c", eg("prod", "198.51.100.5", "pool", "prod"))
-	s.Alive = []string{"node-c"}
+	for name, n := range s.Nodes { // every Node alive, none matches the pool
+		n.Labels = nil
+		s.Nodes[name] = n
+	}
 	p := Compute(s)
 	if p.Egresses[0].Owner != "" || p.Egresses[0].Reason != v1alpha1.ReasonNoEligibleNode {
 		t.Fatalf("plan = %+v, want NoEligibleNode", p.Egresses[0])

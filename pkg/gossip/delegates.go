@@ -59,19 +59,34 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 // RejoinInterval, until ctx ends. This covers helpers that start later
 // than their peers and partitions longer than GossipToTheDeadTime, after
 // which memberlist stops talking to the other side on its own.
+// It also watches this member's health score (see Health) and fires
+// Changes when it changes.
 func (g *Gossip) rejoinLoop(ctx context.Context) {
 	defer close(g.done)
 	tick := time.NewTicker(g.cfg.Tuning.RejoinInterval)
 	defer tick.Stop()
+	health := time.NewTicker(healthPoll)
+	defer health.Stop()
+	last := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 			g.joinMissing()
+		case <-health.C:
+			if h := g.Health(); h != last {
+				last = h
+				g.notify()
+			}
 		}
 	}
 }
+
+// healthPoll is how often the health score is read: a fraction of a probe
+// interval, so that a helper cut off stops holding IPs before its peers
+// take them over.
+const healthPoll = 25 * time.Millisecond
 
 // joinMissing joins every remembered peer that is not an alive member and
 // returns how many answered.

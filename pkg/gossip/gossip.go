@@ -151,9 +151,25 @@ func (g *Gossip) Members() []Member {
 	return out
 }
 
+// Health is memberlist's local health score (Lifeguard's "awareness"): 0
+// when this member's probes get answered, rising by one for each probe that
+// failed without the other members' nacks vouching for this member, and
+// falling by one for each probe answered. A member cut off from the others
+// (partitioned alone, its gossip port filtered) rises at once, long before
+// its suspicion timeouts declare the others dead; a healthy member at 2%
+// packet loss needs two such failures in a row to reach 2, which is
+// vanishingly rare. It is 0 before Start and with no other member.
+func (g *Gossip) Health() int {
+	if g.ml == nil {
+		return 0
+	}
+	return g.ml.GetHealthScore()
+}
+
 // Changes fires (coalesced: one pending signal at most) when a member
-// joins, leaves, dies or changes its metadata. Read Members after it fires.
-// Suspicions do not fire it: they do not change the election.
+// joins, leaves, dies or changes its metadata, and when Health changes.
+// Read Members after it fires. Suspicions do not fire it: they do not
+// change the election.
 func (g *Gossip) Changes() <-chan struct{} { return g.changes }
 
 // Leave tells the others this member is leaving, so they drop it at once

@@ -24,6 +24,9 @@ const (
 	ReasonAssigned       = "Assigned"
 	ReasonNoEligibleNode = "NoEligibleNode"
 	ReasonNotFound       = "IPNotFoundOnAnyNode"
+	// ReasonNoQuorum: the helper that would hold the IP sees too few of the
+	// cluster's Nodes to know that no other Node holds it.
+	ReasonNoQuorum = "NoQuorum"
 )
 
 // Egress sends the traffic of the Pods it selects to the external network
