@@ -349,7 +349,7 @@ func (iso *Isolation) settle(ctx context.Context) error {
 	// Every helper sees all three again, with quorum.
 	for _, n := range iso.c.Nodes {
 		for {
-			body, err := scrape(ctx, n)
+			body, err := Scrape(ctx, n)
 			if err == nil && strings.Contains(body, `sluice_quorum{value="alive"} 3`) && strings.Contains(body, `sluice_quorum{value="ok"} 1`) {
 				break
 			}
@@ -362,8 +362,8 @@ func (iso *Isolation) settle(ctx context.Context) error {
 	return nil
 }
 
-// scrape reads a helper's /metrics from inside its Node's namespace.
-func scrape(ctx context.Context, n *cluster.Node) (string, error) {
+// Scrape reads a helper's /metrics from inside its Node's namespace.
+func Scrape(ctx context.Context, n *cluster.Node) (string, error) {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var conn net.Conn

@@ -3,41 +3,22 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/sluicenet/sluice/integration/attack"
 	"github.com/sluicenet/sluice/integration/cluster"
 )
 
 // scrape fetches a helper's /metrics from inside its Node's namespace.
 func scrape(t *testing.T, c *cluster.Cluster, node string) string {
 	t.Helper()
-	n := c.Node(node)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var conn net.Conn
-			err := n.NS.Do(func() error {
-				var err error
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		}}}
-	resp, err := client.Get(fmt.Sprintf("http://%s:9779/metrics", n.IP))
+	body, err := attack.Scrape(context.Background(), c.Node(node))
 	if err != nil {
 		t.Fatalf("scrape %s: %v", node, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return body
 }
 
 // metric returns the value of the first sample whose name and labels start
