@@ -85,7 +85,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.StateDir, "state-dir", DefaultStateDir, "state directory")
 	fs.IntVar(&c.GossipPort, "gossip-port", DefaultGossipPort, "memberlist port, bound on the Node IP")
 	fs.IntVar(&c.HintPort, "hint-port", DefaultHintPort, "TCP port, on the Node IP, where helpers tell each other about new Pods at their CNI ADD")
-	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file holding the gossip encryption key (16, 24 or 32 bytes, raw or base64)")
+	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file holding the gossip keys, one per line, each the base64 of 16, 24 or 32 bytes (or one raw key): the first encrypts, all decrypt; reread every 2 s, for a rotation")
 	fs.BoolVar(&c.GossipInsecure, "gossip-insecure", false, "allow gossip without encryption (tests only)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz and /readyz; the host node-ip means the Node IP, an empty host every address; empty disables it")
 	fs.DurationVar(&c.Resync, "resync", DefaultResync, "period of the full reconcile that repairs drift")

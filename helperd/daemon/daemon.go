@@ -3,15 +3,12 @@ package daemon
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,25 +100,30 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := cache.Start(ctx); err != nil {
 		return err
 	}
-	key, err := readKey(cfg.GossipKeyFile)
+	keys, err := readKeys(cfg.GossipKeyFile)
 	if err != nil {
 		return err
 	}
-	g, err := startGossip(ctx, cfg, nodeIP, key, cache, log)
+	g, err := startGossip(ctx, cfg, nodeIP, keys, cache, log)
 	if err != nil {
 		return err
 	}
 	defer leave(g, log)
 	reg.MustRegister(&agent.MemberCollector{Members: g})
 
-	hintKey, err := hint.DeriveKey(key)
-	if err != nil {
-		return fmt.Errorf("derive the hint key: %w", err)
+	var hintKeys *hint.Keyring // nil: unsigned hints (--gossip-insecure)
+	if len(keys) > 0 {
+		if hintKeys, err = hint.NewKeyring(keys); err != nil {
+			return err
+		}
+		w := newKeyWatcher(cfg.GossipKeyFile, g, hintKeys, reg, log.With("part", "keys"))
+		w.start(keys)
+		go w.run(ctx)
 	}
 	a := &agent.Agent{Self: cfg.NodeName, NodeIP: nodeIP, Log: log.With("part", "agent"), Cache: cache,
 		Datapath: dp, Members: g, Election: election.Rebalance, Resync: cfg.Resync, PrevIDs: prevIDs,
 		Metrics:    metrics,
-		HintClient: &hint.Client{Key: hintKey, HTTP: hintHTTP(nodeIP)}, HintPort: cfg.HintPort,
+		HintClient: &hint.Client{Keys: hintKeys, HTTP: hintHTTP(nodeIP)}, HintPort: cfg.HintPort,
 		ClusterCIDRs: cfg.ClusterCIDRs,
 		Allocator:    &alloc.Allocator{Client: sl, Recorder: recorder, NodeIPs: cache.NodeIPs, ClusterCIDRs: cfg.ClusterCIDRs},
 		Status:       &agent.StatusWriter{Self: cfg.NodeName, Client: sl, Cache: cache, Recorder: recorder, Metrics: metrics},
@@ -162,7 +164,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			Log: clog}).Serve(ctx, ln)
 	})
 	run("hints", func() error {
-		return (&hint.Server{Addr: netip.AddrPortFrom(nodeIP, uint16(cfg.HintPort)).String(), Self: nodeIP, Key: hintKey,
+		return (&hint.Server{Addr: netip.AddrPortFrom(nodeIP, uint16(cfg.HintPort)).String(), Self: nodeIP, Keys: hintKeys,
 			IsNode: func(name string, ip netip.Addr) bool {
 				n, ok := cache.Nodes()[name]
 				return ok && n.IP == ip
@@ -219,9 +221,12 @@ func waitNodeIP(ctx context.Context, kube kubernetes.Interface, name string) (ne
 	}
 }
 
-func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, key []byte, cache *agent.Cache, log *slog.Logger) (*gossip.Gossip, error) {
-	g, err := gossip.New(gossip.Config{NodeName: cfg.NodeName, BindAddr: nodeIP, BindPort: cfg.GossipPort,
-		SecretKey: key, AllowInsecure: cfg.GossipInsecure}, log.With("part", "gossip"))
+func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, keys [][]byte, cache *agent.Cache, log *slog.Logger) (*gossip.Gossip, error) {
+	gc := gossip.Config{NodeName: cfg.NodeName, BindAddr: nodeIP, BindPort: cfg.GossipPort, AllowInsecure: cfg.GossipInsecure}
+	if len(keys) > 0 {
+		gc.SecretKey, gc.OtherKeys = keys[0], keys[1:]
+	}
+	g, err := gossip.New(gc, log.With("part", "gossip"))
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +260,6 @@ func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, key
 	return g, nil
 }
 
-// readKey reads the gossip key: 16, 24 or 32 raw bytes, or their base64.
 // heldLifetime maps the flag (0: forever) to datapath.Config.HeldLifetime
 // (negative: forever).
 func heldLifetime(d time.Duration) time.Duration {
@@ -273,26 +277,6 @@ func hintHTTP(nodeIP netip.Addr) *http.Client {
 	return &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DialContext: d.DialContext,
 		MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}}
 }
-
-func readKey(path string) ([]byte, error) {
-	if path == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("--gossip-key-file: %w", err)
-	}
-	s := strings.TrimSpace(string(b))
-	if dec, err := base64.StdEncoding.DecodeString(s); err == nil && validKeyLen(len(dec)) {
-		return dec, nil
-	}
-	if validKeyLen(len(b)) {
-		return b, nil
-	}
-	return nil, fmt.Errorf("--gossip-key-file %s: want 16, 24 or 32 bytes (raw or base64), got %d", path, len(b))
-}
-
-func validKeyLen(n int) bool { return n == 16 || n == 24 || n == 32 }
 
 func leave(g *gossip.Gossip, log *slog.Logger) {
 	if err := g.Leave(time.Second); err != nil {

@@ -27,13 +27,13 @@ func TestReadKey(t *testing.T) {
 	raw := bytes.Repeat([]byte{0xA5}, 32) // not valid base64, so taken raw
 	b64 := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 16))
 
-	if k, err := readKey(""); err != nil || k != nil {
+	if k, err := readKeys(""); err != nil || k != nil {
 		t.Fatalf("no key file: %v %v, want none (gossip unencrypted, if allowed)", k, err)
 	}
-	if k, err := readKey(write("raw", raw)); err != nil || !bytes.Equal(k, raw) {
+	if k, err := readKeys(write("raw", raw)); err != nil || len(k) != 1 || !bytes.Equal(k[0], raw) {
 		t.Fatalf("raw 32 bytes: %x %v", k, err)
 	}
-	if k, err := readKey(write("b64", []byte(b64+"\n"))); err != nil || !bytes.Equal(k, bytes.Repeat([]byte{7}, 16)) {
+	if k, err := readKeys(write("b64", []byte(b64+"\n"))); err != nil || len(k) != 1 || !bytes.Equal(k[0], bytes.Repeat([]byte{7}, 16)) {
 		t.Fatalf("base64 of 16 bytes with a newline: %x %v", k, err)
 	}
 	for name, content := range map[string][]byte{
@@ -43,12 +43,12 @@ func TestReadKey(t *testing.T) {
 		"base64 of 33": []byte(base64.StdEncoding.EncodeToString(make([]byte, 33))),
 	} {
 		p := write(strings.ReplaceAll(name, " ", "-"), content)
-		_, err := readKey(p)
+		_, err := readKeys(p)
 		if err == nil || !strings.Contains(err.Error(), "--gossip-key-file") || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: %v, want an error naming the flag and the file", name, err)
 		}
 	}
-	if _, err := readKey(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "--gossip-key-file") {
+	if _, err := readKeys(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "--gossip-key-file") {
 		t.Errorf("missing file: %v, want an error naming the flag", err)
 	}
 }

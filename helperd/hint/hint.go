@@ -36,6 +36,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -101,6 +102,47 @@ func DeriveKey(gossipKey []byte) ([]byte, error) {
 	return hkdf.Key(sha256.New, gossipKey, nil, "sluice hint v2", 32)
 }
 
+// Keyring holds the hint keys derived from the gossip keys: the first
+// signs, each one verifies. Set swaps them while servers and clients run,
+// so the hint keys follow a gossip key rotation. Safe for concurrent use.
+type Keyring struct {
+	keys atomic.Pointer[[][]byte]
+}
+
+// NewKeyring derives a hint key from each gossip key.
+func NewKeyring(gossipKeys [][]byte) (*Keyring, error) {
+	k := &Keyring{}
+	return k, k.Set(gossipKeys)
+}
+
+// Set replaces the keys: gossipKeys[0] signs from now on.
+func (k *Keyring) Set(gossipKeys [][]byte) error {
+	if len(gossipKeys) == 0 {
+		return errors.New("hint keyring: no key")
+	}
+	keys := make([][]byte, 0, len(gossipKeys))
+	for _, g := range gossipKeys {
+		d, err := DeriveKey(g)
+		if err != nil {
+			return fmt.Errorf("hint keyring: %w", err)
+		}
+		keys = append(keys, d)
+	}
+	k.keys.Store(&keys)
+	return nil
+}
+
+func (k *Keyring) signing() []byte { return (*k.keys.Load())[0] }
+
+func (k *Keyring) verifies(body []byte, sig string) bool {
+	for _, key := range *k.keys.Load() {
+		if hmac.Equal([]byte(sig), []byte(sign(key, body))) {
+			return true
+		}
+	}
+	return false
+}
+
 const sigHeader = "X-Sluice-Signature"
 
 func sign(key, body []byte) string {
@@ -122,6 +164,8 @@ type Server struct {
 	Addr string     // NodeIP:port
 	Self netip.Addr // this Node's IP: hints to any other recipient are refused
 	Key  []byte     // nil: no signature required (--gossip-insecure, unit tests)
+	// Keys, when set, replaces Key: a hint signed with any of them counts.
+	Keys *Keyring
 	// IsNode reports whether a Node of that name has that IP (the API's
 	// view). Nil accepts any sender (unit tests).
 	IsNode  func(name string, ip netip.Addr) bool
@@ -200,7 +244,8 @@ func (s *Server) receive(r *http.Request) (code int, result, msg string) {
 	if err != nil || len(body) > 4096 {
 		return http.StatusBadRequest, ResultInvalid, fmt.Sprintf("read hint: %v (at most 4096 bytes)", err)
 	}
-	if s.Key != nil && !hmac.Equal([]byte(r.Header.Get(sigHeader)), []byte(sign(s.Key, body))) {
+	if sig := r.Header.Get(sigHeader); s.Keys != nil && !s.Keys.verifies(body, sig) ||
+		s.Keys == nil && s.Key != nil && !hmac.Equal([]byte(sig), []byte(sign(s.Key, body))) {
 		return http.StatusForbidden, ResultBadSignature, "bad signature"
 	}
 	var h Hint
@@ -279,7 +324,9 @@ func (s *Server) allow(from netip.Addr) bool {
 
 // Client sends hints.
 type Client struct {
-	Key  []byte
+	Key []byte
+	// Keys, when set, replaces Key: hints are signed with its first key.
+	Keys *Keyring
 	HTTP *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -314,7 +361,10 @@ func (c *Client) post(ctx context.Context, addr string, body []byte) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if c.Key != nil {
+	switch {
+	case c.Keys != nil:
+		req.Header.Set(sigHeader, sign(c.Keys.signing(), body))
+	case c.Key != nil:
 		req.Header.Set(sigHeader, sign(c.Key, body))
 	}
 	hc := c.HTTP

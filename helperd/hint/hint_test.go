@@ -1,6 +1,7 @@
 package hint
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -165,5 +166,36 @@ func TestDeriveKey(t *testing.T) {
 	}
 	if k, err := DeriveKey(nil); k != nil || err != nil {
 		t.Fatalf("no gossip key: %x %v", k, err)
+	}
+}
+
+// Hint keys follow a gossip key rotation: while the receiver has both
+// keys, a sender with either is accepted; once it drops the old one, a
+// sender still on it is refused.
+func TestKeyringRotation(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	srvKeys, err := NewKeyring([][]byte{newKey, oldKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Self: self, Keys: srvKeys, Receive: func(context.Context, Hint) error { return nil }}
+	addr := serve(t, srv)
+	ctx := context.Background()
+	oldSender, _ := NewKeyring([][]byte{oldKey})
+	newSender, _ := NewKeyring([][]byte{newKey, oldKey})
+	for name, c := range map[string]*Client{"old": {Keys: oldSender}, "new": {Keys: newSender}} {
+		if err := c.Send(ctx, addr, testHint()); err != nil {
+			t.Errorf("sender with the %s key during the rotation: %v", name, err)
+		}
+	}
+	if err := srvKeys.Set([][]byte{newKey}); err != nil {
+		t.Fatal(err)
+	}
+	expectCode(t, (&Client{Keys: oldSender}).Send(ctx, addr, testHint()), "403", "bad signature")
+	if err := (&Client{Keys: newSender}).Send(ctx, addr, testHint()); err != nil {
+		t.Errorf("sender with the new key after the rotation: %v", err)
+	}
+	if _, err := NewKeyring(nil); err == nil {
+		t.Error("NewKeyring(nil) succeeded")
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -207,34 +206,9 @@ func (iso *Isolation) watch(ctx context.Context, node string, hold time.Duration
 	if err != nil {
 		return res, err
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
+	var stopTraffic func() Traffic
 	if traffic {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				p := iso.pods[i%len(iso.pods)]
-				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				got, err := iso.c.Whoami(rctx, p.pod)
-				cancel()
-				mu.Lock()
-				res.Requests++
-				switch {
-				case err != nil:
-					res.Failed++
-				case got != p.ip:
-					res.WrongSource++
-				}
-				mu.Unlock()
-			}
-		}()
+		stopTraffic = iso.traffic(ctx)
 	}
 	claims := map[netip.Addr]bool{}
 	unheldSince := map[netip.Addr]time.Time{}
@@ -293,13 +267,52 @@ func (iso *Isolation) watch(ctx context.Context, node string, hold time.Duration
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	if stopTraffic != nil {
+		tr := stopTraffic()
+		res.Requests, res.Failed, res.WrongSource = tr.Requests, tr.Failed, tr.WrongSource
+	}
 	for ip := range claims {
 		res.Claims = append(res.Claims, ip)
 	}
 	slices.SortFunc(res.Claims, netip.Addr.Compare)
 	return res, isoErr
+}
+
+// Traffic counts the selected Pods' requests to the external server.
+type Traffic struct {
+	Requests    int
+	Failed      int // no answer within 2 s
+	WrongSource int // answered, but the server saw another source than the Egress's IP
+}
+
+// traffic has every Pod ask the external server its source, in turn,
+// until the returned function is called; that returns the counts.
+func (iso *Isolation) traffic(ctx context.Context) func() Traffic {
+	stop := make(chan struct{})
+	done := make(chan Traffic)
+	go func() {
+		var tr Traffic
+		defer func() { done <- tr }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := iso.pods[i%len(iso.pods)]
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			got, err := iso.c.Whoami(rctx, p.pod)
+			cancel()
+			tr.Requests++
+			switch {
+			case err != nil:
+				tr.Failed++
+			case got != p.ip:
+				tr.WrongSource++
+			}
+		}
+	}()
+	return func() Traffic { close(stop); return <-done }
 }
 
 // held maps each of the scenario's egress IPs to the Nodes that have it on

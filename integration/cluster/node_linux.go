@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -76,7 +77,44 @@ func (c *Cluster) newNode(ctx context.Context, tag string, i int) (*Node, error)
 			return n, err
 		}
 	}
+	// Each Node has its own copy of the cluster's gossip key, as each
+	// kubelet mounts its own copy of the Secret; a rotation test rewrites
+	// them one by one (WriteGossipKeys).
+	key, err := os.ReadFile(filepath.Join(c.Dir, "gossip.key"))
+	if err != nil {
+		return n, fmt.Errorf("read the gossip key: %w", err)
+	}
+	if err := os.MkdirAll(n.Paths.Root, 0o755); err != nil {
+		return n, err
+	}
+	if err := os.WriteFile(n.Paths.GossipKey, key, 0o600); err != nil {
+		return n, fmt.Errorf("write %s's gossip key: %w", name, err)
+	}
 	return n, n.setupCNI(ctx)
+}
+
+// WriteGossipKeys replaces the Node's gossip key file, as the kubelet does
+// when the Secret changes (a new file, renamed into place): keys one per
+// line, base64, the first the one to send with.
+func (n *Node) WriteGossipKeys(keys ...[]byte) error {
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(base64.StdEncoding.EncodeToString(k) + "\n")
+	}
+	tmp := n.Paths.GossipKey + ".new"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, n.Paths.GossipKey)
+}
+
+// GossipKey is the cluster's gossip key as first written.
+func (c *Cluster) GossipKey() ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(c.Dir, "gossip.key"))
+	if err != nil {
+		return nil, err
+	}
+	return base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
 }
 
 // setupCNI writes the Node's conflist, fills its bin dir, and appends the

@@ -232,7 +232,7 @@ type NodePaths struct {
 	CNISocket  string // plugin → helper socket
 	StatusSock string // the helper's status socket
 	HelperLog  string // the helper's stdout and stderr, across restarts
-	GossipKey  string // the cluster's gossip key file, one for every Node
+	GossipKey  string // the Node's copy of the cluster's gossip key file
 }
 
 func nodePaths(dir, name string) NodePaths {
@@ -250,7 +250,7 @@ func nodePaths(dir, name string) NodePaths {
 		CNISocket:  filepath.Join(run, "cni.sock"),
 		StatusSock: filepath.Join(run, "status.sock"),
 		HelperLog:  filepath.Join(root, "helperd.log"),
-		GossipKey:  filepath.Join(dir, "gossip.key"),
+		GossipKey:  filepath.Join(root, "gossip.key"),
 	}
 }
 

@@ -64,3 +64,33 @@ func TestIsolatedHelper(t *testing.T) {
 		}
 	})
 }
+
+// TestGossipKeyRotation rotates the gossip key across three live Nodes as
+// README says (add the new key second, then first, then alone), one Node's
+// file at a time: no egress IP moves and every request from the selected
+// Pods, on every Node, is answered with its Egress's IP.
+func TestGossipKeyRotation(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := context.Background()
+	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 1, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
+	dumpOnFailure(t, c)
+	startHelpers(t, c)
+	iso, err := attack.SetupIsolation(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := iso.Rotate(ctx, time.Second, 4*time.Second)
+	t.Log(res)
+	for _, s := range res.Steps {
+		t.Log(s)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Moves != 0 {
+		t.Errorf("an egress IP left its holder in %d samples", res.Moves)
+	}
+	if res.Requests < 100 || res.Failed != 0 || res.WrongSource != 0 {
+		t.Errorf("%d requests: %d failed, %d with a wrong source; want none", res.Requests, res.Failed, res.WrongSource)
+	}
+}

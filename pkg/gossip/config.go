@@ -33,6 +33,9 @@ type Config struct {
 	// SecretKey encrypts and authenticates gossip (AES-GCM; 16, 24 or 32
 	// bytes for AES-128/192/256).
 	SecretKey []byte
+	// OtherKeys are further keys accepted from others (never used to
+	// send), for a key rotation; see SetKeys.
+	OtherKeys [][]byte
 	// AllowInsecure lets a member without SecretKey start. Only for tests.
 	AllowInsecure bool
 	// Tuning holds the timing knobs; zero fields take DefaultTuning.
@@ -183,9 +186,20 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("SecretKey: %d bytes, want 16, 24 or 32", len(c.SecretKey)))
 	}
+	for i, k := range c.OtherKeys {
+		if !ValidKeyLen(len(k)) {
+			errs = append(errs, fmt.Errorf("OtherKeys[%d]: %d bytes, want 16, 24 or 32", i, len(k)))
+		}
+	}
+	if len(c.OtherKeys) > 0 && len(c.SecretKey) == 0 {
+		errs = append(errs, errors.New("OtherKeys without a SecretKey"))
+	}
 	errs = append(errs, c.Tuning.validate()...)
 	return errors.Join(errs...)
 }
+
+// ValidKeyLen tells whether n bytes make an AES-128, -192 or -256 key.
+func ValidKeyLen(n int) bool { return n == 16 || n == 24 || n == 32 }
 
 func (t Tuning) validate() []error {
 	var errs []error
@@ -240,7 +254,7 @@ func memberlistConfig(c Config) (*memberlist.Config, error) {
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
 	if len(c.SecretKey) > 0 {
-		kr, err := memberlist.NewKeyring(nil, c.SecretKey)
+		kr, err := memberlist.NewKeyring(c.OtherKeys, c.SecretKey)
 		if err != nil {
 			return nil, fmt.Errorf("gossip keyring: %w", err)
 		}

@@ -1,12 +1,14 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -50,6 +52,7 @@ type Gossip struct {
 	log *slog.Logger
 
 	ml      *memberlist.Memberlist
+	keyring *memberlist.Keyring // nil without a key
 	changes chan struct{}
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -112,6 +115,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 		return fmt.Errorf("start memberlist on %s:%d: %w", g.cfg.BindAddr, g.cfg.BindPort, err)
 	}
 	g.ml = ml
+	g.keyring = mc.Keyring
 	ctx, g.cancel = context.WithCancel(ctx)
 	g.done = make(chan struct{})
 	go g.rejoinLoop(ctx)
@@ -149,6 +153,49 @@ func (g *Gossip) Members() []Member {
 	g.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// SetKeys replaces the keyring while gossip runs: keys[0] encrypts what
+// this member sends from now on, and every key in keys decrypts what it
+// receives; other keys are dropped. A rotation with no outage adds the new
+// key on every member first, then makes it the first, then drops the old
+// one (README, "Rotating the gossip key").
+func (g *Gossip) SetKeys(keys [][]byte) error {
+	if g.keyring == nil {
+		return errors.New("gossip: SetKeys on a member started without a key")
+	}
+	if len(keys) == 0 {
+		return errors.New("gossip: SetKeys with no key")
+	}
+	for i, k := range keys {
+		if !ValidKeyLen(len(k)) {
+			return fmt.Errorf("gossip key %d: %d bytes, want 16, 24 or 32", i+1, len(k))
+		}
+	}
+	for _, k := range keys {
+		if err := g.keyring.AddKey(k); err != nil {
+			return fmt.Errorf("gossip: add key: %w", err)
+		}
+	}
+	if err := g.keyring.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("gossip: use key: %w", err)
+	}
+	for _, old := range g.keyring.GetKeys() {
+		if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, old) }) {
+			if err := g.keyring.RemoveKey(old); err != nil {
+				return fmt.Errorf("gossip: remove key: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Keys returns the installed keys, the one that encrypts first.
+func (g *Gossip) Keys() [][]byte {
+	if g.keyring == nil {
+		return nil
+	}
+	return g.keyring.GetKeys()
 }
 
 // Health is memberlist's local health score (Lifeguard's "awareness"): 0

@@ -201,3 +201,58 @@ func TestRejoinLatePeer(t *testing.T) {
 	d := waitFor(t, 4*DefaultTuning().RejoinInterval, "background join", func() bool { return states(b) == "a=alive b=alive" })
 	t.Logf("late peer joined after %v", d)
 }
+
+// A rotation in three steps (add the new key, make it the first, drop the
+// old) keeps two members together throughout; a member left with only the
+// old key is then shut out.
+func TestKeyRotation(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	a := startMember(t, "a", oldKey)
+	b := startMember(t, "b", oldKey)
+	if n, err := b.Join([]string{addrOf(a)}); err != nil || n != 1 {
+		t.Fatalf("Join = %d, %v", n, err)
+	}
+	both := func() bool { return states(a) == "a=alive b=alive" && states(b) == "a=alive b=alive" }
+	waitFor(t, 5*time.Second, "a and b together", both)
+	steady := func(step string) {
+		t.Helper()
+		// Long enough for several probe rounds and a suspicion timeout.
+		for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if !both() {
+				t.Fatalf("%s: a sees %q, b sees %q", step, states(a), states(b))
+			}
+		}
+	}
+	for _, step := range []struct {
+		name string
+		a, b [][]byte
+	}{
+		{"a adds the new key", [][]byte{oldKey, newKey}, [][]byte{oldKey}},
+		{"b adds the new key", [][]byte{oldKey, newKey}, [][]byte{oldKey, newKey}},
+		{"a sends with the new key", [][]byte{newKey, oldKey}, [][]byte{oldKey, newKey}},
+		{"b sends with the new key", [][]byte{newKey, oldKey}, [][]byte{newKey, oldKey}},
+		{"a drops the old key", [][]byte{newKey}, [][]byte{newKey, oldKey}},
+		{"b drops the old key", [][]byte{newKey}, [][]byte{newKey}},
+	} {
+		if err := a.SetKeys(step.a); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.SetKeys(step.b); err != nil {
+			t.Fatal(err)
+		}
+		if got := a.Keys(); !bytes.Equal(got[0], step.a[0]) || len(got) != len(step.a) {
+			t.Fatalf("%s: a has %d keys, first %x", step.name, len(got), got[0][:1])
+		}
+		steady(step.name)
+	}
+	c := startMember(t, "c", oldKey)
+	if n, _ := c.Join([]string{addrOf(a)}); n != 0 {
+		t.Fatalf("a member with the dropped key joined (%d answered)", n)
+	}
+	if err := a.SetKeys(nil); err == nil {
+		t.Fatal("SetKeys(nil) succeeded")
+	}
+	if err := a.SetKeys([][]byte{{1, 2, 3}}); err == nil || !strings.Contains(err.Error(), "3 bytes") {
+		t.Fatalf("SetKeys with a 3-byte key: %v", err)
+	}
+}
