@@ -37,6 +37,14 @@ type Members interface {
 // Announcer sends gratuitous ARP for an IP this Node just took.
 type Announcer func(ctx context.Context, ip netip.Addr)
 
+// Prober asks the link whether another host answers for ips, before this
+// Node holds them (garp.Probe); it returns who answers for each IP taken.
+type Prober func(ctx context.Context, ips []netip.Addr) (map[netip.Addr]string, error)
+
+// conflictRetry is how long an IP found taken stays unheld before it is
+// probed again.
+const conflictRetry = 10 * time.Second
+
 // Agent runs the helper's reconcile loop.
 type Agent struct {
 	Self      string
@@ -49,6 +57,7 @@ type Agent struct {
 	Allocator *alloc.Allocator
 	Status    *StatusWriter
 	Announce  Announcer // may be nil
+	Probe     Prober    // may be nil: no probing
 	Election  election.Policy
 	Resync    time.Duration
 	// ClusterCIDRs are the Pod and Service CIDRs, never egress IPs.
@@ -77,6 +86,12 @@ type Agent struct {
 	// announcedAll is when every held IP was last announced.
 	announcedAll time.Time
 	statusCh     chan Plan
+	conflicts    map[netip.Addr]conflict // IPs another host answers for
+}
+
+type conflict struct {
+	who string
+	at  time.Time
 }
 
 // init prepares the channels and maps, once. Every entry point calls it:
@@ -90,6 +105,7 @@ func (a *Agent) initState() {
 	a.pending = map[cniproto.Key]cniproto.Attachment{}
 	a.hints = map[policy.PodKey]hintEntry{}
 	a.held = map[netip.Addr]bool{}
+	a.conflicts = map[netip.Addr]conflict{}
 	a.statusCh = make(chan Plan, 1)
 	if a.Resync == 0 {
 		a.Resync = 2 * time.Second
@@ -362,7 +378,12 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	snap.PrevIDs = prev
 	snap.ClusterCIDRs = a.ClusterCIDRs
 	snap.Hints = a.liveHints()
+	snap.Conflicts = a.liveConflicts()
 	plan := Compute(snap)
+	if found := a.probe(ctx, plan); len(found) > 0 {
+		snap.Conflicts = found
+		plan = Compute(snap)
+	}
 	a.mu.Lock()
 	last := a.last
 	a.mu.Unlock()
@@ -385,6 +406,51 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	a.statusCh <- plan
 	return err
+}
+
+// probe checks the pool IPs the plan makes this Node hold that it did not
+// hold before, and returns every live conflict when it found a new one
+// (nil otherwise). A probe that fails is logged and the IPs are held: a
+// broken probe must not stop a failover.
+func (a *Agent) probe(ctx context.Context, plan Plan) map[netip.Addr]string {
+	if a.Probe == nil {
+		return nil
+	}
+	var fresh []netip.Addr
+	for _, ip := range plan.Desired.HeldIPs {
+		if !a.held[ip] {
+			fresh = append(fresh, ip)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	found, err := a.Probe(ctx, fresh)
+	if err != nil {
+		a.Log.Warn("arp probe before holding egress IPs (holding them anyway)", "ips", fresh, "err", err)
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	now := time.Now()
+	for ip, who := range found {
+		a.Log.Warn("another host answers for an egress IP: not holding it", "ip", ip, "mac", who, "retry", conflictRetry)
+		a.conflicts[ip] = conflict{who: who, at: now}
+	}
+	return a.liveConflicts()
+}
+
+// liveConflicts are the conflicts found less than conflictRetry ago.
+func (a *Agent) liveConflicts() map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for ip, c := range a.conflicts {
+		if time.Since(c.at) < conflictRetry {
+			out[ip] = c.who
+		} else {
+			delete(a.conflicts, ip)
+		}
+	}
+	return out
 }
 
 func (a *Agent) alive() []string {

@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -56,6 +57,10 @@ type Snapshot struct {
 	Hints map[policy.PodKey]Hint
 	// ClusterCIDRs are the Pod and Service CIDRs: no egress IP lies in them.
 	ClusterCIDRs []netip.Prefix
+	// Conflicts are pool IPs that another host on this Node's link answers
+	// ARP for (an ARP probe found it), with who: this Node does not hold
+	// them.
+	Conflicts map[netip.Addr]string
 }
 
 // Hint is a Pod's IP as the helper of the Pod's Node reported it.
@@ -140,6 +145,14 @@ func Compute(s Snapshot) Plan {
 			byName[eg.Name] = eg
 		}
 		withoutQuorum(s, plans, byName, q)
+	}
+	for i := range plans {
+		ep := &plans[i]
+		if who, ok := s.Conflicts[ep.IP]; ok && ep.Owner == s.Self && !ep.Static {
+			ep.Owner, ep.OwnerIP = "", netip.Addr{}
+			ep.Reason = v1alpha1.ReasonIPConflict
+			ep.Message = fmt.Sprintf("%s already answers ARP for %s on Node %s's link, so no Node holds it", who, ep.IP, s.Self)
+		}
 	}
 
 	var ips []netip.Addr

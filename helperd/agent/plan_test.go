@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -303,6 +304,27 @@ func TestConflictingEgressIsSetAside(t *testing.T) {
 		}
 		if !programmed["dev"] || !programmed["static"] {
 			t.Errorf("%s: the uninvolved Egresses are not programmed: %v", self, programmed)
+		}
+	}
+}
+
+// An IP another host answers for is not held by the Node that would hold
+// it; the Egress says why, and other Nodes' plans do not change.
+func TestConflictKeepsTheOwnerFromHolding(t *testing.T) {
+	e := eg("prod", "198.51.100.5", "pool", "prod")
+	owner := Compute(snapshot("node-c", e)).Egresses[0].Owner
+	s := snapshot(owner, e)
+	s.Conflicts = map[netip.Addr]string{netip.MustParseAddr("198.51.100.5"): "the host at MAC 02:00:00:00:00:99"}
+	p := Compute(s)
+	if ep := p.Egresses[0]; ep.Owner != "" || ep.Reason != v1alpha1.ReasonIPConflict || !strings.Contains(ep.Message, "02:00:00:00:00:99") {
+		t.Fatalf("plan = %+v, want no owner, IPConflict naming the MAC", ep)
+	}
+	if len(p.Desired.HeldIPs) != 0 {
+		t.Fatalf("held %v", p.Desired.HeldIPs)
+	}
+	for _, st := range p.Desired.Egresses {
+		if st.Local {
+			t.Fatalf("state %+v SNATs on %s", st, owner)
 		}
 	}
 }

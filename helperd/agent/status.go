@@ -23,7 +23,9 @@ import (
 //   - a Node that stops holding an IP while status still names it writes the
 //     unassigned status, conditional on the object not having changed (so it
 //     never overwrites the new holder's claim);
-//   - the leader writes IPAssigned=False for Egresses that no Node holds.
+//   - the leader writes IPAssigned=False for Egresses that no Node holds;
+//   - the Node that found another host answering for the IP writes
+//     IPAssigned=False, reason IPConflict, with a Warning Event.
 type StatusWriter struct {
 	Self     string
 	Client   versioned.Interface
@@ -62,7 +64,9 @@ func (w *StatusWriter) writeOne(ctx context.Context, eg *v1alpha1.Egress, ep Egr
 		msg := fmt.Sprintf("egress IP %s is held by Node %s", ep.IP, w.Self)
 		want = egstatus.Assignment{EgressNode: w.Self, EgressIP: ep.IP.String(),
 			Assigned: egstatus.Condition(eg.Status.Conditions, v1alpha1.IPAssigned, true, v1alpha1.ReasonAssigned, msg, eg.Generation, now())}
-	case ep.Owner == "" && (eg.Status.EgressNode == w.Self || leader):
+	// The Node that found another host on the IP reports it: no other
+	// Node knows.
+	case ep.Owner == "" && (eg.Status.EgressNode == w.Self || leader || ep.Reason == v1alpha1.ReasonIPConflict):
 		if eg.Status.EgressNode == w.Self {
 			rv = eg.ResourceVersion // give up only what is still ours
 		}
@@ -90,6 +94,8 @@ func (w *StatusWriter) writeOne(ctx context.Context, eg *v1alpha1.Egress, ep Egr
 func (w *StatusWriter) event(eg *v1alpha1.Egress, want egstatus.Assignment) {
 	prev := eg.Status.EgressNode
 	switch {
+	case want.Assigned.Reason == v1alpha1.ReasonIPConflict:
+		w.record(eg, corev1.EventTypeWarning, v1alpha1.ReasonIPConflict, "%s", want.Assigned.Message)
 	case want.EgressNode != "" && prev == want.EgressNode:
 		return
 	case want.EgressNode != "" && prev != "":

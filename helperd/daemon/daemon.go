@@ -104,7 +104,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	g, err := startGossip(ctx, cfg, nodeIP, keys, cache, log)
+	g, err := startGossip(ctx, cfg, nodeIP, macOf(uplink), keys, cache, log)
 	if err != nil {
 		return err
 	}
@@ -127,6 +127,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		ClusterCIDRs: cfg.ClusterCIDRs,
 		Allocator:    &alloc.Allocator{Client: sl, Recorder: recorder, NodeIPs: cache.NodeIPs, ClusterCIDRs: cfg.ClusterCIDRs},
 		Status:       &agent.StatusWriter{Self: cfg.NodeName, Client: sl, Cache: cache, Recorder: recorder, Metrics: metrics},
+		Probe: func(ctx context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
+			found, err := garp.Probe(ctx, uplink, ips, func(mac net.HardwareAddr) bool {
+				for _, m := range g.Members() { // alive or dead: a stale holder still answers until fenced
+					if m.MAC != "" && m.MAC == mac.String() {
+						return true
+					}
+				}
+				return false
+			})
+			out := make(map[netip.Addr]string, len(found))
+			for ip, mac := range found {
+				out[ip] = "the host at MAC " + mac.String()
+			}
+			return out, err
+		},
 		Announce: func(ctx context.Context, ip netip.Addr) {
 			if err := garp.Announce(ctx, uplink, ip, garpCount, garpInterval); err != nil {
 				log.Warn("gratuitous ARP", "ip", ip, "err", err)
@@ -221,8 +236,8 @@ func waitNodeIP(ctx context.Context, kube kubernetes.Interface, name string) (ne
 	}
 }
 
-func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, keys [][]byte, cache *agent.Cache, log *slog.Logger) (*gossip.Gossip, error) {
-	gc := gossip.Config{NodeName: cfg.NodeName, BindAddr: nodeIP, BindPort: cfg.GossipPort, AllowInsecure: cfg.GossipInsecure}
+func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, uplinkMAC string, keys [][]byte, cache *agent.Cache, log *slog.Logger) (*gossip.Gossip, error) {
+	gc := gossip.Config{NodeName: cfg.NodeName, BindAddr: nodeIP, BindPort: cfg.GossipPort, AllowInsecure: cfg.GossipInsecure, MAC: uplinkMAC}
 	if len(keys) > 0 {
 		gc.SecretKey, gc.OtherKeys = keys[0], keys[1:]
 	}
@@ -258,6 +273,15 @@ func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, key
 		}
 	}()
 	return g, nil
+}
+
+// macOf is the interface's MAC, or "" when it cannot be read.
+func macOf(name string) string {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return ""
+	}
+	return ifi.HardwareAddr.String()
 }
 
 // heldLifetime maps the flag (0: forever) to datapath.Config.HeldLifetime

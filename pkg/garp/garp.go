@@ -26,10 +26,13 @@
 package garp
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -141,4 +144,93 @@ func send(ctx context.Context, count int, interval time.Duration, writeRound fun
 		}
 	}
 	return nil
+}
+
+// ProbePacket is an RFC 5227 ARP Probe for ip from mac: a request with the
+// sender IP all zeros, so that it updates no one's ARP cache, asking who
+// has ip.
+func ProbePacket(mac net.HardwareAddr, ip netip.Addr) (*arp.Packet, error) {
+	if !ip.Is4() {
+		return nil, fmt.Errorf("arp probe for %v: not an IPv4 address", ip)
+	}
+	p, err := arp.NewPacket(arp.OperationRequest, mac, netip.IPv4Unspecified(), make(net.HardwareAddr, len(mac)), ip)
+	if err != nil {
+		return nil, fmt.Errorf("build arp probe for %v: %w", ip, err)
+	}
+	return p, nil
+}
+
+// ProbeWait is how long Probe listens. RFC 5227 waits seconds (PROBE_WAIT
+// 1 s, three probes 1–2 s apart), made for a host that configures an
+// address at boot; an egress-IP takeover cannot wait that long, and an
+// owner on the same link answers within milliseconds.
+const ProbeWait = 60 * time.Millisecond
+
+// Probe asks ifaceName's link whether some host already answers for ips
+// (RFC 5227 ARP Probes, two per IP, ProbeWait/2 apart) and listens for
+// ProbeWait. It returns, for each IP that got an answer, the answering MAC.
+// Answers from this interface's MAC and from MACs that known accepts (other
+// Nodes, which a stale holder may still be until it is fenced) do not
+// count. A host that claims ip in an ARP of its own (a reply, an
+// announcement, or a request from ip) counts as an answer.
+func Probe(ctx context.Context, ifaceName string, ips []netip.Addr, known func(net.HardwareAddr) bool) (map[netip.Addr]net.HardwareAddr, error) {
+	ifi, err := net.InterfaceByName(ifaceName)
+	if err != nil {
+		return nil, fmt.Errorf("arp probe: interface %q: %w", ifaceName, err)
+	}
+	want := map[netip.Addr]bool{}
+	var probes []*arp.Packet
+	for _, ip := range ips {
+		p, err := ProbePacket(ifi.HardwareAddr, ip)
+		if err != nil {
+			return nil, err
+		}
+		want[ip], probes = true, append(probes, p)
+	}
+	if len(probes) == 0 {
+		return nil, nil
+	}
+	c, err := arp.Dial(ifi)
+	if err != nil {
+		return nil, fmt.Errorf("arp probe: open %s: %w", ifaceName, err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(ProbeWait)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	sendErr := make(chan error, 1)
+	go func() {
+		sendErr <- send(ctx, 2, ProbeWait/2, func() error {
+			for _, p := range probes {
+				if err := c.WriteTo(p, ethernet.Broadcast); err != nil {
+					return fmt.Errorf("arp probe for %v: %w", p.TargetIP, err)
+				}
+			}
+			return nil
+		})
+	}()
+	found := map[netip.Addr]net.HardwareAddr{}
+	for {
+		p, _, err := c.Read()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				break
+			}
+			return found, fmt.Errorf("arp probe: read %s: %w", ifaceName, err)
+		}
+		ip := p.SenderIP.Unmap()
+		if !want[ip] || bytes.Equal(p.SenderHardwareAddr, ifi.HardwareAddr) || known != nil && known(p.SenderHardwareAddr) {
+			continue
+		}
+		found[ip] = slices.Clone(p.SenderHardwareAddr)
+	}
+	if err := <-sendErr; err != nil && ctx.Err() == nil {
+		return found, err
+	}
+	return found, nil
 }

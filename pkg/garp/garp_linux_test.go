@@ -129,3 +129,54 @@ func TestKernelAdvertisementUpdatesStaleEntry(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestKernelProbeFindsSquatter: B holds 192.0.2.100 on the link. A's probe
+// finds B's MAC for it, nothing for a free address, and nothing when B's
+// MAC is known (another Node, a stale holder). The probe itself leaves no
+// entry for A in B's ARP cache (its sender IP is 0.0.0.0).
+func TestKernelProbeFindsSquatter(t *testing.T) {
+	nstest.RequireRoot(t)
+	a, b := nstest.New(t, "probea"), nstest.New(t, "probeb")
+	nstest.Veth(t, a, "va", b, "vb")
+	a.MustRun(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "va")
+	b.MustRun(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "vb")
+	b.MustRun(t, "ip", "addr", "add", "192.0.2.100/32", "dev", "vb")
+	var bMAC string
+	if err := b.Do(func() error {
+		ifi, err := net.InterfaceByName("vb")
+		if err == nil {
+			bMAC = ifi.HardwareAddr.String()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	taken, free := netip.MustParseAddr("192.0.2.100"), netip.MustParseAddr("192.0.2.101")
+	probe := func(known func(net.HardwareAddr) bool) map[netip.Addr]net.HardwareAddr {
+		t.Helper()
+		var found map[netip.Addr]net.HardwareAddr
+		err := a.Do(func() error {
+			var err error
+			found, err = Probe(context.Background(), "va", []netip.Addr{taken, free}, known)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	start := time.Now()
+	found := probe(nil)
+	if took := time.Since(start); took > 5*ProbeWait {
+		t.Errorf("probe took %v", took)
+	}
+	if len(found) != 1 || found[taken].String() != bMAC {
+		t.Fatalf("found %v, want %s at %s only", found, taken, bMAC)
+	}
+	if found := probe(func(m net.HardwareAddr) bool { return m.String() == bMAC }); len(found) != 0 {
+		t.Fatalf("with B's MAC known, found %v", found)
+	}
+	if out := b.MustRun(t, "ip", "neigh", "show", "192.0.2.1", "dev", "vb"); strings.Contains(out, "lladdr") {
+		t.Errorf("the probe left an entry for A in B's cache: %s", out)
+	}
+}

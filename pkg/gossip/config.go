@@ -30,6 +30,9 @@ type Config struct {
 	BindAddr netip.Addr
 	// BindPort is the UDP and TCP port; 0 means DefaultPort.
 	BindPort int
+	// MAC is this member's uplink MAC, published to the others so that an
+	// ARP probe can tell another Node (a stale holder) from a stranger.
+	MAC string
 	// SecretKey encrypts and authenticates gossip (AES-GCM; 16, 24 or 32
 	// bytes for AES-128/192/256).
 	SecretKey []byte

@@ -35,6 +35,7 @@ type Member struct {
 	NodeName string // from the member's metadata
 	Addr     netip.AddrPort
 	State    State
+	MAC      string // the member's uplink MAC, from its metadata ("" if it sent none)
 }
 
 // Alive reports whether the member counts as alive for the election.
@@ -44,6 +45,7 @@ func (m Member) Alive() bool { return m.State == StateAlive }
 // to 512 bytes).
 type meta struct {
 	Node string `json:"node"`
+	MAC  string `json:"mac,omitempty"`
 }
 
 // Gossip is one running member. Create it with New, then Start.
@@ -98,7 +100,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	if len(g.cfg.SecretKey) == 0 {
 		g.log.Warn("gossip is NOT encrypted (AllowInsecure)")
 	}
-	md, err := json.Marshal(meta{Node: g.cfg.NodeName})
+	md, err := json.Marshal(meta{Node: g.cfg.NodeName, MAC: g.cfg.MAC})
 	if err != nil {
 		return fmt.Errorf("encode gossip metadata: %w", err)
 	}
@@ -266,7 +268,7 @@ func toMember(n *memberlist.Node, alive bool) Member {
 	}
 	var md meta
 	if json.Unmarshal(n.Meta, &md) == nil && md.Node != "" {
-		m.NodeName = md.Node
+		m.NodeName, m.MAC = md.Node, md.MAC
 	}
 	if a, ok := netip.AddrFromSlice(n.Addr); ok {
 		m.Addr = netip.AddrPortFrom(a.Unmap(), n.Port)

@@ -27,6 +27,9 @@ const (
 	// ReasonNoQuorum: the helper that would hold the IP sees too few of the
 	// cluster's Nodes to know that no other Node holds it.
 	ReasonNoQuorum = "NoQuorum"
+	// ReasonIPConflict: another host on the link answers ARP for the IP, so
+	// the Node that would hold it does not.
+	ReasonIPConflict = "IPConflict"
 )
 
 // Egress sends the traffic of the Pods it selects to the external network
