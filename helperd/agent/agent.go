@@ -159,8 +159,36 @@ func (a *Agent) OnCNIAdd(ctx context.Context, att cniproto.Attachment) error {
 		a.Cache.EnsurePod(ctx, att.PodNamespace, att.PodName)
 	}
 	err := a.Sync(ctx)
+	if err != nil && ctx.Err() == nil && !a.selected(att) {
+		// The reconcile failed on something else; this Pod needs no
+		// Sluice state, so its ADD does not wait for that to be fixed.
+		a.Log.Warn("datapath apply failed; acking the ADD of a Pod no Egress selects", "pod", att.PodNamespace+"/"+att.PodName, "err", err)
+		err = nil
+	}
+	if err != nil {
+		// Refused or timed out: the runtime tears the sandbox down, so
+		// nothing of this ADD may stay. The next reconcile removes
+		// whatever it programmed, unless the API knows the Pod's IP.
+		a.mu.Lock()
+		delete(a.pending, att.Key)
+		a.mu.Unlock()
+		a.Poke()
+	}
 	a.Metrics.observeCNI("add", start, err)
 	return err
+}
+
+// selected tells whether an Egress selects att's Pod in the last plan; a
+// Pod the ADD does not name counts as selected.
+func (a *Agent) selected(att cniproto.Attachment) bool {
+	if att.PodNamespace == "" || att.PodName == "" {
+		return true
+	}
+	res := a.LastPlan().Policy
+	if as, ok := res.Pods[policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}]; ok && as.Egress != "" {
+		return true
+	}
+	return false
 }
 
 type hintEntry struct {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -102,5 +103,68 @@ func TestCheckHint(t *testing.T) {
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%s %v from %s: got %v, want %q", c.h.Pod, c.h.PodIP, c.h.Sender, err, c.want)
 		}
+	}
+}
+
+// failingDatapath fails every Apply, as a broken iptables or a bad object
+// elsewhere would.
+type failingDatapath struct{ fakeDatapath }
+
+func (f *failingDatapath) Apply(ctx context.Context, d datapath.Desired) error {
+	_ = f.fakeDatapath.Apply(ctx, d)
+	return errBroken
+}
+
+var errBroken = errors.New("iptables-restore: broken")
+
+// A failing Apply refuses the ADD of a Pod an Egress selects, but not of a
+// Pod no Egress selects; a refused or timed-out ADD leaves no pending
+// attachment behind.
+func TestCNIAddFailuresContained(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod", Labels: map[string]string{"kubernetes.io/metadata.name": "prod"}}}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: corev1.NodeStatus{
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.11"}}}}
+	selected := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web", Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{NodeName: "node-a"}}
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "db", Labels: map[string]string{"app": "db"}},
+		Spec: corev1.PodSpec{NodeName: "node-a"}}
+	e := eg("web", "192.0.2.50", "", "prod")
+	e.Spec.AppliedTo.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+	cache := NewCache(kubefake.NewSimpleClientset(ns, node, selected, other), sluicefake.NewSimpleClientset(e))
+	if err := cache.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &failingDatapath{}, Resync: time.Hour}
+	go a.Run(ctx)
+	add := func(ctx context.Context, name, ip string) error {
+		return a.OnCNIAdd(ctx, cniproto.Attachment{Key: cniproto.Key{ContainerID: name, IfName: "eth0"},
+			PodNamespace: "prod", PodName: name, PodIPs: []string{ip}})
+	}
+	if err := add(ctx, "db", "10.244.1.6"); err != nil {
+		t.Errorf("ADD of a Pod no Egress selects: %v, want it acked despite the failing Apply", err)
+	}
+	if err := add(ctx, "web", "10.244.1.5"); err == nil || !strings.Contains(err.Error(), "broken") {
+		t.Errorf("ADD of a selected Pod: %v, want the Apply error", err)
+	}
+	a.mu.Lock()
+	n := len(a.pending)
+	a.mu.Unlock()
+	if n != 1 { // db's stays until the registry records it; web's is gone
+		t.Errorf("%d pending attachments, want 1 (db's)", n)
+	}
+	// An ADD that times out leaves nothing either.
+	stuck := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &fakeDatapath{}, Resync: time.Hour}
+	tctx, tcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer tcancel()
+	if err := stuck.OnCNIAdd(tctx, cniproto.Attachment{Key: cniproto.Key{ContainerID: "late", IfName: "eth0"},
+		PodNamespace: "prod", PodName: "web", PodIPs: []string{"10.244.1.7"}}); err == nil {
+		t.Fatal("an ADD with no reconcile loop returned nil")
+	}
+	stuck.mu.Lock()
+	defer stuck.mu.Unlock()
+	if len(stuck.pending) != 0 {
+		t.Errorf("a timed-out ADD left %d pending attachments", len(stuck.pending))
 	}
 }

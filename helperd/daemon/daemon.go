@@ -169,6 +169,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := a.Registry.Start(ctx, cfg.SpoolDir); err != nil {
 		log.Warn("registry start", "err", err)
 	}
+	go a.Registry.WatchSpool(ctx, cfg.SpoolDir, spoolWatchEvery)
 	ln, err := cniproto.Listen(cfg.CNISocket)
 	if err != nil {
 		return err
@@ -274,6 +275,10 @@ func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, upl
 	}()
 	return g, nil
 }
+
+// spoolWatchEvery is how often the plugin's spool is replayed while the
+// helper runs.
+const spoolWatchEvery = time.Second
 
 // macOf is the interface's MAC, or "" when it cannot be read.
 func macOf(name string) string {

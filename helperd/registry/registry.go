@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/sluicenet/sluice/pkg/cniproto"
 )
@@ -216,6 +217,37 @@ func (r *Registry) ReplaySpool(ctx context.Context, dir string) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// WatchSpool replays the spool every interval until ctx ends, so that a
+// request the plugin spooled while this helper ran (it was busy, or the
+// socket timed out) counts within interval, not at the next start: a DEL
+// spooled then would otherwise leave a deleted Pod's IP in SNAT sets until
+// the helper restarted. A file that keeps failing is logged once per
+// distinct error and retried.
+func (r *Registry) WatchSpool(ctx context.Context, dir string, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := r.ReplaySpool(ctx, dir)
+		if n > 0 {
+			r.opts.Log.Info("spool replayed", "dir", dir, "requests", n)
+		}
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != "" && msg != last {
+			r.opts.Log.Warn("spool replay (will retry)", "dir", dir, "err", err)
+		}
+		last = msg
+	}
 }
 
 // Restore records attachments found in the kernel (the tag scan).

@@ -151,3 +151,36 @@ func TestUntagged(t *testing.T) {
 		t.Fatalf("untagged(nil) = %v", got)
 	}
 }
+
+// A DEL the plugin spools while the helper runs is applied within the
+// watch interval, without a restart.
+func TestWatchSpoolAppliesLateDel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	r := New(Options{Log: quiet()})
+	a1 := att("c1", "10.244.0.2")
+	if err := r.Add(ctx, a1); err != nil {
+		t.Fatal(err)
+	}
+	go r.WatchSpool(ctx, dir, 20*time.Millisecond)
+	k1 := a1.Key
+	if _, err := cniproto.WriteSpool(dir, cniproto.Request{Kind: cniproto.KindDel, Key: &k1}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(r.List(ctx)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the spooled DEL was not applied: %+v", r.List(ctx))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if left, _ := os.ReadDir(dir); len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the spool file stayed")
+		}
+	}
+}
