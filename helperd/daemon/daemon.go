@@ -28,7 +28,6 @@ import (
 	"github.com/sluicenet/sluice/pkg/garp"
 	"github.com/sluicenet/sluice/pkg/gossip"
 	"github.com/sluicenet/sluice/pkg/iptbackend"
-	"golang.org/x/net/netutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -324,12 +323,15 @@ func eventRecorder(kube kubernetes.Interface, node string) record.EventRecorder 
 }
 
 // Limits of the metrics endpoint. A client gets a few seconds to send its
-// headers and a bounded number of connections is served at once (the rest
-// wait in the listen backlog), so idle or slow connections cannot grow the
-// helper's memory: 4,000 idle connections once raised RSS from 39 to 122
-// MiB. A flood delays scrapes; it cannot exhaust the helper.
+// headers; at most metricsPerSource connections per source address and
+// metricsMaxConns in all are open at once, and a connection past either is
+// closed as soon as it is accepted (it does not wait behind idle ones). So
+// idle or slow connections cannot grow the helper's memory (4,000 idle
+// connections once raised RSS from 39 to 122 MiB), and a flood from one Pod
+// cannot keep the kubelet's probes or Prometheus from getting through.
 const (
 	metricsMaxConns      = 64
+	metricsPerSource     = 8
 	metricsHeaderTimeout = 2 * time.Second
 	metricsIdleTimeout   = 15 * time.Second
 )
@@ -341,7 +343,11 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, a 
 	}
 	srv := metricsServer(reg, a.Ready)
 	go func() { <-ctx.Done(); _ = srv.Close() }()
-	if err := srv.Serve(netutil.LimitListener(ln, metricsMaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	shed := newShedListener(ln, metricsMaxConns, metricsPerSource)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_metrics_connections_shed_total",
+		Help: "Connections to this endpoint closed on accept: past 64 open, or past 8 from one address."},
+		func() float64 { return float64(shed.Denied.Load()) }))
+	if err := srv.Serve(shed); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/netutil"
 )
 
 func TestMetricsAddr(t *testing.T) {
@@ -23,16 +21,19 @@ func TestMetricsAddr(t *testing.T) {
 	}
 }
 
-// A flood of idle connections neither grows the server without bound nor
-// keeps it from answering: at most metricsMaxConns are served at once, an
-// idle one is closed after the header timeout, and a scrape gets through.
+// A flood of idle connections from one address neither grows the server
+// nor keeps another client from answering: that address keeps
+// metricsPerSource connections, the rest are closed on accept, an idle one
+// is closed after the header timeout, and a scrape from elsewhere gets
+// through at once.
 func TestMetricsFloodIsBounded(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := metricsServer(prometheus.NewRegistry(), func() bool { return true })
-	go srv.Serve(netutil.LimitListener(ln, metricsMaxConns))
+	shed := newShedListener(ln, metricsMaxConns, metricsPerSource)
+	go srv.Serve(shed)
 	t.Cleanup(func() { srv.Close() })
 	base := runtime.NumGoroutine()
 
@@ -51,24 +52,37 @@ func TestMetricsFloodIsBounded(t *testing.T) {
 		}
 	}()
 	time.Sleep(500 * time.Millisecond)
-	if g := runtime.NumGoroutine() - base; g > metricsMaxConns+10 {
-		t.Errorf("%d more goroutines with %d idle connections, want at most about %d", g, flood, metricsMaxConns)
+	if g := runtime.NumGoroutine() - base; g > metricsPerSource+10 {
+		t.Errorf("%d more goroutines with %d idle connections, want about %d", g, flood, metricsPerSource)
 	}
-	// The first idle connection is closed by the server once its header
-	// time is up.
-	_ = conns[0].SetReadDeadline(time.Now().Add(metricsHeaderTimeout + 2*time.Second))
-	if _, err := conns[0].Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("an idle connection: read %v, want EOF from the server", err)
+	if d := shed.Denied.Load(); d < flood-metricsPerSource {
+		t.Errorf("%d connections shed, want %d", d, flood-metricsPerSource)
 	}
-	// A scrape gets through while the flood drains.
-	ctx, cancel := context.WithTimeout(context.Background(), flood/metricsMaxConns*metricsHeaderTimeout+10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+"/healthz", nil)
+	// A scrape from another address answers at once.
+	other := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
 	start := time.Now()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := other.Get("http://" + ln.Addr().String() + "/healthz")
 	if err != nil {
-		t.Fatalf("scrape during the flood: %v", err)
+		t.Fatalf("scrape from 127.0.0.2 during the flood: %v", err)
 	}
 	resp.Body.Close()
-	t.Logf("healthz answered %v into the flood", time.Since(start).Round(time.Millisecond))
+	t.Logf("healthz answered in %v during the flood", time.Since(start).Round(time.Millisecond))
+	// The idle ones the server kept are closed once their header time is up.
+	closed := 0
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(metricsHeaderTimeout + 2*time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+			closed++
+		}
+	}
+	if closed != flood {
+		t.Errorf("%d of %d idle connections closed by the server, want all", closed, flood)
+	}
+	// The slots are free again.
+	resp, err = http.Get("http://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatalf("scrape after the flood: %v", err)
+	}
+	resp.Body.Close()
 }
