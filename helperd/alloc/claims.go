@@ -23,7 +23,10 @@ const ReasonIPReserved = "IPReserved"
 //  1. one whose own pool records the IP for it wins: the allocation is
 //     the API's commitment, and whoever holds an IP keeps it when a newer
 //     claim on it appears (a static Egress, an overlapping pool, an edit);
-//  2. then the oldest Egress, then the name that sorts first: the rule
+//  2. then a static Egress over a pooled one: its IP is on a Node's
+//     interface, put there by hand, and a pool cannot move it (a pooled
+//     holder would put the address on a second Node);
+//  3. then the oldest Egress, then the name that sorts first: the rule
 //     that resolves two Egresses selecting one Pod.
 //
 // The losers are reported on their Egress (IPInUse) and programmed nowhere.
@@ -84,6 +87,12 @@ func NewClaims(pools []*v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) Cl
 		best := slices.MinFunc(cs, func(a, b claimant) int {
 			if a.recorded != b.recorded {
 				if a.recorded {
+					return -1
+				}
+				return 1
+			}
+			if sa, sb := a.eg.Spec.ExternalIPPool == "", b.eg.Spec.ExternalIPPool == ""; sa != sb {
+				if sa {
 					return -1
 				}
 				return 1

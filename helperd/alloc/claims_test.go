@@ -22,6 +22,11 @@ func TestClaimsWinner(t *testing.T) {
 			[]*v1alpha1.Egress{egress("new", 2, "", "192.0.2.11", ""), egress("old", 1, "", "192.0.2.11", "")}, "old"},
 		{"same age: the name that sorts first", nil,
 			[]*v1alpha1.Egress{egress("b", 1, "", "192.0.2.11", ""), egress("a", 1, "", "192.0.2.11", "")}, "a"},
+		// Created in the same second: the name would let the pooled one win.
+		{"unrecorded: a static Egress beats a pooled one naming its IP", nil,
+			[]*v1alpha1.Egress{egress("st", 1, "", "192.0.2.11", ""), egress("named", 1, "p", "192.0.2.11", "")}, "st"},
+		{"unrecorded: even an older pooled one", nil,
+			[]*v1alpha1.Egress{egress("st", 2, "", "192.0.2.11", ""), egress("named", 1, "p", "192.0.2.11", "")}, "st"},
 		{"the pool's record beats an older static claim",
 			[]*v1alpha1.ExternalIPPool{pool("p", map[string]string{"192.0.2.11": "pooled"}, r11to13)},
 			[]*v1alpha1.Egress{egress("static", 1, "", "192.0.2.11", ""), egress("pooled", 2, "p", "192.0.2.11", "p")}, "pooled"},
