@@ -184,11 +184,8 @@ func (a *Agent) selected(att cniproto.Attachment) bool {
 	if att.PodNamespace == "" || att.PodName == "" {
 		return true
 	}
-	res := a.LastPlan().Policy
-	if as, ok := res.Pods[policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}]; ok && as.Egress != "" {
-		return true
-	}
-	return false
+	as, ok := a.LastPlan().Policy.Pods[policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}]
+	return ok && as.Egress != ""
 }
 
 type hintEntry struct {

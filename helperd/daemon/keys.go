@@ -40,6 +40,19 @@ func readKeys(path string) ([][]byte, error) {
 }
 
 func parseKeys(b []byte) ([][]byte, error) {
+	keys, err := parseKeyLines(b)
+	if (err != nil || len(keys) == 0) && gossip.ValidKeyLen(len(b)) {
+		return [][]byte{b}, nil // one raw key
+	}
+	if err == nil && len(keys) == 0 {
+		err = fmt.Errorf("no key: want 16, 24 or 32 bytes (raw or base64), got %d", len(b))
+	}
+	return keys, err
+}
+
+// parseKeyLines reads one base64 key per line, skipping blank lines and
+// comments.
+func parseKeyLines(b []byte) ([][]byte, error) {
 	var keys [][]byte
 	for i, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimSpace(line)
@@ -47,25 +60,15 @@ func parseKeys(b []byte) ([][]byte, error) {
 			continue
 		}
 		k, err := base64.StdEncoding.DecodeString(line)
-		if err != nil || !gossip.ValidKeyLen(len(k)) {
-			if keys == nil && gossip.ValidKeyLen(len(b)) {
-				return [][]byte{b}, nil // one raw key
-			}
-			if err != nil {
-				return nil, fmt.Errorf("line %d: not base64: %v", i+1, err)
-			}
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("line %d: not base64: %v", i+1, err)
+		case !gossip.ValidKeyLen(len(k)):
 			return nil, fmt.Errorf("line %d: %d bytes, want 16, 24 or 32 (raw or base64)", i+1, len(k))
-		}
-		if slices.ContainsFunc(keys, func(x []byte) bool { return bytes.Equal(x, k) }) {
+		case slices.ContainsFunc(keys, func(x []byte) bool { return bytes.Equal(x, k) }):
 			return nil, fmt.Errorf("line %d: the same key twice", i+1)
 		}
 		keys = append(keys, k)
-	}
-	if len(keys) == 0 {
-		if gossip.ValidKeyLen(len(b)) {
-			return [][]byte{b}, nil
-		}
-		return nil, fmt.Errorf("no key: want 16, 24 or 32 bytes (raw or base64), got %d", len(b))
 	}
 	return keys, nil
 }

@@ -132,6 +132,17 @@ func (k *Keyring) Set(gossipKeys [][]byte) error {
 	return nil
 }
 
+// keyringOf is keys, or else a keyring of the one derived key, or nil (no
+// signatures) when there is neither.
+func keyringOf(keys *Keyring, key []byte) *Keyring {
+	if keys != nil || key == nil {
+		return keys
+	}
+	k := &Keyring{}
+	k.keys.Store(&[][]byte{key})
+	return k
+}
+
 func (k *Keyring) signing() []byte { return (*k.keys.Load())[0] }
 
 func (k *Keyring) verifies(body []byte, sig string) bool {
@@ -244,8 +255,7 @@ func (s *Server) receive(r *http.Request) (code int, result, msg string) {
 	if err != nil || len(body) > 4096 {
 		return http.StatusBadRequest, ResultInvalid, fmt.Sprintf("read hint: %v (at most 4096 bytes)", err)
 	}
-	if sig := r.Header.Get(sigHeader); s.Keys != nil && !s.Keys.verifies(body, sig) ||
-		s.Keys == nil && s.Key != nil && !hmac.Equal([]byte(sig), []byte(sign(s.Key, body))) {
+	if kr := keyringOf(s.Keys, s.Key); kr != nil && !kr.verifies(body, r.Header.Get(sigHeader)) {
 		return http.StatusForbidden, ResultBadSignature, "bad signature"
 	}
 	var h Hint
@@ -361,11 +371,8 @@ func (c *Client) post(ctx context.Context, addr string, body []byte) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	switch {
-	case c.Keys != nil:
-		req.Header.Set(sigHeader, sign(c.Keys.signing(), body))
-	case c.Key != nil:
-		req.Header.Set(sigHeader, sign(c.Key, body))
+	if kr := keyringOf(c.Keys, c.Key); kr != nil {
+		req.Header.Set(sigHeader, sign(kr.signing(), body))
 	}
 	hc := c.HTTP
 	if hc == nil {

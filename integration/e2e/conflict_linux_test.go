@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/egstatus"
-	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
-	"github.com/sluicenet/sluice/pkg/nstest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -22,11 +19,8 @@ import (
 // at the host, and the Egress says so in a condition and an Event. Another
 // Egress is unaffected. Once the host lets the IP go, it is held.
 func TestAddressAlreadyOnTheLAN(t *testing.T) {
-	nstest.RequireRoot(t)
 	ctx := context.Background()
-	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 1, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
-	dumpOnFailure(t, c)
-	startHelpers(t, c)
+	c := sluiceCluster(t, 3, 1)
 	taken := netip.MustParseAddr("192.0.2.241")
 	squatter, err := c.AddHost("squatter", taken)
 	if err != nil {

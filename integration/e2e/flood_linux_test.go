@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/integration/attack"
-	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
@@ -21,11 +20,8 @@ import (
 // 20 MiB of where it was, and the Node's own scrape answers during the
 // flood. The port does not answer on the Node's other addresses.
 func TestMetricsFlood(t *testing.T) {
-	nstest.RequireRoot(t)
 	ctx := context.Background()
-	c := cluster.New(t, cluster.Options{Nodes: 1, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
-	dumpOnFailure(t, c)
-	startHelpers(t, c)
+	c := sluiceCluster(t, 1, 0)
 	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
 		t.Fatal(err)
 	}

@@ -210,3 +210,15 @@ func dumpOnFailure(t *testing.T, c *cluster.Cluster) {
 		}
 	})
 }
+
+// sluiceCluster starts a cluster of nodes Nodes and ext external servers
+// with every helper running and answering, dumps its logs if the test
+// fails, and keeps its directory when SLUICE_KEEP is set.
+func sluiceCluster(t *testing.T, nodes, ext int) *cluster.Cluster {
+	t.Helper()
+	nstest.RequireRoot(t)
+	c := cluster.New(t, cluster.Options{Nodes: nodes, ExtServers: ext, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
+	dumpOnFailure(t, c)
+	startHelpers(t, c)
+	return c
+}

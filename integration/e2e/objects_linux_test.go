@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/sluicenet/sluice/helperd/egstatus"
-	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
-	"github.com/sluicenet/sluice/pkg/nstest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -23,11 +20,8 @@ import (
 // losers' and unrelated Pods with their Node's, and new Pods start on every
 // Node.
 func TestConflictingObjects(t *testing.T) {
-	nstest.RequireRoot(t)
 	ctx := context.Background()
-	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 1, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
-	dumpOnFailure(t, c)
-	startHelpers(t, c)
+	c := sluiceCluster(t, 3, 1)
 	for _, ns := range []string{"st", "named", "auto", "ov1", "ov2", "ov3", "nodes", "other"} {
 		if err := c.CreateNamespace(ctx, ns, nil); err != nil {
 			t.Fatal(err)
@@ -62,7 +56,7 @@ func TestConflictingObjects(t *testing.T) {
 	want := map[string]netip.Addr{"auto": netip.MustParseAddr("192.0.2.249"), "nodes": netip.MustParseAddr("192.0.2.14")}
 	seen := map[netip.Addr]string{static: "st"}
 	for _, name := range []string{"auto", "ov1", "ov2", "ov3", "nodes"} {
-		ip, node := assigned(t, c, name)
+		ip, _ := assigned(t, c, name)
 		if w, ok := want[name]; ok && ip != w {
 			t.Errorf("%s got %s, want %s", name, ip, w)
 		}
@@ -70,9 +64,16 @@ func TestConflictingObjects(t *testing.T) {
 			t.Errorf("%s and %s both got %s", name, other, ip)
 		}
 		seen[ip] = name
-		if h := holders(t, c, ip); len(h) != 1 || h[0] != node {
-			t.Errorf("%s's %s is held by %v, status says %s", name, ip, h, node)
-		}
+		// Placement settles as the other Egresses get their IPs (bounded
+		// loads move an IP when the count changes): one holder in the end.
+		// The moment of a move can show two; that handoff is issue 13's.
+		eventually(t, converge, name+"'s IP on one Node, the one status names", func() error {
+			node := getEgress(t, c, name).Status.EgressNode
+			if h := holders(t, c, ip); len(h) != 1 || h[0] != node {
+				return fmt.Errorf("%s is held by %v, status says %s", ip, h, node)
+			}
+			return nil
+		})
 		expectSource(t, c, mustPod(t, c, "node-c", name, "web", web), ip, converge)
 	}
 	expectSource(t, c, mustPod(t, c, "node-b", "st", "web", web), static, converge)

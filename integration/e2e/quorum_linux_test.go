@@ -2,13 +2,10 @@ package e2e_test
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/sluicenet/sluice/integration/attack"
-	"github.com/sluicenet/sluice/integration/cluster"
-	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
 // TestIsolatedHelper: a helper that cannot gossip with the others, because
@@ -17,11 +14,8 @@ import (
 // three Nodes are sampled every 100 ms and the external server answers
 // every request.
 func TestIsolatedHelper(t *testing.T) {
-	nstest.RequireRoot(t)
 	ctx := context.Background()
-	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 1, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
-	dumpOnFailure(t, c)
-	startHelpers(t, c)
+	c := sluiceCluster(t, 3, 1)
 	iso, err := attack.SetupIsolation(ctx, c)
 	if err != nil {
 		t.Fatal(err)
@@ -70,11 +64,8 @@ func TestIsolatedHelper(t *testing.T) {
 // file at a time: no egress IP moves and every request from the selected
 // Pods, on every Node, is answered with its Egress's IP.
 func TestGossipKeyRotation(t *testing.T) {
-	nstest.RequireRoot(t)
 	ctx := context.Background()
-	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 1, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != ""})
-	dumpOnFailure(t, c)
-	startHelpers(t, c)
+	c := sluiceCluster(t, 3, 1)
 	iso, err := attack.SetupIsolation(ctx, c)
 	if err != nil {
 		t.Fatal(err)
