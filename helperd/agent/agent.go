@@ -199,36 +199,36 @@ type hintEntry struct {
 // Pod is decided by Compute from the API's labels, never by the hint.
 func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
 	a.init()
-	if err := a.checkHint(ctx, h); err != nil {
+	seen, err := a.checkHint(ctx, h)
+	if err != nil {
 		return fmt.Errorf("%w: %w", hint.ErrRefused, err)
 	}
 	key := policy.PodKey{Namespace: h.Namespace, Name: h.Pod}
 	a.mu.Lock()
-	a.hints[key] = hintEntry{Hint{PodIP: h.PodIP.Unmap(), Node: h.Sender}, time.Now().Add(hint.TTL)}
+	a.hints[key] = hintEntry{Hint{PodIP: h.PodIP.Unmap(), Node: h.Sender, Seen: seen}, time.Now().Add(hint.TTL)}
 	a.mu.Unlock()
 	return a.Sync(ctx)
 }
 
 // checkHint: the Pod exists (read from the API server when the informer
-// has not seen it yet), is scheduled to the sender, has no other IP, and
-// the IP is in the sender's Pod CIDRs when the Node has any.
-func (a *Agent) checkHint(ctx context.Context, h hint.Hint) error {
+// has not seen it yet), is scheduled to the sender, and the IP is in the
+// sender's Pod CIDRs when the Node has any. An IP other than the Pod
+// object's is a recreated sandbox's, which the sender's CNI knows before
+// the kubelet writes it (see withHints). It returns the object's IPs.
+func (a *Agent) checkHint(ctx context.Context, h hint.Hint) ([]netip.Addr, error) {
 	a.Cache.EnsurePod(ctx, h.Namespace, h.Pod)
 	p, ok := a.Cache.Pod(h.Namespace, h.Pod)
 	if !ok {
-		return fmt.Errorf("pod %s/%s: not found", h.Namespace, h.Pod)
+		return nil, fmt.Errorf("pod %s/%s: not found", h.Namespace, h.Pod)
 	}
 	if p.Spec.NodeName != h.Sender {
-		return fmt.Errorf("pod %s/%s: scheduled to %q, not to the sender %q", h.Namespace, h.Pod, p.Spec.NodeName, h.Sender)
+		return nil, fmt.Errorf("pod %s/%s: scheduled to %q, not to the sender %q", h.Namespace, h.Pod, p.Spec.NodeName, h.Sender)
 	}
 	ip := h.PodIP.Unmap()
-	if known := policy.PodInfoFromPod(p).IPs; len(known) > 0 && !slices.Contains(known, ip) {
-		return fmt.Errorf("pod %s/%s: has IPs %v, not %v", h.Namespace, h.Pod, known, ip)
-	}
 	if cidrs := a.Cache.Nodes()[h.Sender].PodCIDRs; len(cidrs) > 0 && !slices.ContainsFunc(cidrs, func(c netip.Prefix) bool { return c.Contains(ip) }) {
-		return fmt.Errorf("pod %s/%s: %v is outside node %s's podCIDRs %v", h.Namespace, h.Pod, ip, h.Sender, cidrs)
+		return nil, fmt.Errorf("pod %s/%s: %v is outside node %s's podCIDRs %v", h.Namespace, h.Pod, ip, h.Sender, cidrs)
 	}
-	return nil
+	return policy.PodInfoFromPod(p).IPs, nil
 }
 
 // hintTimeout bounds how long a reconcile waits for holders to take new

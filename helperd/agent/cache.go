@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -253,40 +254,76 @@ func (c *Cache) Snapshot(self string, atts []cniproto.Attachment) Snapshot {
 	}
 	s.LocalAddrs = c.localAddrs
 	c.mu.Unlock()
-	for _, att := range atts {
-		mergeAttachment(&s, byKey, self, att)
-	}
+	mergeAttachments(&s, byKey, self, atts)
 	return s
 }
 
-func mergeAttachment(s *Snapshot, byKey map[policy.PodKey]int, self string, att cniproto.Attachment) {
-	if att.PodNamespace == "" || att.PodName == "" {
-		return
-	}
-	key := policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}
-	var ips []netip.Addr
-	for _, s := range att.PodIPs {
-		if ip, err := netip.ParseAddr(cniproto.IPOnly(s)); err == nil {
-			ips = append(ips, ip.Unmap())
+// mergeAttachments folds this Node's CNI attachments into the Pods. The
+// CNI's IPs are the truth for a Pod on its own Node: they replace the Pod
+// object's, which lag a recreated sandbox until the kubelet writes the new
+// status. While an old and a new sandbox both exist (ADD before DEL), both
+// IPs count. An IP that a sandbox of one Pod holds is taken from every other
+// local Pod object still naming it (a deleted Pod's stale status), so a
+// reused IP never carries its previous owner's Egress.
+func mergeAttachments(s *Snapshot, byKey map[policy.PodKey]int, self string, atts []cniproto.Attachment) {
+	fresh := map[policy.PodKey][]netip.Addr{}
+	var order []policy.PodKey
+	for _, att := range atts {
+		if att.PodNamespace == "" || att.PodName == "" {
+			continue
+		}
+		key := policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}
+		if _, seen := fresh[key]; !seen {
+			order = append(order, key)
+			fresh[key] = []netip.Addr{}
+		}
+		for _, s := range att.PodIPs {
+			if ip, err := netip.ParseAddr(cniproto.IPOnly(s)); err == nil && !slices.Contains(fresh[key], ip.Unmap()) {
+				fresh[key] = append(fresh[key], ip.Unmap())
+			}
 		}
 	}
-	i, ok := byKey[key]
-	if !ok {
-		// No Pod object: only its Namespace is known, so only Egresses
-		// selecting by Namespace alone can match, which is right.
-		byKey[key] = len(s.Pods)
-		s.Pods = append(s.Pods, policy.PodInfo{Namespace: key.Namespace, Name: key.Name, Node: self,
-			IPs: ips, Phase: corev1.PodPending})
+	owner := map[netip.Addr]policy.PodKey{}
+	for _, key := range order {
+		i, ok := byKey[key]
+		if !ok {
+			// No Pod object: only its Namespace is known, so only Egresses
+			// selecting by Namespace alone can match, which is right.
+			byKey[key] = len(s.Pods)
+			s.Pods = append(s.Pods, policy.PodInfo{Namespace: key.Namespace, Name: key.Name, Node: self,
+				IPs: fresh[key], Phase: corev1.PodPending})
+		} else {
+			p := &s.Pods[i]
+			if p.Node != "" && p.Node != self {
+				continue // a sandbox left behind by a Pod now scheduled elsewhere
+			}
+			p.Node = self
+			if len(fresh[key]) > 0 {
+				p.IPs = fresh[key]
+			}
+			if p.Phase == "" {
+				p.Phase = corev1.PodPending
+			}
+		}
+		for _, ip := range fresh[key] {
+			owner[ip] = key
+		}
+	}
+	if len(owner) == 0 {
 		return
 	}
-	p := &s.Pods[i]
-	if len(p.IPs) == 0 {
-		p.IPs = ips
-	}
-	if p.Node == "" {
-		p.Node = self
-	}
-	if p.Phase == "" {
-		p.Phase = corev1.PodPending
+	for i := range s.Pods {
+		p := &s.Pods[i]
+		if p.Node != self {
+			continue
+		}
+		key := policy.PodKey{Namespace: p.Namespace, Name: p.Name}
+		p.IPs = slices.DeleteFunc(slices.Clone(p.IPs), func(ip netip.Addr) bool {
+			o, ok := owner[ip]
+			return ok && o != key
+		})
+		if len(p.IPs) == 0 {
+			p.IPs = nil
+		}
 	}
 }

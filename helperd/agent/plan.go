@@ -52,8 +52,8 @@ type Snapshot struct {
 	PrevIDs map[netip.Addr]uint16
 	// Hints are the IPs of Pods that other helpers announced at their CNI
 	// ADD, before the API server had them (see package hint). They count
-	// only for a Pod object on the announcing Node that has no IP yet;
-	// which Egress selects the Pod is decided here, as for any Pod.
+	// only for a Pod object on the announcing Node (see withHints); which
+	// Egress selects the Pod is decided here, as for any Pod.
 	Hints map[policy.PodKey]Hint
 	// ClusterCIDRs are the Pod and Service CIDRs: no egress IP lies in them.
 	ClusterCIDRs []netip.Prefix
@@ -67,6 +67,8 @@ type Snapshot struct {
 type Hint struct {
 	PodIP netip.Addr
 	Node  string // the reporting Node
+	// Seen are the Pod object's IPs when the hint arrived.
+	Seen []netip.Addr
 }
 
 // EgressPlan is one Egress's decided state.
@@ -356,7 +358,11 @@ func perEgress(s Snapshot, res policy.Result) (map[string]int, map[string][]data
 }
 
 // withHints gives hinted IPs to the Pods they name, when the Pod is on the
-// hinting Node and has no IP of its own yet (the API's IPs always win).
+// hinting Node. A Pod without IPs takes the hinted one. A Pod whose object
+// still has the IPs it had when the hint came takes the hinted IP in place
+// of its IPs of that family: the sender's CNI has just given a recreated
+// sandbox that IP, and the kubelet has not written it yet. Once the object's
+// IPs change, the API has caught up and the hint no longer counts.
 func withHints(pods []policy.PodInfo, hints map[policy.PodKey]Hint) []policy.PodInfo {
 	if len(hints) == 0 {
 		return pods
@@ -364,8 +370,16 @@ func withHints(pods []policy.PodInfo, hints map[policy.PodKey]Hint) []policy.Pod
 	out := slices.Clone(pods)
 	for i := range out {
 		p := &out[i]
-		if h, ok := hints[policy.PodKey{Namespace: p.Namespace, Name: p.Name}]; ok && len(p.IPs) == 0 && p.Node == h.Node {
+		h, ok := hints[policy.PodKey{Namespace: p.Namespace, Name: p.Name}]
+		if !ok || p.Node != h.Node || slices.Contains(p.IPs, h.PodIP) {
+			continue
+		}
+		switch {
+		case len(p.IPs) == 0:
 			p.IPs = []netip.Addr{h.PodIP}
+		case slices.Equal(p.IPs, h.Seen):
+			ips := slices.DeleteFunc(slices.Clone(p.IPs), func(ip netip.Addr) bool { return ip.Is4() == h.PodIP.Is4() })
+			p.IPs = append(ips, h.PodIP)
 		}
 	}
 	return out

@@ -103,6 +103,88 @@ func (c *Cluster) AddPod(ctx context.Context, node, namespace, name string, labe
 	return p, nil
 }
 
+// Sandbox orders of RecreateSandbox: the kubelet normally tears the old
+// sandbox down first; a runtime may also set the new one up first.
+const (
+	DelThenAdd = false
+	AddThenDel = true
+)
+
+// RecreateSandbox gives the Pod a new sandbox, as the kubelet does after a
+// sandbox dies: a new namespace and container ID, a CNI ADD that hands out
+// a new IP, and the old sandbox's DEL, in the given order. The Pod object
+// keeps its old status.podIPs until WritePodIP, as it does until the
+// kubelet's next status update.
+func (c *Cluster) RecreateSandbox(ctx context.Context, p *Pod, addFirst bool) error {
+	old := *p
+	c.mu.Lock()
+	c.podSeq++
+	seq := c.podSeq
+	c.mu.Unlock()
+	fresh := *p
+	fresh.ContainerID = fmt.Sprintf("%s%04x", containerID(p.UID)[:28], seq)
+	nsName := fmt.Sprintf("%s-p%d", filepath.Base(p.Node.NS.Name)[len(nsPrefix()):], seq)
+	var err error
+	if fresh.NS, err = newPodNS(nsName, rpFilterSysctls([]string{"lo"}, false)); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.nsList = append(c.nsList, fresh.NS)
+	c.mu.Unlock()
+	delOld := func() error {
+		err := p.Node.cniDel(ctx, &old)
+		old.NS.Delete()
+		c.forgetNS(old.NS)
+		return err
+	}
+	if !addFirst {
+		if err := delOld(); err != nil {
+			return err
+		}
+	}
+	if fresh.Result, err = p.Node.cniAdd(ctx, &fresh); err != nil {
+		fresh.NS.Delete()
+		c.forgetNS(fresh.NS)
+		return err
+	}
+	if err := setSysctls(fresh.NS, rpFilterSysctls([]string{"lo", "eth0"}, false)); err != nil {
+		return err
+	}
+	fresh.IP = netip.Addr{}
+	for _, ipc := range fresh.Result.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok {
+			fresh.IP = a
+			break
+		}
+	}
+	c.mu.Lock()
+	*p = fresh
+	c.mu.Unlock()
+	if !fresh.IP.IsValid() {
+		return fmt.Errorf("pod %s: CNI result has no IPv4 address: %v", p, fresh.Result)
+	}
+	if addFirst {
+		return delOld()
+	}
+	return nil
+}
+
+// WritePodIP records the Pod's current sandbox IP in status.podIPs, as
+// the kubelet's status update does.
+func (c *Cluster) WritePodIP(ctx context.Context, p *Pod) error {
+	pods := c.client.CoreV1().Pods(p.Namespace)
+	obj, err := pods.Get(ctx, p.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get pod %s: %w", p, err)
+	}
+	obj.Status.PodIP = p.IP.String()
+	obj.Status.PodIPs = []corev1.PodIP{{IP: p.IP.String()}}
+	if _, err := pods.UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("set status of pod %s: %w", p, err)
+	}
+	return nil
+}
+
 // ensureServiceAccount creates the namespace's "default" ServiceAccount,
 // which the apiserver's ServiceAccount admission requires of every Pod and
 // which a controller-manager would have made (there is none here).

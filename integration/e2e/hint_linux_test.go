@@ -125,7 +125,7 @@ func TestHintAuthentication(t *testing.T) {
 	}
 	nodeA, nodeB, nodeC := c.Node("node-a"), c.Node("node-b"), c.Node("node-c")
 	holder := netip.AddrPortFrom(nodeA.IP, config.DefaultHintPort).String()
-	forged := netip.MustParseAddr("10.244.3.99") // an IP no Pod has
+	forged := netip.MustParseAddr("10.244.200.99") // an IP no Pod has, in no Node's podCIDR
 	fromC := &hintHTTP{n: nodeC.NS}
 	signedC := &hint.Client{Key: key, HTTP: fromC.client()}
 	hc := func(ns, pod string, ip netip.Addr) hint.Hint {
@@ -145,9 +145,9 @@ func TestHintAuthentication(t *testing.T) {
 		{"node-c naming node-a's Pod", func() error {
 			return signedC.Send(ctx, holder, hc("prod", prodA.Name, forged))
 		}, `scheduled to "node-a"`},
-		{"node-c giving its Pod a second IP", func() error {
+		{"node-c giving its Pod an IP outside its podCIDR", func() error {
 			return signedC.Send(ctx, holder, hc("prod", prodC.Name, forged))
-		}, "has IPs"},
+		}, "outside node node-c's podCIDRs"},
 		{"node-c's hint for node-b delivered to node-a", func() error {
 			redirected := &hintHTTP{n: nodeC.NS, redirect: netip.AddrPortFrom(nodeA.IP, config.DefaultHintPort)}
 			return (&hint.Client{Key: key, HTTP: redirected.client()}).Send(ctx, netip.AddrPortFrom(nodeB.IP, config.DefaultHintPort).String(), hc("prod", prodC.Name, prodC.IP))

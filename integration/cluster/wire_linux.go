@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Wire counts, in an external server's raw PREROUTING (before conntrack,
+// so INVALID packets count too), every IP packet to the server whose source
+// is not one of the allowed addresses, and records each such source in an
+// ipset. A test whose only clients of this server are selected Pods allows
+// their egress IPs: any other source is a packet that left a Node's uplink
+// wrong (a raw Pod IP, or the Node's own IP).
+type Wire struct {
+	ext *Ext
+}
+
+const (
+	wireChain = "SLUICE-TEST-WIRE"
+	wireSet   = "SLUICE-TEST-WRONG"
+)
+
+// WatchWire starts counting at the server; Close removes the counters.
+func (e *Ext) WatchWire(allowed ...netip.Addr) (*Wire, error) {
+	w := &Wire{ext: e}
+	w.Close()
+	cmds := [][]string{
+		{"ipset", "create", wireSet, "hash:ip"},
+		{"iptables", "-w", "-t", "raw", "-N", wireChain},
+	}
+	for _, ip := range allowed {
+		cmds = append(cmds, []string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-s", ip.String(), "-j", "RETURN"})
+	}
+	cmds = append(cmds,
+		[]string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-j", "SET", "--add-set", wireSet, "src", "--exist"},
+		[]string{"iptables", "-w", "-t", "raw", "-I", "PREROUTING", "1", "-d", e.IP.String(), "-j", wireChain},
+	)
+	for _, c := range cmds {
+		if out, err := e.NS.Run(c[0], c[1:]...); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("watch the wire at %s: %s: %w: %s", e.Name, strings.Join(c, " "), err, out)
+		}
+	}
+	return w, nil
+}
+
+var wireMember = regexp.MustCompile(`(?m)^(\d+\.\d+\.\d+\.\d+)$`)
+
+// Wrong returns the sources seen so far that are not allowed, and the
+// number of packets they sent (the SET rule's counter).
+func (w *Wire) Wrong() ([]string, uint64, error) {
+	out, err := w.ext.NS.Run("ipset", "list", wireSet)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the wrong sources at %s: %w: %s", w.ext.Name, err, out)
+	}
+	var sources []string
+	for _, m := range wireMember.FindAllStringSubmatch(out, -1) {
+		sources = append(sources, m[1])
+	}
+	slices.Sort(sources)
+	out, err = w.ext.NS.Run("iptables", "-w", "-t", "raw", "-L", wireChain, "-v", "-x", "-n")
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the wire counters at %s: %w: %s", w.ext.Name, err, out)
+	}
+	var total uint64
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == "SET" {
+			total, _ = strconv.ParseUint(f[0], 10, 64)
+		}
+	}
+	return sources, total, nil
+}
+
+// String says what was seen, for failure messages.
+func (w *Wire) String() string {
+	sources, total, err := w.Wrong()
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d packets from wrong sources %v", total, sources)
+}
+
+// Close removes the counters; safe to call twice.
+func (w *Wire) Close() {
+	n := w.ext.NS
+	_, _ = n.Run("iptables", "-w", "-t", "raw", "-D", "PREROUTING", "-d", w.ext.IP.String(), "-j", wireChain)
+	_, _ = n.Run("iptables", "-w", "-t", "raw", "-F", wireChain)
+	_, _ = n.Run("iptables", "-w", "-t", "raw", "-X", wireChain)
+	_, _ = n.Run("ipset", "destroy", wireSet)
+}

@@ -1,0 +1,67 @@
+package e2e_test
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/integration/cluster"
+)
+
+// A recreated sandbox (new container ID, new IP, the Pod object's
+// status.podIPs still the old one) leaves with its Egress's IP from its
+// first connection, whichever order the new ADD and the old DEL come in,
+// on the holder's own Node and through the tunnel. The external server's
+// raw table counts every packet from any other source: there must be none.
+func TestSandboxRecreation(t *testing.T) {
+	ctx := context.Background()
+	c := sluiceCluster(t, 3, 1)
+	ip := netip.MustParseAddr("192.0.2.201")
+	addAddr(t, c, "node-a", ip)
+	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
+		t.Fatal(err)
+	}
+	pods := []*cluster.Pod{mustPod(t, c, "node-a", "prod", "web-a", nil), mustPod(t, c, "node-c", "prod", "web-c", nil)}
+	createEgress(t, c, staticEgress("egress-prod", ip.String(), "prod", nil))
+	for _, p := range pods {
+		expectSource(t, c, p, ip, converge)
+	}
+	wire, err := c.Ext[0].WatchWire(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wire.Close()
+
+	for _, order := range []struct {
+		name     string
+		addFirst bool
+	}{{"del then add", cluster.DelThenAdd}, {"add then del", cluster.AddThenDel}} {
+		for _, p := range pods {
+			before := p.IP
+			if err := c.RecreateSandbox(ctx, p, order.addFirst); err != nil {
+				t.Fatalf("%s: recreate %s: %v", order.name, p, err)
+			}
+			if p.IP == before {
+				t.Fatalf("%s: %s kept IP %s; the test needs a new one", order.name, p, before)
+			}
+			// The kubelet writes the new IP a moment later; until then
+			// only the CNI's attachment and the hint know it.
+			for i := range 12 {
+				if i == 8 {
+					if err := c.WritePodIP(ctx, p); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got, err := c.Whoami(ctx, p)
+				if err != nil || got != ip {
+					t.Errorf("%s: %s (%s, was %s) connection %d: %v %v, want %s", order.name, p, p.IP, before, i, got, err, ip)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	if _, n, err := wire.Wrong(); err != nil || n > 0 {
+		t.Errorf("the external server saw %v (%v)", wire, err)
+	}
+}
