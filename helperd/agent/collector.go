@@ -21,6 +21,10 @@ var (
 		"Packets the tunnel guard dropped on this Node, by reason: not-from-node (to the tunnel port from a host that is not a Node), "+
 			"from-pod (a forwarded packet to a tunnel port), not-selected (out of the tunnel, neither a reply nor from a Pod of an Egress held here).",
 		[]string{"reason"}, nil)
+	descExitDrops = prometheus.NewDesc("sluice_exit_guard_dropped_packets_total",
+		"Packets of selected Pods the exit guard (nftables, after NAT) dropped on this Node's uplink instead of sending them with a wrong source, "+
+			"by reason: invalid (conntrack INVALID or untracked, which skips NAT), wrong-source (not SNATed to the egress IP this Node holds for the Pod).",
+		[]string{"reason"}, nil)
 	descMembers = prometheus.NewDesc("sluice_gossip_members",
 		"Gossip members by state as this Node sees them.", []string{"state"}, nil)
 )
@@ -74,6 +78,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSNATBytes
 	ch <- descSelected
 	ch <- descTunnelDrops
+	ch <- descExitDrops
 }
 
 // Collect implements prometheus.Collector.
@@ -113,6 +118,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range drops {
 		ch <- prometheus.MustNewConstMetric(descTunnelDrops, prometheus.CounterValue, float64(n), reason)
+	}
+	for _, reason := range []string{datapath.ExitDropInvalid, datapath.ExitDropWrongSource} {
+		ch <- prometheus.MustNewConstMetric(descExitDrops, prometheus.CounterValue, float64(st.ExitDrops[reason]), reason)
 	}
 }
 

@@ -20,7 +20,8 @@ func (s *statsDatapath) Stats(context.Context) (datapath.Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reads++
-	return datapath.Stats{Rules: []datapath.RuleStats{{Table: "filter", Chain: datapath.ChainGuard, DropReason: datapath.DropFromPod, Packets: 7}}}, nil
+	return datapath.Stats{Rules: []datapath.RuleStats{{Table: "filter", Chain: datapath.ChainGuard, DropReason: datapath.DropFromPod, Packets: 7}},
+		ExitDrops: map[string]uint64{datapath.ExitDropWrongSource: 5}}, nil
 }
 
 // A burst of scrapes costs one read of the kernel's counters.
@@ -38,14 +39,21 @@ func TestCollectorCachesCountersBetweenScrapes(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			found := false
+			tunnel, exit := false, false
 			for _, mf := range mfs {
 				if mf.GetName() == "sluice_tunnel_dropped_packets_total" && mf.GetMetric()[0].GetCounter().GetValue() == 7 {
-					found = true
+					tunnel = true
+				}
+				if mf.GetName() == "sluice_exit_guard_dropped_packets_total" {
+					for _, m := range mf.GetMetric() {
+						if m.GetLabel()[0].GetValue() == datapath.ExitDropWrongSource && m.GetCounter().GetValue() == 5 {
+							exit = true
+						}
+					}
 				}
 			}
-			if !found {
-				t.Error("scrape lacks sluice_tunnel_dropped_packets_total 7")
+			if !tunnel || !exit {
+				t.Errorf("scrape lacks sluice_tunnel_dropped_packets_total 7 (%v) or sluice_exit_guard_dropped_packets_total{reason=wrong-source} 5 (%v)", tunnel, exit)
 			}
 		}()
 	}

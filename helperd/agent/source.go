@@ -123,6 +123,7 @@ func (s *Source) Datapath(ctx context.Context) (statusapi.DatapathReport, error)
 		rep.Counters = append(rep.Counters, statusapi.Counter{Object: r.Table + "/" + r.Chain, Detail: r.Rule,
 			Packets: r.Packets, Bytes: r.Bytes})
 	}
+	rep.Counters = append(rep.Counters, exitCounters(st)...)
 	return rep, nil
 }
 
@@ -189,6 +190,19 @@ func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi
 					Packets: r.Packets, Bytes: r.Bytes})
 			}
 		}
+		ex.Counters = append(ex.Counters, exitCounters(st)...)
 	}
 	return ex, nil
+}
+
+// exitCounters are the exit guard's drops on this Node (all Pods): what
+// would have left the uplink with a wrong source.
+func exitCounters(st datapath.Stats) []statusapi.Counter {
+	obj := "nft/" + datapath.ExitGuardTable + "/" + datapath.ExitGuardChain
+	return []statusapi.Counter{
+		{Object: obj, Detail: "drop " + datapath.ExitDropInvalid + ": a selected Pod's INVALID or untracked packet (Node-wide)",
+			Packets: st.ExitDrops[datapath.ExitDropInvalid]},
+		{Object: obj, Detail: "drop " + datapath.ExitDropWrongSource + ": a selected Pod's packet not SNATed to its egress IP here (Node-wide)",
+			Packets: st.ExitDrops[datapath.ExitDropWrongSource]},
+	}
 }

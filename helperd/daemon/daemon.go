@@ -162,6 +162,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	run("agent", func() error { return a.Run(ctx) })
+	go func() {
+		// Without a change source the periodic resync still repairs the
+		// jumps, only later.
+		if err := dp.WatchJumps(ctx); err != nil {
+			log.Warn("watch for rules inserted ahead of Sluice's jumps", "err", err)
+		}
+	}()
 	run("addresses", func() error {
 		return agent.WatchAddrs(ctx, cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev, a.Poke)
 	})

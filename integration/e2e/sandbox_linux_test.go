@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -16,22 +15,7 @@ import (
 // raw table counts every packet from any other source: there must be none.
 func TestSandboxRecreation(t *testing.T) {
 	ctx := context.Background()
-	c := sluiceCluster(t, 3, 1)
-	ip := netip.MustParseAddr("192.0.2.201")
-	addAddr(t, c, "node-a", ip)
-	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
-		t.Fatal(err)
-	}
-	pods := []*cluster.Pod{mustPod(t, c, "node-a", "prod", "web-a", nil), mustPod(t, c, "node-c", "prod", "web-c", nil)}
-	createEgress(t, c, staticEgress("egress-prod", ip.String(), "prod", nil))
-	for _, p := range pods {
-		expectSource(t, c, p, ip, converge)
-	}
-	wire, err := c.Ext[0].WatchWire(ip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wire.Close()
+	c, ip, pods, wire := watchedEgress(t)
 
 	for _, order := range []struct {
 		name     string

@@ -31,8 +31,9 @@ type Datapath struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex
-	writes  int      // kernel writes attempted, for tests and logs
-	applied *applied // what the last error-free Apply installed; nil = unknown
+	writes  int        // kernel writes attempted, for tests and logs
+	applied *applied   // what the last error-free Apply installed; nil = unknown
+	guard   *ExitGuard // what the exit guard holds; nil = unknown
 }
 
 // applied is what the last error-free Apply installed. While it is younger
@@ -148,6 +149,7 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 		same = c.chains
 	}
 	add(d.syncIPTables(chains, same))
+	add(d.ensureExitGuard(BuildExitGuard(d.cfg, want), c == nil))
 	// Deletes, now that nothing new depends on the old objects.
 	if !rulesDone {
 		add(d.syncRules(rules, true))
@@ -174,14 +176,15 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 	return errors.Join(errs...)
 }
 
-// Uninstall removes every kernel object Sluice owns: chains and jumps,
+// Uninstall removes every kernel object Sluice owns: the exit guard's
+// nftables table, chains and jumps,
 // SLUICE-* ipsets, rules 9900–9999, routes of tables 9990–14095, labelled
 // uplink addresses and the tunnel device.
 func (d *Datapath) Uninstall(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.applied = nil
-	errs := []error{d.removeIPTables(), d.removeIPSets(), d.syncRules(nil, true), d.syncRoutes(0, nil, true)}
+	d.applied, d.guard = nil, nil
+	errs := []error{d.removeExitGuard(), d.removeIPTables(), d.removeIPSets(), d.syncRules(nil, true), d.syncRoutes(0, nil, true)}
 	if l, err := linkByName(d.cfg.TunnelDev); err == nil {
 		d.writes++
 		errs = append(errs, netlink.LinkDel(l))
@@ -259,6 +262,9 @@ type SetStats struct {
 type Stats struct {
 	Rules []RuleStats
 	Sets  []SetStats
+	// ExitDrops are the exit guard's drops by reason (ExitDropInvalid,
+	// ExitDropWrongSource).
+	ExitDrops map[string]uint64
 }
 
 type statsReader interface {
@@ -310,6 +316,8 @@ func (d *Datapath) Stats(ctx context.Context) (Stats, error) {
 			st.Sets = append(st.Sets, SetStats{Name: name, Members: len(sets[name].Members)})
 		}
 	}
-	errs = append(errs, ctx.Err())
+	drops, err := exitDrops()
+	st.ExitDrops = drops
+	errs = append(errs, err, ctx.Err())
 	return st, errors.Join(errs...)
 }

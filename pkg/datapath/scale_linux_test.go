@@ -50,6 +50,12 @@ func TestScale(t *testing.T) {
 	first := apply(t, node, d, want)
 	t.Logf("converge from empty: %v, %d writes", time.Since(start), first)
 
+	// The exit guard's sets hold every Pod (10,000 elements take several
+	// netlink messages).
+	var holds bool
+	if err := node.Do(func() (err error) { holds, err = exitGuardHolds(BuildExitGuard(d.cfg, want)); return err }); err != nil || !holds {
+		t.Errorf("exit guard holds the desired sets: %v (%v)", holds, err)
+	}
 	start = time.Now()
 	if n := apply(t, node, full, want); n != 0 {
 		t.Errorf("no-op apply with full read-back made %d writes", n)
@@ -63,8 +69,8 @@ func TestScale(t *testing.T) {
 
 	want.Egresses[500].AllPodIPs = append(want.Egresses[500].AllPodIPs, netip.MustParseAddr("10.244.250.1"))
 	start = time.Now()
-	if n := apply(t, node, d, want); n != 1 {
-		t.Errorf("one new Pod made %d writes, want 1 (one ipset restore)", n)
+	if n := apply(t, node, d, want); n != 2 {
+		t.Errorf("one new Pod made %d writes, want 2 (one ipset restore, one exit guard transaction)", n)
 	}
 	t.Logf("one Pod added: %v", time.Since(start))
 
