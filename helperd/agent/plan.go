@@ -188,6 +188,10 @@ func Compute(s Snapshot) Plan {
 		if !isLocal && ep.OwnerIP.Is4() {
 			st.OwnerNodeIP = ep.OwnerIP
 		}
+		// Only "no Node may hold it" means the Node IP; not knowing the
+		// holder (no quorum) or a squatter on the IP means no egress.
+		st.FailClosed = !isLocal && !st.OwnerNodeIP.IsValid() &&
+			(ep.Reason == v1alpha1.ReasonNoQuorum || ep.Reason == v1alpha1.ReasonIPConflict)
 		d.Egresses = append(d.Egresses, st)
 		if isLocal {
 			d.RemotePods = append(d.RemotePods, remote[ep.Name]...)

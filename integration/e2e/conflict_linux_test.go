@@ -40,7 +40,7 @@ func TestAddressAlreadyOnTheLAN(t *testing.T) {
 	}
 	web := map[string]string{"app": "web"}
 	staging := mustPod(t, c, "node-a", "staging", "web", web)
-	mustPod(t, c, "node-b", "prod", "web", web)
+	prod := mustPod(t, c, "node-b", "prod", "web", web)
 	createEgress(t, c, pooledEgress("egress-prod", "squatted", "prod"))
 	createEgress(t, c, pooledEgress("egress-staging", "clean", "staging"))
 
@@ -76,6 +76,13 @@ func TestAddressAlreadyOnTheLAN(t *testing.T) {
 	if neigh := c.Ext[0].NS.MustRun(t, "ip", "neigh", "show", taken.String()); !strings.Contains(neigh, squatterMAC) {
 		t.Fatalf("the external server's entry for %s is %q, want the squatter's %s", taken, neigh, squatterMAC)
 	}
+	// No Node holds egress-prod's IP, but it has one: its Pod gets no
+	// egress (the exit guard drops it), never the Node IP.
+	actx, cancel := context.WithTimeout(ctx, time.Second)
+	if got, err := c.Whoami(actx, prod); err == nil {
+		t.Errorf("%s reached the external server as %s while no Node may hold %s", prod, got, taken)
+	}
+	cancel()
 	// The other Egress works.
 	ipStaging, _ := assigned(t, c, "egress-staging")
 	expectSource(t, c, staging, ipStaging, converge)

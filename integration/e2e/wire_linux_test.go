@@ -2,11 +2,13 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/sluicenet/sluice/integration/cluster"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // watchedEgress starts 3 Nodes and an external server, a static Egress
@@ -93,5 +95,126 @@ func TestForeignMasqueradeFirst(t *testing.T) {
 		if first != "-A POSTROUTING -j SLUICE-POSTROUTING\n" {
 			t.Errorf("%s: nat POSTROUTING's first rule is %q", n.Name, first)
 		}
+	}
+}
+
+// flowStats is what one Pod's long-lived flows saw.
+type flowStats struct {
+	asks, ok, reconnects int
+	wrong                []netip.Addr
+	lastOK               time.Time
+}
+
+// keepFlowing holds a long-lived connection from p to the external server
+// and asks it its source every 50 ms until ctx ends, reconnecting (at most
+// every 200 ms) when the connection fails.
+func keepFlowing(ctx context.Context, c *cluster.Cluster, p *cluster.Pod, want netip.Addr) <-chan flowStats {
+	out := make(chan flowStats, 1)
+	go func() {
+		var st flowStats
+		var s *cluster.Stream
+		defer func() {
+			if s != nil {
+				s.Close()
+			}
+			out <- st
+		}()
+		for ctx.Err() == nil {
+			if s == nil {
+				dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+				var err error
+				s, err = c.Ext[0].OpenStream(dctx, p)
+				cancel()
+				if err != nil {
+					s = nil
+					time.Sleep(200 * time.Millisecond)
+					continue
+				}
+				st.reconnects++
+			}
+			st.asks++
+			got, err := s.Ask(time.Second)
+			switch {
+			case err != nil:
+				s.Close()
+				s = nil
+			case got != want:
+				st.wrong = append(st.wrong, got)
+			default:
+				st.ok++
+				st.lastOK = time.Now()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return out
+}
+
+// Failover by a cut uplink and the old holder's return, under long-lived
+// flows from a Pod on every Node (the new holder, the old holder, a third
+// Node): the external server never sees a source other than the egress IP,
+// and the flows of the Nodes that stayed up go on with it.
+func TestFailoverOnTheWire(t *testing.T) {
+	ctx := context.Background()
+	c := sluiceCluster(t, 3, 1)
+	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("wire-pool", "192.0.2.210", "192.0.2.210", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var pods []*cluster.Pod
+	for _, n := range c.Nodes {
+		pods = append(pods, mustPod(t, c, n.Name, "prod", "web-"+n.Name, map[string]string{"app": "web"}))
+	}
+	createEgress(t, c, pooledEgress("egress-wire", "wire-pool", "prod"))
+	ip, holder := assigned(t, c, "egress-wire")
+	for _, p := range pods {
+		expectSource(t, c, p, ip, converge)
+	}
+	wire, err := c.Ext[0].WatchWire(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wire.Close()
+
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	results := map[string]<-chan flowStats{}
+	for _, p := range pods {
+		results[p.Node.Name] = keepFlowing(fctx, c, p, ip)
+	}
+	time.Sleep(time.Second)
+	if err := c.UplinkDown(ctx, holder); err != nil {
+		t.Fatal(err)
+	}
+	var next string
+	eventually(t, failoverBudget, "the egress IP moves off "+holder, func() error {
+		if h := holders(t, c, ip); len(h) == 1 && h[0] != holder {
+			next = h[0]
+			return nil
+		}
+		return fmt.Errorf("held by %v", holders(t, c, ip))
+	})
+	time.Sleep(2 * time.Second)
+	if err := c.UplinkUp(ctx, holder); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(fenceBound + 2*time.Second) // the return, and a failback if placement asks for one
+	back := time.Now().Add(-time.Second)
+	stop()
+	for node, ch := range results {
+		st := <-ch
+		t.Logf("%s: %d asks, %d answered, %d connections", node, st.asks, st.ok, st.reconnects)
+		if len(st.wrong) > 0 {
+			t.Errorf("%s: the server saw the flow's source as %v", node, st.wrong)
+		}
+		if st.lastOK.Before(back) {
+			t.Errorf("%s: no answer with %s in the last second (last %v)", node, ip, st.lastOK)
+		}
+	}
+	t.Logf("%s held by %s, then %s, then %v", ip, holder, next, holders(t, c, ip))
+	if _, n, err := wire.Wrong(); err != nil || n > 0 {
+		t.Errorf("the external server saw %v (%v)", wire, err)
 	}
 }

@@ -208,6 +208,12 @@ type EgressState struct {
 	// Pods fall back to their node IP.
 	OwnerNodeIP netip.Addr
 	Local       bool // this node is the owner
+	// FailClosed: the Egress has an IP but this Node can neither SNAT nor
+	// redirect its Pods (no quorum and no known holder, or an address
+	// conflict), and NoEligibleNode is not the reason. The exit guard then
+	// drops its Pods' packets on the uplink instead of letting them leave
+	// with the Node IP.
+	FailClosed bool
 }
 
 // RemotePod is a Pod on another node whose traffic this node SNATs.

@@ -34,6 +34,9 @@ type Datapath struct {
 	writes  int        // kernel writes attempted, for tests and logs
 	applied *applied   // what the last error-free Apply installed; nil = unknown
 	guard   *ExitGuard // what the exit guard holds; nil = unknown
+	nat     *natPlan   // the NAT the last conntrack hygiene pass made true; nil = unknown
+	// noHygiene leaves conntrack alone (tests of the exit guard).
+	noHygiene bool
 }
 
 // applied is what the last error-free Apply installed. While it is younger
@@ -149,7 +152,9 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 		same = c.chains
 	}
 	add(d.syncIPTables(chains, same))
-	add(d.ensureExitGuard(BuildExitGuard(d.cfg, want), c == nil))
+	guard := BuildExitGuard(d.cfg, want)
+	add(d.ensureExitGuard(guard, c == nil))
+	add(d.cleanConntrack(buildNATPlan(want), guard.Except))
 	// Deletes, now that nothing new depends on the old objects.
 	if !rulesDone {
 		add(d.syncRules(rules, true))
@@ -183,7 +188,7 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 func (d *Datapath) Uninstall(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.applied, d.guard = nil, nil
+	d.applied, d.guard, d.nat = nil, nil, nil
 	errs := []error{d.removeExitGuard(), d.removeIPTables(), d.removeIPSets(), d.syncRules(nil, true), d.syncRoutes(0, nil, true)}
 	if l, err := linkByName(d.cfg.TunnelDev); err == nil {
 		d.writes++

@@ -27,8 +27,8 @@ import (
 //     SNAT rule (ExitDropWrongSource).
 //
 // Selected are the Pods of Egresses that have a holder (Local or
-// redirected); a Pod whose Egress has none leaves with its Node's IP, as
-// documented. Replies of connections opened from outside (a NodePort) have
+// redirected) or that fail closed (EgressState.FailClosed); a Pod whose
+// Egress has no eligible Node leaves with its Node's IP, as documented. Replies of connections opened from outside (a NodePort) have
 // another original source and pass.
 const (
 	ExitGuardTable    = "sluice"
@@ -56,7 +56,7 @@ func BuildExitGuard(c Config, d Desired) ExitGuard {
 	sel := map[netip.Addr]bool{}
 	ok := map[ExitSource]bool{}
 	for _, e := range d.Egresses {
-		if !e.Local && !e.redirected() {
+		if !e.Local && !e.redirected() && !e.FailClosed {
 			continue
 		}
 		for _, ip := range slices.Concat(e.AllPodIPs, e.LocalPodIPs) {

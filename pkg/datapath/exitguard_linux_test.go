@@ -71,6 +71,7 @@ func TestExitGuardFailsClosed(t *testing.T) {
 	wire := newWireCounter(t, tp.ext, "10.244.0.0/16", "192.0.2.11", "192.0.2.12", egIP.String())
 	sink(t, tp.ext, extAddr+":9999")
 	d1, d2 := newDatapath(t, tp.node1, "192.0.2.11", -1), newDatapath(t, tp.node2, "192.0.2.12", -1)
+	d1.noHygiene, d2.noHygiene = true, true // the stale entry must stay: the guard is under test
 	apply(t, tp.node2, d2, desiredFor(true, 1))
 	apply(t, tp.node1, d1, desiredFor(false, 1))
 	const n = 20
