@@ -54,13 +54,16 @@ func failureKinds(c *cluster.Cluster) []failureKind {
 
 // TestFailover is issue 5's failover benchmark: SLUICE_BENCH_TRIALS trials
 // (default 20) of each failure kind, interleaved round by round so machine
-// noise hits every kind alike.
+// noise hits every kind alike, with --restart-grace=0 (every kind moves
+// the IP at once).
 func TestFailover(t *testing.T) {
 	bench.Require(t)
 	trials := bench.EnvInt(t, "SLUICE_BENCH_TRIALS", 20, 1, 200)
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Minute)
 	defer cancel()
-	c := startCluster(t)
+	// Immediate takeover: with the default restart grace a killed helper
+	// or a frozen Node moves nothing (TestRestart measures that).
+	c := startCluster(t, "--restart-grace=0")
 	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 const (
 	FailoverCommand = "SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestFailover -timeout 60m ./bench/ha/"
 	SoakCommand     = "SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestSoak -timeout 30m ./bench/ha/"
+	RestartCommand  = "SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestRestart -timeout 30m ./bench/ha/"
 )
 
 // Failure kinds, in the order they run, as used in figure names.
@@ -55,6 +56,7 @@ func FailoverFigures(trials []Trial, probeNote string) []bench.Figure {
 		"another source than the egress IP (the log names it). Failover = failure call start → first answer with the "+
 		"egress IP to a probe sent after the call returned; p99 by nearest rank (the maximum below 100 trials). After a helper SIGKILL or a freeze the old Node's kernel keeps "+
 		"its address and SNAT until the held-IP lifetime runs out (fencing), so traffic barely stops: those kinds measure little interruption by design. "+
+		"Helpers run with --restart-grace=0, so every kind moves the IP at once (with the default grace a killed helper or a frozen Node moves nothing: see restart_ip_moves). "+
 		"2 shared cores, one run", probeNote, strings.Join(parts, ", "), broken, lost, wrong)
 	fig := func(name string, v float64, target string) bench.Figure {
 		return bench.Figure{Name: name, Value: round3(v), Unit: "s", Target: target, Command: FailoverCommand, Note: note}

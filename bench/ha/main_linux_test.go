@@ -41,11 +41,12 @@ func pooledEgress(name, ns string) *v1alpha1.Egress {
 			PodSelector:       &metav1.LabelSelector{MatchLabels: web}}}}
 }
 
-// startCluster brings up three Nodes with helpers and the pool.
-func startCluster(t *testing.T) *cluster.Cluster {
+// startCluster brings up three Nodes with helpers (given extra
+// arguments) and the pool.
+func startCluster(t *testing.T, helperArgs ...string) *cluster.Cluster {
 	t.Helper()
 	ctx := context.Background()
-	c := cluster.New(t, cluster.Options{Nodes: 3, Sluice: true})
+	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 1, Sluice: true, HelperArgs: helperArgs})
 	if err := c.StartHelpers(ctx, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,13 @@ type Agent struct {
 	// at its ADD (see package hint); nil disables hints.
 	HintClient *hint.Client
 	HintPort   int
+	// Grace is the restart grace (see grace.go); 0 moves a departed
+	// member's IPs at once.
+	Grace time.Duration
+	// KernelProbe finds who answers ARP for IPs; nil disables the grace.
+	KernelProbe KernelProber
+	// Kept are the egress IPs found held on the uplink at start.
+	Kept map[netip.Addr]bool
 
 	initOnce  sync.Once
 	trigger   chan struct{}
@@ -87,6 +94,10 @@ type Agent struct {
 	announcedAll time.Time
 	statusCh     chan Plan
 	conflicts    map[netip.Addr]conflict // IPs another host answers for
+	departed     map[string]*departure   // members in their restart grace
+	prevAlive    map[string]bool
+	started      time.Time
+	hadQuorum    bool // reconcile's goroutine only
 }
 
 type conflict struct {
@@ -106,6 +117,8 @@ func (a *Agent) initState() {
 	a.hints = map[policy.PodKey]hintEntry{}
 	a.held = map[netip.Addr]bool{}
 	a.conflicts = map[netip.Addr]conflict{}
+	a.departed = map[string]*departure{}
+	a.started = time.Now()
 	a.statusCh = make(chan Plan, 1)
 	if a.Resync == 0 {
 		a.Resync = 2 * time.Second
@@ -345,6 +358,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.Cache.OnChange(a.Poke)
 	go a.statusLoop(ctx)
+	go a.graceLoop(ctx)
 	var changes <-chan struct{}
 	if a.Members != nil {
 		changes = a.Members.Changes()
@@ -395,10 +409,12 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	snap := a.Cache.Snapshot(a.Self, append(atts, pending...))
 	snap.Alive = a.alive()
+	a.noteDepartures(ctx, snap.Alive)
+	snap.Graced, snap.Keep = a.graced(), a.keptAtStart()
 	if h, ok := a.Members.(interface{ Health() int }); ok {
 		snap.Health = h.Health()
 	}
-	membersChanged := a.noteAlive(snap.Alive)
+	membersChanged := a.noteAlive(slices.Concat(snap.Alive, snap.Graced))
 	snap.Election = a.Election
 	snap.PrevIDs = prev
 	snap.ClusterCIDRs = a.ClusterCIDRs
@@ -409,6 +425,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		snap.Conflicts = found
 		plan = Compute(snap)
 	}
+	a.hadQuorum = a.hadQuorum || plan.Quorum.OK
 	a.mu.Lock()
 	last := a.last
 	a.mu.Unlock()

@@ -42,6 +42,12 @@ type Snapshot struct {
 	Nodes      map[string]NodeInfo
 	// Alive are the gossip members that are alive, this Node included.
 	Alive []string
+	// Graced are members that left gossip within the restart grace while
+	// their kernel still answers for their egress IPs (see grace.go):
+	// placement counts them, quorum does not.
+	Graced []string
+	// Keep are IPs a restarting helper keeps holding until it has quorum.
+	Keep map[netip.Addr]bool
 	// Health is this Node's gossip health score (see Quorum).
 	Health int
 	// LocalAddrs are the IPs configured on this Node's interfaces by
@@ -276,7 +282,7 @@ func owner(s Snapshot, eg *v1alpha1.Egress) EgressPlan {
 			labels[name] = n.Labels
 		}
 	}
-	eligible, err := election.Eligible(s.Alive, labels, pool.Spec.NodeSelector)
+	eligible, err := election.Eligible(slices.Concat(s.Alive, s.Graced), labels, pool.Spec.NodeSelector)
 	if err != nil || len(eligible) == 0 {
 		ep.Reason = v1alpha1.ReasonNoEligibleNode
 		ep.Message = "no alive, schedulable Node matches the nodeSelector of ExternalIPPool " + ep.Pool

@@ -91,6 +91,12 @@ func withoutQuorum(s Snapshot, plans []EgressPlan, egresses map[string]*v1alpha1
 		if ep.Static || ep.blocked || !ep.inPool {
 			continue
 		}
+		if s.Keep[ep.IP] && s.Nodes[s.Self].IP.IsValid() {
+			// A restarting helper keeps what its kernel held until it
+			// has gathered its peers (see grace.go).
+			ep.Owner, ep.OwnerIP = s.Self, s.Nodes[s.Self].IP
+			continue
+		}
 		ep.Owner, ep.OwnerIP = "", netip.Addr{}
 		if eg := egresses[ep.Name]; eg != nil && eg.Status.EgressIP == ep.IP.String() && eg.Status.EgressNode != s.Self {
 			if n, ok := s.Nodes[eg.Status.EgressNode]; ok && n.IP.IsValid() {

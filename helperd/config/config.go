@@ -28,6 +28,9 @@ const (
 	DefaultStateDir     = "/var/lib/sluice"
 	DefaultResync       = 2 * time.Second
 	DefaultHeldLifetime = 4 * time.Second
+	// DefaultRestartGrace covers a DaemonSet rolling update: a helper
+	// stops, its new image starts and it rejoins within seconds.
+	DefaultRestartGrace = 30 * time.Second
 	DefaultMetricsAddr  = NodeIPHost + ":9779"
 	// NodeIPHost in --metrics-addr stands for the Node IP.
 	NodeIPHost = "node-ip"
@@ -64,7 +67,20 @@ type Config struct {
 	// HeldLifetime is the kernel lifetime of held egress IPs, renewed every
 	// second while the helper lives; 0 keeps them forever (no fencing).
 	HeldLifetime time.Duration
+	// RestartGrace is how long peers keep a departed helper's egress IPs
+	// in place while its Node's kernel still answers for them (see
+	// helperd/agent/grace.go); 0 moves them at once.
+	RestartGrace time.Duration
 	LogLevel     string
+}
+
+// EffectiveHeldLifetime is HeldLifetime, raised to RestartGrace: a helper
+// in its grace is not there to renew.
+func (c *Config) EffectiveHeldLifetime() time.Duration {
+	if c.HeldLifetime != 0 && c.RestartGrace > c.HeldLifetime {
+		return c.RestartGrace
+	}
+	return c.HeldLifetime
 }
 
 // Bind registers the flags on fs, with defaults, and returns the Config
@@ -91,6 +107,8 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&c.Resync, "resync", DefaultResync, "period of the full reconcile that repairs drift")
 	fs.DurationVar(&c.HeldLifetime, "held-ip-lifetime", DefaultHeldLifetime,
 		"lifetime of the egress IPs held on the uplink, renewed every second while the helper lives: a dead or stuck helper's Node stops answering for them within it (whole seconds, 2s..60s; 0 keeps them forever)")
+	fs.DurationVar(&c.RestartGrace, "restart-grace", DefaultRestartGrace,
+		"how long the other helpers keep a stopped or crashed helper's egress IPs on its Node while the Node's kernel still answers ARP for them, so a restart moves nothing; held IPs then live at least this long (whole seconds, 5s..60s; 0 moves them at once)")
 	fs.StringVar(&c.LogLevel, "v", "info", "log level: debug, info, warn or error")
 	return c
 }
@@ -157,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeldLifetime != 0 && (c.HeldLifetime < 2*time.Second || c.HeldLifetime > time.Minute || c.HeldLifetime%time.Second != 0) {
 		bad("held-ip-lifetime", "%s: must be whole seconds from 2s to 60s, or 0", c.HeldLifetime)
+	}
+	if c.RestartGrace != 0 && (c.RestartGrace < 5*time.Second || c.RestartGrace > time.Minute || c.RestartGrace%time.Second != 0) {
+		bad("restart-grace", "%s: must be whole seconds from 5s to 60s, or 0", c.RestartGrace)
 	}
 	if c.Resync < 100*time.Millisecond {
 		bad("resync", "%s is too short; use at least 100ms", c.Resync)

@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("iptables backend", "mode", backend.Mode, "why", backend.Reason)
 	dcfg := datapath.Config{TunnelDev: cfg.TunnelDev, TunnelPort: cfg.TunnelPort, VNI: cfg.VNI,
-		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded(), IPTables: backend, HeldLifetime: heldLifetime(cfg.HeldLifetime)}
+		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded(), IPTables: backend, HeldLifetime: heldLifetime(cfg.EffectiveHeldLifetime())}
 	dp, err := datapath.New(dcfg, log.With("part", "datapath"))
 	if err != nil {
 		return err
@@ -87,7 +87,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		log.Warn("read mark ids from the kernel", "err", err)
 	}
-	log.Info("starting", "node", cfg.NodeName, "nodeIP", nodeIP, "uplink", uplink, "ids", len(prevIDs))
+	kept := map[netip.Addr]bool{}
+	if held, err := dp.HeldIPs(); err != nil {
+		log.Warn("read held egress IPs from the kernel", "err", err)
+	} else {
+		for _, ip := range held {
+			kept[ip] = true
+		}
+	}
+	log.Info("starting", "node", cfg.NodeName, "nodeIP", nodeIP, "uplink", uplink, "ids", len(prevIDs), "held", len(kept))
 
 	reg := prometheus.NewRegistry()
 	metrics := agent.NewMetrics(reg)
@@ -138,6 +146,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			out := make(map[netip.Addr]string, len(found))
 			for ip, mac := range found {
 				out[ip] = "the host at MAC " + mac.String()
+			}
+			return out, err
+		},
+		Grace: cfg.RestartGrace, Kept: kept,
+		KernelProbe: func(ctx context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
+			found, err := garp.Probe(ctx, uplink, ips, func(net.HardwareAddr) bool { return false })
+			out := make(map[netip.Addr]string, len(found))
+			for ip, mac := range found {
+				out[ip] = mac.String()
 			}
 			return out, err
 		},

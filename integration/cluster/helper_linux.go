@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,6 +154,29 @@ func (c *Cluster) StopHelper(node string) error {
 	return nil
 }
 
+// RestartEach restarts every Node's helper in turn, as a DaemonSet rolling
+// update does: stop it (SIGTERM, or SIGKILL when kill, as a crash), wait
+// down, start it with extraArgs, wait until it serves, then wait settle
+// before the next Node.
+func (c *Cluster) RestartEach(ctx context.Context, kill bool, down, settle time.Duration, extraArgs ...string) error {
+	grace := helperGrace
+	if kill {
+		grace = 0
+	}
+	for _, n := range c.Nodes {
+		n.stopHelper(grace)
+		time.Sleep(down)
+		if err := c.StartHelper(n.Name, extraArgs...); err != nil {
+			return err
+		}
+		if err := c.WaitHelper(ctx, n.Name, 30*time.Second); err != nil {
+			return err
+		}
+		time.Sleep(settle)
+	}
+	return nil
+}
+
 // KillHelper ends the Node's helper with SIGKILL, as a crash would.
 func (c *Cluster) KillHelper(node string) error {
 	n := c.Node(node)
@@ -234,4 +258,22 @@ func nsPIDs(name string) ([]int, error) {
 func alive(pid int) bool {
 	st := procState(pid)
 	return st != 0 && st != 'Z' && st != 'X'
+}
+
+// Placement says, for each of ips, which Nodes hold it on their uplink,
+// as "ip@node[+node]" joined by spaces: a string that changes whenever
+// an IP moves or is held twice.
+func (c *Cluster) Placement(ctx context.Context, ips []netip.Addr) string {
+	var parts []string
+	for _, ip := range ips {
+		var on []string
+		for _, n := range c.Nodes {
+			addrs, err := c.Exec(ctx, n.Name, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+			if err == nil && strings.Contains(addrs, " "+ip.String()+"/") {
+				on = append(on, n.Name)
+			}
+		}
+		parts = append(parts, ip.String()+"@"+strings.Join(on, "+"))
+	}
+	return strings.Join(parts, " ")
 }

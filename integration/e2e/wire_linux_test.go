@@ -98,58 +98,6 @@ func TestForeignMasqueradeFirst(t *testing.T) {
 	}
 }
 
-// flowStats is what one Pod's long-lived flows saw.
-type flowStats struct {
-	asks, ok, reconnects int
-	wrong                []netip.Addr
-	lastOK               time.Time
-}
-
-// keepFlowing holds a long-lived connection from p to the external server
-// and asks it its source every 50 ms until ctx ends, reconnecting (at most
-// every 200 ms) when the connection fails.
-func keepFlowing(ctx context.Context, c *cluster.Cluster, p *cluster.Pod, want netip.Addr) <-chan flowStats {
-	out := make(chan flowStats, 1)
-	go func() {
-		var st flowStats
-		var s *cluster.Stream
-		defer func() {
-			if s != nil {
-				s.Close()
-			}
-			out <- st
-		}()
-		for ctx.Err() == nil {
-			if s == nil {
-				dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-				var err error
-				s, err = c.Ext[0].OpenStream(dctx, p)
-				cancel()
-				if err != nil {
-					s = nil
-					time.Sleep(200 * time.Millisecond)
-					continue
-				}
-				st.reconnects++
-			}
-			st.asks++
-			got, err := s.Ask(time.Second)
-			switch {
-			case err != nil:
-				s.Close()
-				s = nil
-			case got != want:
-				st.wrong = append(st.wrong, got)
-			default:
-				st.ok++
-				st.lastOK = time.Now()
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-	return out
-}
-
 // Failover by a cut uplink and the old holder's return, under long-lived
 // flows from a Pod on every Node (the new holder, the old holder, a third
 // Node): the external server never sees a source other than the egress IP,
@@ -180,9 +128,9 @@ func TestFailoverOnTheWire(t *testing.T) {
 
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
-	results := map[string]<-chan flowStats{}
+	results := map[string]<-chan cluster.FlowStats{}
 	for _, p := range pods {
-		results[p.Node.Name] = keepFlowing(fctx, c, p, ip)
+		results[p.Node.Name] = c.Ext[0].KeepFlowing(fctx, p, ip)
 	}
 	time.Sleep(time.Second)
 	if err := c.UplinkDown(ctx, holder); err != nil {
@@ -205,12 +153,12 @@ func TestFailoverOnTheWire(t *testing.T) {
 	stop()
 	for node, ch := range results {
 		st := <-ch
-		t.Logf("%s: %d asks, %d answered, %d connections", node, st.asks, st.ok, st.reconnects)
-		if len(st.wrong) > 0 {
-			t.Errorf("%s: the server saw the flow's source as %v", node, st.wrong)
+		t.Logf("%s: %d asks, %d answered, %d connections", node, st.Asks, st.OK, st.Connections)
+		if len(st.Wrong) > 0 {
+			t.Errorf("%s: the server saw the flow's source as %v", node, st.Wrong)
 		}
-		if st.lastOK.Before(back) {
-			t.Errorf("%s: no answer with %s in the last second (last %v)", node, ip, st.lastOK)
+		if st.LastOK.Before(back) {
+			t.Errorf("%s: no answer with %s in the last second (last %v)", node, ip, st.LastOK)
 		}
 	}
 	t.Logf("%s held by %s, then %s, then %v", ip, holder, next, holders(t, c, ip))

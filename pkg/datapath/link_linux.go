@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -201,6 +202,22 @@ func (d *Datapath) syncHeldIPs(held []netip.Addr, prune bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// HeldIPs are the egress IPs Sluice holds on the uplink now (by label).
+func (d *Datapath) HeldIPs() ([]netip.Addr, error) {
+	_, present, err := d.heldAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for ip, a := range present {
+		if a.Label == d.cfg.Label() {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
 }
 
 func (d *Datapath) heldAddrs() (netlink.Link, map[netip.Addr]netlink.Addr, error) {

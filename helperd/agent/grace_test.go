@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/pkg/gossip"
+)
+
+type staticMembers []gossip.Member
+
+func (m staticMembers) Members() []gossip.Member { return m }
+func (m staticMembers) Changes() <-chan struct{} { return nil }
+
+// A departed member stays in placement while its kernel answers for the
+// IPs it held with its own MAC, and leaves it when the answers stop, when
+// another host answers, or when the grace runs out; a returning member
+// is forgotten.
+func TestGraceFollowsTheKernel(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.210")
+	var mu sync.Mutex
+	answer := map[netip.Addr]string{ip: "02:00:00:00:00:0b"}
+	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
+		Members: staticMembers{{Name: "node-a", MAC: "02:00:00:00:00:0a"}, {Name: "node-b", MAC: "02:00:00:00:00:0b", State: gossip.StateDead}},
+		KernelProbe: func(_ context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			out := map[netip.Addr]string{}
+			for _, ip := range ips {
+				if mac, ok := answer[ip]; ok {
+					out[ip] = mac
+				}
+			}
+			return out, nil
+		}}
+	a.init()
+	a.last = Plan{Egresses: []EgressPlan{{Name: "e", IP: ip, Owner: "node-b"}}}
+	ctx := context.Background()
+	a.noteDepartures(ctx, []string{"node-a", "node-b"})
+	a.noteDepartures(ctx, []string{"node-a"})
+	if got := a.graced(); !slices.Equal(got, []string{"node-b"}) {
+		t.Fatalf("graced %v while node-b's kernel answers, want [node-b]", got)
+	}
+	set := func(mac string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if mac == "" {
+			delete(answer, ip)
+		} else {
+			answer[ip] = mac
+		}
+	}
+	set("02:00:00:00:00:99") // a host that is not node-b
+	if !a.probeDeparted(ctx, "node-b") || len(a.graced()) != 0 {
+		t.Fatalf("graced %v while another host answers", a.graced())
+	}
+	set("02:00:00:00:00:0b")
+	a.probeDeparted(ctx, "node-b")
+	set("")
+	if !a.probeDeparted(ctx, "node-b") || len(a.graced()) != 0 {
+		t.Fatalf("graced %v after node-b's kernel stopped answering", a.graced())
+	}
+	set("02:00:00:00:00:0b")
+	a.probeDeparted(ctx, "node-b")
+	a.mu.Lock()
+	a.departed["node-b"].since = time.Now().Add(-31 * time.Second)
+	a.mu.Unlock()
+	if len(a.graced()) != 0 {
+		t.Fatal("graced past the grace")
+	}
+	a.noteDepartures(ctx, []string{"node-a", "node-b"})
+	a.mu.Lock()
+	n := len(a.departed)
+	a.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d departures kept after node-b came back", n)
+	}
+}
+
+// A restarting helper keeps the IPs it found held until it has quorum,
+// for half the grace at most.
+func TestKeptAtStart(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.210")
+	a := &Agent{Self: "node-a", Grace: 30 * time.Second, Kept: map[netip.Addr]bool{ip: true}}
+	a.init()
+	if !a.keptAtStart()[ip] {
+		t.Fatal("not kept right after the start")
+	}
+	a.started = time.Now().Add(-16 * time.Second)
+	if a.keptAtStart() != nil {
+		t.Fatal("kept past half the grace")
+	}
+	a.started = time.Now()
+	a.hadQuorum = true
+	if a.keptAtStart() != nil {
+		t.Fatal("kept after quorum")
+	}
+}

@@ -1,0 +1,171 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicenet/sluice/integration/cluster"
+	"github.com/sluicenet/sluice/pkg/nstest"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// A rolling restart of every helper, by SIGTERM and then by SIGKILL, under
+// long-lived flows through three pooled egress IPs: no IP moves (sampled
+// on every uplink every 100 ms), no flow breaks, and the external server
+// sees no source but the egress IPs. The Nodes' kernels go on forwarding
+// while their helpers are away, and the others keep the IPs in place
+// because those kernels still answer for them (--restart-grace).
+func TestRollingRestartMovesNothing(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := context.Background()
+	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 1, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != "",
+		HelperArgs: []string{"--restart-grace=30s"}})
+	dumpOnFailure(t, c)
+	startHelpers(t, c)
+	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("restart-pool", "192.0.2.230", "192.0.2.232", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	type flow struct {
+		pod *cluster.Pod
+		ip  netip.Addr
+	}
+	var flows []flow
+	var ips []netip.Addr
+	for i := range 3 {
+		ns := fmt.Sprintf("team%d", i)
+		if err := c.CreateNamespace(ctx, ns, nil); err != nil {
+			t.Fatal(err)
+		}
+		var pods []*cluster.Pod
+		for _, n := range c.Nodes {
+			pods = append(pods, mustPod(t, c, n.Name, ns, "web-"+n.Name, map[string]string{"app": "web"}))
+		}
+		createEgress(t, c, pooledEgress("egress-"+ns, "restart-pool", ns))
+		ip, _ := assigned(t, c, "egress-"+ns)
+		ips = append(ips, ip)
+		for _, p := range pods {
+			expectSource(t, c, p, ip, converge)
+			flows = append(flows, flow{p, ip})
+		}
+	}
+	wire, err := c.Ext[0].WatchWire(ips...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wire.Close()
+	where := func() string { return c.Placement(ctx, ips) }
+	start := where()
+	t.Logf("holders: %s", start)
+
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var mu sync.Mutex
+	var moves []string
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for fctx.Err() == nil {
+			if now := where(); now != start {
+				mu.Lock()
+				if len(moves) == 0 || moves[len(moves)-1] != now {
+					moves = append(moves, time.Now().Format("15:04:05.000")+" "+now)
+				}
+				mu.Unlock()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	results := make([]<-chan cluster.FlowStats, len(flows))
+	for i, f := range flows {
+		results[i] = c.Ext[0].KeepFlowing(fctx, f.pod, f.ip)
+	}
+	time.Sleep(time.Second)
+	for _, kill := range []bool{false, true} {
+		if err := c.RestartEach(ctx, kill, time.Second, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	wg.Wait()
+	for i, ch := range results {
+		st := <-ch
+		if st.Connections != 1 || len(st.Wrong) > 0 || st.OK < st.Asks-1 {
+			t.Errorf("flow from %s via %s: %d asks, %d answered, %d connections, wrong sources %v",
+				flows[i].pod, flows[i].ip, st.Asks, st.OK, st.Connections, st.Wrong)
+		}
+	}
+	if len(moves) > 0 {
+		t.Errorf("egress IPs moved during the restarts (from %s): %v", start, moves)
+	}
+	if _, n, err := wire.Wrong(); err != nil || n > 0 {
+		t.Errorf("the external server saw %v (%v)", wire, err)
+	}
+}
+
+// A helper that stays away past its grace loses its IPs: its Node's kernel
+// drops them when their lifetime (the grace) runs out, and only then does
+// another Node take them, so the two never hold one together.
+func TestGraceRunsOut(t *testing.T) {
+	nstest.RequireRoot(t)
+	ctx := context.Background()
+	const grace = 5 * time.Second
+	c := cluster.New(t, cluster.Options{Nodes: 3, ExtServers: 1, Sluice: true, KeepDir: os.Getenv("SLUICE_KEEP") != "",
+		HelperArgs: []string{fmt.Sprintf("--restart-grace=%s", grace)}})
+	dumpOnFailure(t, c)
+	startHelpers(t, c)
+	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("grace-pool", "192.0.2.233", "192.0.2.233", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		mustPod(t, c, n.Name, "prod", "web-"+n.Name, map[string]string{"app": "web"})
+	}
+	createEgress(t, c, pooledEgress("egress-grace", "grace-pool", "prod"))
+	ip, owner := assigned(t, c, "egress-grace")
+	eventually(t, converge, owner+" holds "+ip.String(), func() error {
+		if h := holders(t, c, ip); len(h) != 1 || h[0] != owner {
+			return fmt.Errorf("held by %v", h)
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := c.KillHelper(owner); err != nil {
+		t.Fatal(err)
+	}
+	var dropped, taken, both time.Duration
+	var next string
+	for time.Since(start) < grace+5*time.Second && (dropped == 0 || taken == 0) {
+		h := holders(t, c, ip)
+		at := time.Since(start)
+		old := slices.Contains(h, owner)
+		if !old && dropped == 0 {
+			dropped = at
+		}
+		if others := slices.DeleteFunc(slices.Clone(h), func(n string) bool { return n == owner }); len(others) > 0 && taken == 0 {
+			taken, next = at, others[0]
+		}
+		if old && len(h) > 1 {
+			both += 100 * time.Millisecond
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%s's helper killed: its kernel dropped %s after %v, %s took it after %v, both held it %v", owner, ip, dropped, next, taken, both)
+	if dropped == 0 || taken == 0 {
+		t.Fatalf("after %v: dropped %v, taken %v", grace+5*time.Second, dropped, taken)
+	}
+	if dropped < grace-time.Second || taken < grace-time.Second {
+		t.Errorf("the IP left %s before its grace ran out (dropped %v, taken %v, grace %v)", owner, dropped, taken, grace)
+	}
+	if both > 0 {
+		t.Errorf("%s and %s both held %s for %v", owner, next, ip, both)
+	}
+}
