@@ -15,6 +15,7 @@ import (
 	"github.com/sluicenet/sluice/helperd/alloc"
 	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/helperd/registry"
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
@@ -95,6 +96,7 @@ type Agent struct {
 	statusCh     chan Plan
 	conflicts    map[netip.Addr]conflict // IPs another host answers for
 	departed     map[string]*departure   // members in their restart grace
+	ipSeen       map[string]ipSeen       // Egress → its IP and since when (Snapshot.Settling)
 	prevAlive    map[string]bool
 	started      time.Time
 	hadQuorum    bool // reconcile's goroutine only
@@ -411,6 +413,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	snap.Alive = a.alive()
 	a.noteDepartures(ctx, snap.Alive)
 	snap.Graced, snap.Keep = a.graced(), a.keptAtStart()
+	snap.Settling = a.settling(snap.Egresses, time.Now())
 	if h, ok := a.Members.(interface{ Health() int }); ok {
 		snap.Health = h.Health()
 	}
@@ -518,6 +521,47 @@ func ownedIPs(plan Plan, self string) []netip.Addr {
 	for _, ep := range plan.Egresses {
 		if ep.Static && ep.Owner == self && ep.IP.Is4() {
 			out = append(out, ep.IP)
+		}
+	}
+	return out
+}
+
+// settleFor is how long after an Egress's IP changes a static Egress
+// whose IP is on no Node fails closed (see Snapshot.Settling).
+const settleFor = 5 * time.Second
+
+type ipSeen struct {
+	ip    string
+	since time.Time
+}
+
+// settling notes each Egress's IP (spec for static, status for pooled) and
+// returns those that changed less than settleFor ago. Reconcile's goroutine
+// only.
+func (a *Agent) settling(egs []*v1alpha1.Egress, now time.Time) map[string]bool {
+	if a.ipSeen == nil {
+		a.ipSeen = map[string]ipSeen{}
+	}
+	out := map[string]bool{}
+	live := map[string]bool{}
+	for _, eg := range egs {
+		ip := eg.Spec.EgressIP
+		if eg.Spec.ExternalIPPool != "" {
+			ip = eg.Status.EgressIP
+		}
+		live[eg.Name] = true
+		seen, ok := a.ipSeen[eg.Name]
+		if !ok || seen.ip != ip {
+			seen = ipSeen{ip: ip, since: now}
+			a.ipSeen[eg.Name] = seen
+		}
+		if now.Sub(seen.since) < settleFor {
+			out[eg.Name] = true
+		}
+	}
+	for name := range a.ipSeen {
+		if !live[name] {
+			delete(a.ipSeen, name)
 		}
 	}
 	return out

@@ -23,7 +23,8 @@ var (
 		[]string{"reason"}, nil)
 	descExitDrops = prometheus.NewDesc("sluice_exit_guard_dropped_packets_total",
 		"Packets of selected Pods the exit guard (nftables, after NAT) dropped on this Node's uplink instead of sending them with a wrong source, "+
-			"by reason: invalid (conntrack INVALID or untracked, which skips NAT), wrong-source (not SNATed to the egress IP this Node holds for the Pod).",
+			"by reason: invalid (conntrack INVALID or untracked, which skips NAT), wrong-source (not SNATed to the egress IP this Node holds for the Pod), "+
+			"un-nated (a Pod selected until moments ago leaving with its own IP, from a conntrack entry of its tunnel days).",
 		[]string{"reason"}, nil)
 	descMembers = prometheus.NewDesc("sluice_gossip_members",
 		"Gossip members by state as this Node sees them.", []string{"state"}, nil)
@@ -119,7 +120,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range drops {
 		ch <- prometheus.MustNewConstMetric(descTunnelDrops, prometheus.CounterValue, float64(n), reason)
 	}
-	for _, reason := range []string{datapath.ExitDropInvalid, datapath.ExitDropWrongSource} {
+	for _, reason := range []string{datapath.ExitDropInvalid, datapath.ExitDropWrongSource, datapath.ExitDropUnNATed} {
 		ch <- prometheus.MustNewConstMetric(descExitDrops, prometheus.CounterValue, float64(st.ExitDrops[reason]), reason)
 	}
 }

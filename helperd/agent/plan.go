@@ -48,6 +48,11 @@ type Snapshot struct {
 	Graced []string
 	// Keep are IPs a restarting helper keeps holding until it has quorum.
 	Keep map[netip.Addr]bool
+	// Settling are Egresses whose IP changed (or that appeared) moments
+	// ago (settleFor): a static one whose IP is on no Node yet fails
+	// closed instead of leaving with the Node IP, since its new holder is
+	// most likely about to be known.
+	Settling map[string]bool
 	// Health is this Node's gossip health score (see Quorum).
 	Health int
 	// LocalAddrs are the IPs configured on this Node's interfaces by
@@ -194,10 +199,12 @@ func Compute(s Snapshot) Plan {
 		if !isLocal && ep.OwnerIP.Is4() {
 			st.OwnerNodeIP = ep.OwnerIP
 		}
-		// Only "no Node may hold it" means the Node IP; not knowing the
-		// holder (no quorum) or a squatter on the IP means no egress.
+		// Only "no Node may hold it" (or has it, for a static IP that has
+		// settled) means the Node IP; not knowing the holder (no quorum, a
+		// static IP just changed) or a squatter on the IP means no egress.
 		st.FailClosed = !isLocal && !st.OwnerNodeIP.IsValid() &&
-			(ep.Reason == v1alpha1.ReasonNoQuorum || ep.Reason == v1alpha1.ReasonIPConflict)
+			(ep.Reason == v1alpha1.ReasonNoQuorum || ep.Reason == v1alpha1.ReasonIPConflict ||
+				ep.Reason == v1alpha1.ReasonNotFound && s.Settling[ep.Name])
 		d.Egresses = append(d.Egresses, st)
 		if isLocal {
 			d.RemotePods = append(d.RemotePods, remote[ep.Name]...)

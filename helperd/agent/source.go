@@ -204,5 +204,7 @@ func exitCounters(st datapath.Stats) []statusapi.Counter {
 			Packets: st.ExitDrops[datapath.ExitDropInvalid]},
 		{Object: obj, Detail: "drop " + datapath.ExitDropWrongSource + ": a selected Pod's packet not SNATed to its egress IP here (Node-wide)",
 			Packets: st.ExitDrops[datapath.ExitDropWrongSource]},
+		{Object: obj, Detail: "drop " + datapath.ExitDropUnNATed + ": a Pod selected moments ago leaving with its own IP (Node-wide)",
+			Packets: st.ExitDrops[datapath.ExitDropUnNATed]},
 	}
 }

@@ -84,6 +84,14 @@ func (w *Wire) String() string {
 	return fmt.Sprintf("%d packets from wrong sources %v", total, sources)
 }
 
+// Allow adds a source that is not wrong.
+func (w *Wire) Allow(ip netip.Addr) error {
+	if out, err := w.ext.NS.Run("iptables", "-w", "-t", "raw", "-I", wireChain, "1", "-s", ip.String(), "-j", "RETURN"); err != nil {
+		return fmt.Errorf("allow %s at %s: %w: %s", ip, w.ext.Name, err, out)
+	}
+	return nil
+}
+
 // Close removes the counters; safe to call twice.
 func (w *Wire) Close() {
 	n := w.ext.NS

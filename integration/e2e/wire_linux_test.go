@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/integration/cluster"
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -164,5 +165,73 @@ func TestFailoverOnTheWire(t *testing.T) {
 	t.Logf("%s held by %s, then %s, then %v", ip, holder, next, holders(t, c, ip))
 	if _, n, err := wire.Wrong(); err != nil || n > 0 {
 		t.Errorf("the external server saw %v (%v)", wire, err)
+	}
+}
+
+// An Egress's IP changes, and then the Egress is deleted, each under a
+// long-lived flow and new connections from its Pods, on the holder and
+// through the tunnel. While the Egress lives, the external server sees
+// only its old or its new IP; once it is deleted the Pods leave with their
+// Node IPs, as documented, and never again with an egress IP.
+func TestEgressChangesOnTheWire(t *testing.T) {
+	ctx := context.Background()
+	c, ip, pods, wire := watchedEgress(t)
+	next := netip.MustParseAddr("192.0.2.202")
+	addAddr(t, c, "node-b", next)
+	if err := wire.Allow(next); err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var flows []<-chan cluster.FlowStats
+	for _, p := range pods {
+		flows = append(flows, c.Ext[0].KeepFlowing(fctx, p, ip))
+	}
+	time.Sleep(time.Second)
+	updateEgress(t, c, "egress-prod", func(eg *v1alpha1.Egress) { eg.Spec.EgressIP = next.String() })
+	for _, p := range pods {
+		expectSource(t, c, p, next, converge)
+	}
+	time.Sleep(time.Second)
+	stop()
+	for i, ch := range flows {
+		st := <-ch
+		t.Logf("%s's flow: %d asks, %d answered as %s, %d connections, other sources %v", pods[i], st.Asks, st.OK, ip, st.Connections, st.Wrong)
+		for _, src := range st.Wrong {
+			if src != next {
+				t.Errorf("%s's flow was seen as %s", pods[i], src)
+			}
+		}
+	}
+	if _, n, err := wire.Wrong(); err != nil || n > 0 {
+		t.Errorf("during the IP change the external server saw %v (%v)", wire, err)
+	}
+
+	// Deleted: from then on the Node IPs, and the egress IPs never again.
+	fctx, stop = context.WithCancel(ctx)
+	defer stop()
+	flows = flows[:0]
+	for _, p := range pods {
+		flows = append(flows, c.Ext[0].KeepFlowing(fctx, p, p.Node.IP))
+	}
+	time.Sleep(time.Second)
+	deleteEgress(t, c, "egress-prod")
+	for _, p := range pods {
+		expectSource(t, c, p, p.Node.IP, converge)
+	}
+	after := time.Now()
+	time.Sleep(time.Second)
+	stop()
+	for i, ch := range flows {
+		st := <-ch
+		if st.LastOK.Before(after) {
+			t.Errorf("%s: no answer with its Node IP after the deletion (last %v)", pods[i], st.LastOK)
+		}
+	}
+	for _, p := range pods {
+		got, err := c.Whoami(ctx, p)
+		if err != nil || got != p.Node.IP {
+			t.Errorf("%s after the deletion: %v %v, want its Node IP %s", p, got, err, p.Node.IP)
+		}
 	}
 }

@@ -35,6 +35,10 @@ type Datapath struct {
 	applied *applied   // what the last error-free Apply installed; nil = unknown
 	guard   *ExitGuard // what the exit guard holds; nil = unknown
 	nat     *natPlan   // the NAT the last conntrack hygiene pass made true; nil = unknown
+	// selected and lingering feed ExitGuard.Lingering: the Pods selected
+	// at the last Apply, and until when those no longer selected linger.
+	selected  []netip.Addr
+	lingering map[netip.Addr]time.Time
 	// noHygiene leaves conntrack alone (tests of the exit guard).
 	noHygiene bool
 }
@@ -153,6 +157,7 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 	}
 	add(d.syncIPTables(chains, same))
 	guard := BuildExitGuard(d.cfg, want)
+	d.linger(&guard, now)
 	add(d.ensureExitGuard(guard, c == nil))
 	add(d.cleanConntrack(buildNATPlan(want), guard.Except))
 	// Deletes, now that nothing new depends on the old objects.

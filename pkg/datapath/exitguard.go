@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/sluicenet/sluice/pkg/ipam"
 )
@@ -37,6 +38,7 @@ const (
 
 	ExitDropInvalid     = "invalid"
 	ExitDropWrongSource = "wrong-source"
+	ExitDropUnNATed     = "un-nated"
 )
 
 // ExitGuard is the content of the guard's sets.
@@ -44,8 +46,19 @@ type ExitGuard struct {
 	Selected []netip.Addr   // Pod IPs that must leave as their egress IP or not at all
 	Allowed  []ExitSource   // Pod → egress IP pairs this Node SNATs
 	Except   []netip.Prefix // destinations never redirected (SLUICE-EXCEPT), disjoint, sorted
-	Uplink   string
+	// Lingering are Pods that were selected moments ago (ExitLinger): a
+	// packet leaving with one of them as its source (not NATed at all: a
+	// conntrack entry from when it went into the tunnel) is dropped
+	// (ExitDropUnNATed); masqueraded ones pass.
+	Lingering []netip.Addr
+	Uplink    string
 }
+
+// ExitLinger is how long a Pod that stops being selected on this Node
+// (its Egress deleted, its labels changed, its Egress's holder not known
+// for a moment) stays in ExitGuard.Lingering: long enough for the Apply
+// that removes its stale conntrack entries.
+const ExitLinger = 5 * time.Second
 
 // ExitSource is one Pod whose packets leave this Node's uplink as EgressIP.
 type ExitSource struct{ Pod, EgressIP netip.Addr }
@@ -126,5 +139,5 @@ func mergePrefixes(in []netip.Prefix) []netip.Prefix {
 // Equal reports whether two guards have the same content.
 func (g ExitGuard) Equal(o ExitGuard) bool {
 	return g.Uplink == o.Uplink && slices.Equal(g.Selected, o.Selected) &&
-		slices.Equal(g.Allowed, o.Allowed) && slices.Equal(g.Except, o.Except)
+		slices.Equal(g.Allowed, o.Allowed) && slices.Equal(g.Except, o.Except) && slices.Equal(g.Lingering, o.Lingering)
 }

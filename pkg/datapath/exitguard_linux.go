@@ -2,8 +2,10 @@ package datapath
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -18,6 +20,7 @@ const (
 	exitSetSelected = "selected"
 	exitSetAllowed  = "allowed"
 	exitSetExcept   = "except"
+	exitSetLinger   = "lingering"
 	regConcat       = unix.NFT_REG32_00
 	ctDirOriginal   = 0 // IP_CT_DIR_ORIGINAL
 	// elementsPerMessage keeps a NEWSETELEM message's element list well
@@ -31,12 +34,33 @@ func exitTable() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyIPv4, Name: ExitGuardTable}
 }
 
-func exitSets(t *nftables.Table) (sel, allowed, except *nftables.Set) {
+func exitSets(t *nftables.Table) (sel, allowed, except, linger *nftables.Set) {
 	sel = &nftables.Set{Table: t, Name: exitSetSelected, KeyType: nftables.TypeIPAddr}
 	allowed = &nftables.Set{Table: t, Name: exitSetAllowed, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)}
 	except = &nftables.Set{Table: t, Name: exitSetExcept, KeyType: nftables.TypeIPAddr, Interval: true}
-	return sel, allowed, except
+	linger = &nftables.Set{Table: t, Name: exitSetLinger, KeyType: nftables.TypeIPAddr}
+	return sel, allowed, except, linger
+}
+
+// linger fills g.Lingering: the Pods selected at the last Apply and not
+// now, for ExitLinger.
+func (d *Datapath) linger(g *ExitGuard, now time.Time) {
+	if d.lingering == nil {
+		d.lingering = map[netip.Addr]time.Time{}
+	}
+	for _, ip := range d.selected {
+		if _, still := slices.BinarySearchFunc(g.Selected, ip, netip.Addr.Compare); !still {
+			d.lingering[ip] = now.Add(ExitLinger)
+		}
+	}
+	for ip, until := range d.lingering {
+		if _, back := slices.BinarySearchFunc(g.Selected, ip, netip.Addr.Compare); back || !now.Before(until) {
+			delete(d.lingering, ip)
+		}
+	}
+	d.selected = g.Selected
+	g.Lingering = slices.SortedFunc(maps.Keys(d.lingering), netip.Addr.Compare)
 }
 
 // ensureExitGuard programs g unless the guard already holds it. With
@@ -94,7 +118,7 @@ func exitGuardHolds(g ExitGuard) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("exit guard: %w", err)
 	}
-	sel, allowed, except := exitSets(exitTable())
+	sel, allowed, except, linger := exitSets(exitTable())
 	for _, s := range []struct {
 		set  *nftables.Set
 		want []nftables.SetElement
@@ -102,6 +126,7 @@ func exitGuardHolds(g ExitGuard) (bool, error) {
 		{sel, addrElements(g.Selected)},
 		{allowed, sourceElements(g.Allowed)},
 		{except, intervalElements(g.Except)},
+		{linger, addrElements(g.Lingering)},
 	} {
 		have, err := c.GetSetElements(s.set)
 		if err != nil {
@@ -152,7 +177,7 @@ func (d *Datapath) syncExitGuard(g ExitGuard) error {
 	ch := c.AddChain(&nftables.Chain{Name: ExitGuardChain, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(ExitGuardPriority), Policy: &accept})
 	c.FlushChain(ch)
-	sel, allowed, except := exitSets(t)
+	sel, allowed, except, linger := exitSets(t)
 	for _, s := range []struct {
 		set   *nftables.Set
 		elems []nftables.SetElement
@@ -160,6 +185,7 @@ func (d *Datapath) syncExitGuard(g ExitGuard) error {
 		{sel, addrElements(g.Selected)},
 		{allowed, sourceElements(g.Allowed)},
 		{except, intervalElements(g.Except)},
+		{linger, addrElements(g.Lingering)},
 	} {
 		if err := c.AddSet(s.set, nil); err != nil {
 			return fmt.Errorf("exit guard: set %s: %w", s.set.Name, err)
@@ -173,10 +199,10 @@ func (d *Datapath) syncExitGuard(g ExitGuard) error {
 			}
 		}
 	}
-	for _, name := range []string{ExitDropInvalid, ExitDropWrongSource} {
+	for _, name := range []string{ExitDropInvalid, ExitDropWrongSource, ExitDropUnNATed} {
 		c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
 	}
-	for _, r := range exitRules(g.Uplink, sel, allowed, except) {
+	for _, r := range exitRules(g.Uplink, sel, allowed, except, linger) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 	}
 	if err := c.Flush(); err != nil {
@@ -185,17 +211,18 @@ func (d *Datapath) syncExitGuard(g ExitGuard) error {
 	return nil
 }
 
-// exitRules are the guard's two drop rules:
+// exitRules are the guard's three drop rules:
 //
 //	oifname <uplink> ct state & (invalid|untracked) != 0 ip saddr @selected ip daddr != @except counter name invalid drop
 //	oifname <uplink> ct original ip saddr @selected ip daddr != @except
 //	    ct original ip saddr . ip saddr != @allowed counter name wrong-source drop
+//	oifname <uplink> ip saddr @lingering ip daddr != @except counter name un-nated drop
 //
 // At postrouting ip daddr is the destination after any DNAT, the one the
 // SNAT rule tested. The second rule needs no "ct direction original": a
 // reply to a connection a selected Pod opened goes to the Pod, inside the
 // cluster CIDRs (SLUICE-EXCEPT).
-func exitRules(uplink string, sel, allowed, except *nftables.Set) [][]expr.Any {
+func exitRules(uplink string, sel, allowed, except, linger *nftables.Set) [][]expr.Any {
 	oif := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(uplink)},
@@ -223,7 +250,11 @@ func exitRules(uplink string, sel, allowed, except *nftables.Set) [][]expr.Any {
 		&expr.Payload{DestRegister: regConcat + 1, Base: expr.PayloadBaseNetworkHeader, Offset: ipSrcOffset, Len: 4},
 		&expr.Lookup{SourceRegister: regConcat, SetName: allowed.Name, SetID: allowed.ID, Invert: true},
 	}, drop(ExitDropWrongSource))
-	return [][]expr.Any{invalid, wrong}
+	unnated := slices.Concat(oif, []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: ipSrcOffset, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: linger.Name, SetID: linger.ID},
+	}, toOutside, drop(ExitDropUnNATed))
+	return [][]expr.Any{invalid, wrong, unnated}
 }
 
 // ifname is an interface name as the kernel compares it: IFNAMSIZ bytes,

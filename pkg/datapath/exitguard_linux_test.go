@@ -150,3 +150,33 @@ func TestExitGuardFailsClosed(t *testing.T) {
 		t.Errorf("after Uninstall the exit guard is present=%v (%v)", present, err)
 	}
 }
+
+// A Pod that stops being selected lingers in the exit guard for
+// ExitLinger, and not once it is selected again.
+func TestExitGuardLinger(t *testing.T) {
+	pod, other := netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("10.244.1.3")
+	d := &Datapath{}
+	now := time.Now()
+	g := ExitGuard{Selected: []netip.Addr{pod, other}}
+	d.linger(&g, now)
+	if len(g.Lingering) != 0 {
+		t.Fatalf("lingering %v at the first Apply", g.Lingering)
+	}
+	g = ExitGuard{Selected: []netip.Addr{other}}
+	d.linger(&g, now.Add(time.Second))
+	if len(g.Lingering) != 1 || g.Lingering[0] != pod {
+		t.Fatalf("lingering %v after %s was unselected", g.Lingering, pod)
+	}
+	g = ExitGuard{Selected: []netip.Addr{other}}
+	d.linger(&g, now.Add(time.Second+ExitLinger))
+	if len(g.Lingering) != 0 {
+		t.Fatalf("lingering %v past ExitLinger", g.Lingering)
+	}
+	g = ExitGuard{Selected: []netip.Addr{pod}}
+	d.linger(&g, now.Add(10*time.Second))
+	g = ExitGuard{Selected: []netip.Addr{pod, other}}
+	d.linger(&g, now.Add(11*time.Second))
+	if len(g.Lingering) != 0 {
+		t.Fatalf("lingering %v for Pods selected again", g.Lingering)
+	}
+}
