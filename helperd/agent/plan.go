@@ -99,6 +99,7 @@ type EgressPlan struct {
 	Shadowed        []policy.PodKey // selected but won by another Egress
 
 	eligible []string // pooled: the Nodes that may hold IP
+	current  string   // pooled: the Node status.egressNode names for IP
 	inPool   bool     // pooled: IP is in its pool, which exists
 	// blocked: the IP is reserved or another Egress keeps it. The Egress
 	// selects no Pods and is programmed nowhere; Reason says why.
@@ -296,9 +297,8 @@ func owner(s Snapshot, eg *v1alpha1.Egress) EgressPlan {
 		return ep
 	}
 	ep.eligible = eligible
-	if s.Election == election.Sticky {
-		ep.Owner = election.Owner(ep.IP.String(), eligible, eg.Status.EgressNode, s.Election)
-		ep.OwnerIP = s.Nodes[ep.Owner].IP
+	if eg.Status.EgressIP == ep.IP.String() {
+		ep.current = eg.Status.EgressNode
 	}
 	return ep
 }
@@ -306,19 +306,22 @@ func owner(s Snapshot, eg *v1alpha1.Egress) EgressPlan {
 // placePooled gives every pooled Egress its Node with bounded-load
 // consistent hashing over all pooled IPs at once, so Egresses spread over
 // the Nodes instead of stacking (see election.AssignBounded).
+//
+// An IP stays on its current Node (status.egressNode) while that Node is
+// eligible and within its fair share, so a departure moves only the
+// departed Node's IPs. With election.Sticky ("stay") it stays there even
+// past the share: a returning Node takes nothing back; with Rebalance
+// ("failback", the default) it takes back what the share gives it.
 func placePooled(s Snapshot, plans []EgressPlan) {
-	if s.Election == election.Sticky {
-		return
-	}
 	var reqs []election.Request
 	seen := map[netip.Addr]bool{}
 	for _, ep := range plans {
 		if len(ep.eligible) > 0 && !seen[ep.IP] {
 			seen[ep.IP] = true
-			reqs = append(reqs, election.Request{IP: ep.IP.String(), Eligible: ep.eligible})
+			reqs = append(reqs, election.Request{IP: ep.IP.String(), Eligible: ep.eligible, Current: ep.current})
 		}
 	}
-	owners := election.AssignBounded(reqs)
+	owners := election.AssignBounded(reqs, s.Election == election.Sticky)
 	for i := range plans {
 		if ep := &plans[i]; len(ep.eligible) > 0 {
 			ep.Owner = owners[ep.IP.String()]

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/sluicenet/sluice/pkg/election"
 )
 
 // Defaults. The tunnel port keeps clear of flannel's VXLAN (8472) and of
@@ -71,7 +73,18 @@ type Config struct {
 	// in place while its Node's kernel still answers for them (see
 	// helperd/agent/grace.go); 0 moves them at once.
 	RestartGrace time.Duration
-	LogLevel     string
+	// OnReturn is what a returning Node gets back: "failback" (its fair
+	// share of the pool IPs) or "stay" (nothing: IPs stay where they are).
+	OnReturn string
+	LogLevel string
+}
+
+// Election is the placement policy OnReturn names.
+func (c *Config) Election() election.Policy {
+	if c.OnReturn == "stay" {
+		return election.Sticky
+	}
+	return election.Rebalance
 }
 
 // EffectiveHeldLifetime is HeldLifetime, raised to RestartGrace: a helper
@@ -109,6 +122,8 @@ func Bind(fs *flag.FlagSet) *Config {
 		"lifetime of the egress IPs held on the uplink, renewed every second while the helper lives: a dead or stuck helper's Node stops answering for them within it (whole seconds, 2s..60s; 0 keeps them forever)")
 	fs.DurationVar(&c.RestartGrace, "restart-grace", DefaultRestartGrace,
 		"how long the other helpers keep a stopped or crashed helper's egress IPs on its Node while the Node's kernel still answers ARP for them, so a restart moves nothing; held IPs then live at least this long (whole seconds, 5s..60s; 0 moves them at once)")
+	fs.StringVar(&c.OnReturn, "on-node-return", "failback",
+		"what a Node that comes back gets: failback (its fair share of the pool IPs moves back to it) or stay (the IPs stay where they are); a departure moves only the departed Node's IPs either way")
 	fs.StringVar(&c.LogLevel, "v", "info", "log level: debug, info, warn or error")
 	return c
 }
@@ -178,6 +193,11 @@ func (c *Config) Validate() error {
 	}
 	if c.RestartGrace != 0 && (c.RestartGrace < 5*time.Second || c.RestartGrace > time.Minute || c.RestartGrace%time.Second != 0) {
 		bad("restart-grace", "%s: must be whole seconds from 5s to 60s, or 0", c.RestartGrace)
+	}
+	switch c.OnReturn {
+	case "failback", "stay":
+	default:
+		bad("on-node-return", "%q: want failback or stay", c.OnReturn)
 	}
 	if c.Resync < 100*time.Millisecond {
 		bad("resync", "%s is too short; use at least 100ms", c.Resync)

@@ -24,7 +24,6 @@ import (
 	"github.com/sluicenet/sluice/pkg/cniplugin"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
-	"github.com/sluicenet/sluice/pkg/election"
 	"github.com/sluicenet/sluice/pkg/garp"
 	"github.com/sluicenet/sluice/pkg/gossip"
 	"github.com/sluicenet/sluice/pkg/iptbackend"
@@ -128,7 +127,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		go w.run(ctx)
 	}
 	a := &agent.Agent{Self: cfg.NodeName, NodeIP: nodeIP, Log: log.With("part", "agent"), Cache: cache,
-		Datapath: dp, Members: g, Election: election.Rebalance, Resync: cfg.Resync, PrevIDs: prevIDs,
+		Datapath: dp, Members: g, Election: cfg.Election(), Resync: cfg.Resync, PrevIDs: prevIDs,
 		Metrics:    metrics,
 		HintClient: &hint.Client{Keys: hintKeys, HTTP: hintHTTP(nodeIP)}, HintPort: cfg.HintPort,
 		ClusterCIDRs: cfg.ClusterCIDRs,

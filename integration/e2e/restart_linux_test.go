@@ -169,3 +169,97 @@ func TestGraceRunsOut(t *testing.T) {
 		t.Errorf("%s and %s both held %s for %v", owner, next, ip, both)
 	}
 }
+
+// A departure moves only the departed Node's IP; when the Node returns,
+// failback (the default) gives it its fair share back, one IP, and moves
+// nothing else, and --on-node-return=stay leaves every IP where it is.
+func TestDepartureMovesOnlyItsIPs(t *testing.T) {
+	ctx := context.Background()
+	c := sluiceCluster(t, 3, 1)
+	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("depart-pool", "192.0.2.234", "192.0.2.236", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var ips []netip.Addr
+	for i := range 3 {
+		ns := fmt.Sprintf("dep%d", i)
+		if err := c.CreateNamespace(ctx, ns, nil); err != nil {
+			t.Fatal(err)
+		}
+		mustPod(t, c, "node-a", ns, "web", map[string]string{"app": "web"})
+		createEgress(t, c, pooledEgress("egress-"+ns, "depart-pool", ns))
+		ip, _ := assigned(t, c, "egress-"+ns)
+		ips = append(ips, ip)
+	}
+	owners := func() map[netip.Addr]string {
+		out := map[netip.Addr]string{}
+		for _, ip := range ips {
+			if h := holders(t, c, ip); len(h) == 1 {
+				out[ip] = h[0]
+			}
+		}
+		return out
+	}
+	var start map[netip.Addr]string
+	eventually(t, converge, "one IP per Node", func() error {
+		start = owners()
+		seen := map[string]bool{}
+		for _, n := range start {
+			seen[n] = true
+		}
+		if len(start) != 3 || len(seen) != 3 {
+			return fmt.Errorf("holders %v", start)
+		}
+		return nil
+	})
+	round := func(policy string, wantBack bool) {
+		t.Helper()
+		before := owners()
+		victim, victimIP := "node-c", netip.Addr{}
+		for ip, n := range before {
+			if n == victim {
+				victimIP = ip
+			}
+		}
+		if err := c.UplinkDown(ctx, victim); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, failoverBudget, victimIP.String()+" moves off "+victim, func() error {
+			if n := owners()[victimIP]; n == "" || n == victim {
+				return fmt.Errorf("held by %v", holders(t, c, victimIP))
+			}
+			return nil
+		})
+		moved := owners()
+		for ip, n := range before {
+			if ip != victimIP && moved[ip] != n {
+				t.Errorf("%s: %s moved from %s to %s when %s left", policy, ip, n, moved[ip], victim)
+			}
+		}
+		if err := c.UplinkUp(ctx, victim); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(fenceBound + 3*time.Second)
+		after := owners()
+		// Failback gives the returning Node its fair share (one IP of
+		// three, not necessarily the one it had) and moves nothing else;
+		// stay moves nothing.
+		var changed []netip.Addr
+		for ip, n := range moved {
+			if after[ip] != n {
+				changed = append(changed, ip)
+			}
+		}
+		switch {
+		case !wantBack && len(changed) > 0:
+			t.Errorf("%s: after %s came back %v moved: %v → %v", policy, victim, changed, moved, after)
+		case wantBack && (len(changed) != 1 || after[changed[0]] != victim):
+			t.Errorf("%s: after %s came back %v moved (want one, to %s): %v → %v", policy, victim, changed, victim, moved, after)
+		}
+		t.Logf("%s: %v → %v → %v", policy, before, moved, after)
+	}
+	round("failback", true)
+	if err := c.RestartEach(ctx, false, 0, time.Second, "--on-node-return=stay"); err != nil {
+		t.Fatal(err)
+	}
+	round("stay", false)
+}

@@ -11,9 +11,12 @@ import (
 type Request struct {
 	IP       string
 	Eligible []string // alive members matching the pool's nodeSelector
+	Current  string   // the IP's owner now (status.egressNode), "" if none
 }
 
-// AssignBounded places every IP with consistent hashing with bounded loads:
+// AssignBounded places every IP with consistent hashing with bounded loads.
+// First each IP whose current owner is still eligible stays with it, within
+// the fair share (without limit when stay); the rest are placed as follows.
 // each IP walks the ring of all eligible members from its own hash, as in
 // Owner, but skips members that already hold their fair share,
 // ceil(#IPs / #members). Plain consistent hashing can stack two IPs on one
@@ -24,7 +27,7 @@ type Request struct {
 // order so the result does not depend on input order. When every eligible
 // member is full (a restrictive nodeSelector), the least-loaded one takes
 // the IP. IPs with no eligible member map to "".
-func AssignBounded(reqs []Request) map[string]string {
+func AssignBounded(reqs []Request, stay bool) map[string]string {
 	reqs = slices.Clone(reqs)
 	slices.SortFunc(reqs, func(a, b Request) int { return compareIP(a.IP, b.IP) })
 	all := map[string]bool{}
@@ -49,7 +52,21 @@ func AssignBounded(reqs []Request) map[string]string {
 	ring := NewRing(members)
 	capacity := (len(reqs) + len(members) - 1) / len(members)
 	load := map[string]int{}
+	// An IP stays with its current owner while the owner is eligible and,
+	// unless stay, within the fair share: a member leaving moves only its
+	// own IPs, and one joining takes only what the share gives it.
+	placed := map[string]bool{}
 	for _, r := range reqs {
+		if r.Current != "" && slices.Contains(r.Eligible, r.Current) && (stay || load[r.Current] < capacity) {
+			out[r.IP] = r.Current
+			load[r.Current]++
+			placed[r.IP] = true
+		}
+	}
+	for _, r := range reqs {
+		if placed[r.IP] {
+			continue
+		}
 		owner := ring.walk(r.IP, r.Eligible, func(m string) bool { return load[m] < capacity })
 		if owner == "" {
 			owner = leastLoaded(r.Eligible, load)

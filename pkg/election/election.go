@@ -11,19 +11,22 @@
 // added last (input order); here the smaller name wins, so every helper
 // agrees whatever order its member list comes in.
 //
-// Two policies decide what happens when a Node comes back:
+// Pool IPs are placed together by AssignBounded (bounded loads), which
+// first keeps each IP on its current owner while that owner is eligible
+// and within the fair share, so a departure moves only the departed
+// member's IPs. The two policies then decide what happens when a Node
+// comes back (--on-node-return):
 //
-//   - Rebalance (the default, Antrea's behaviour): the owner is a function of
-//     the eligible set alone. A returning Node takes its IPs back: each IP
-//     moves exactly once more, so there are two breaks of established flows
-//     (failover, then failback) but the layout is always the balanced one,
-//     and after a partition heals every helper agrees without any state.
-//   - Sticky: if the current owner is still eligible it keeps the IP. A
-//     returning Node takes nothing back, so a flow breaks only once; the price
-//     is that ownership depends on history (current must come from one agreed
-//     source, the Egress's status.egressNode), and load stays skewed until
-//     the next failure. When current is not eligible, Sticky falls back to
-//     the ring, so both policies agree on where a failed-over IP lands.
+//   - Rebalance ("failback", the default): a returning Node takes back its
+//     fair share: IPs over the share on other owners move to it, nothing
+//     else moves, and the layout is balanced again.
+//   - Sticky ("stay"): an eligible current owner keeps its IPs past the
+//     share. A returning Node takes nothing back, so a flow breaks only
+//     once; load stays skewed until the next failure.
+//
+// Either way ownership depends on history, read from one agreed source
+// (each Egress's status.egressNode); Owner (one IP, no bounds) is what the
+// allocator's leader election uses.
 //
 // Neither flaps: an owner changes only when the eligible set changes.
 package election
