@@ -120,7 +120,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range drops {
 		ch <- prometheus.MustNewConstMetric(descTunnelDrops, prometheus.CounterValue, float64(n), reason)
 	}
-	for _, reason := range []string{datapath.ExitDropInvalid, datapath.ExitDropWrongSource, datapath.ExitDropUnNATed} {
+	for _, reason := range datapath.ExitDropReasons {
 		ch <- prometheus.MustNewConstMetric(descExitDrops, prometheus.CounterValue, float64(st.ExitDrops[reason]), reason)
 	}
 }

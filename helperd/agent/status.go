@@ -74,9 +74,13 @@ func (w *StatusWriter) writeOne(ctx context.Context, eg *v1alpha1.Egress, ep Egr
 		if reason == "" {
 			reason = v1alpha1.ReasonNoEligibleNode
 		}
+		fallback := "; its Pods leave with their Node's IP"
+		if reason == v1alpha1.ReasonNoQuorum || reason == v1alpha1.ReasonIPConflict {
+			fallback = "; its Pods get no egress until a Node holds it (never their Node's IP)"
+		}
 		want = egstatus.Assignment{EgressIP: ep.IP.String(),
 			Assigned: egstatus.Condition(eg.Status.Conditions, v1alpha1.IPAssigned, false, reason,
-				ep.Message+"; its Pods leave with their Node's IP", eg.Generation, now())}
+				ep.Message+fallback, eg.Generation, now())}
 	default:
 		return nil // another Node holds it and writes its own status
 	}

@@ -3,6 +3,7 @@ package datapath
 import (
 	"maps"
 	"net/netip"
+	"slices"
 )
 
 // Conntrack hygiene. NAT is decided once per connection, by its first
@@ -38,7 +39,7 @@ func buildNATPlan(d Desired) natPlan {
 	for _, e := range d.Egresses {
 		switch {
 		case e.Local:
-			for _, ip := range append(append([]netip.Addr{}, e.AllPodIPs...), e.LocalPodIPs...) {
+			for _, ip := range slices.Concat(e.AllPodIPs, e.LocalPodIPs) {
 				p.Pods[ip] = natWant{SNAT: e.EgressIP}
 			}
 		case e.redirected():

@@ -41,6 +41,9 @@ const (
 	ExitDropUnNATed     = "un-nated"
 )
 
+// ExitDropReasons are the guard's counters, in the order they are shown.
+var ExitDropReasons = []string{ExitDropInvalid, ExitDropWrongSource, ExitDropUnNATed}
+
 // ExitGuard is the content of the guard's sets.
 type ExitGuard struct {
 	Selected []netip.Addr   // Pod IPs that must leave as their egress IP or not at all

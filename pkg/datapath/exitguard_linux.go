@@ -199,7 +199,7 @@ func (d *Datapath) syncExitGuard(g ExitGuard) error {
 			}
 		}
 	}
-	for _, name := range []string{ExitDropInvalid, ExitDropWrongSource, ExitDropUnNATed} {
+	for _, name := range ExitDropReasons {
 		c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
 	}
 	for _, r := range exitRules(g.Uplink, sel, allowed, except, linger) {

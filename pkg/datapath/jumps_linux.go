@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -88,7 +89,7 @@ func (d *Datapath) WatchJumps(ctx context.Context) error {
 // jump and restores what differs from the last Apply. It returns how many
 // tables it rewrote; without a record of the last Apply it does nothing
 // (the next Apply reads everything back).
-func (d *Datapath) RepairJumps(tables map[string]bool) (int, error) {
+func (d *Datapath) RepairJumps(touched map[string]bool) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.applied == nil {
@@ -97,13 +98,7 @@ func (d *Datapath) RepairJumps(tables map[string]bool) (int, error) {
 	want := d.applied.chains
 	n := 0
 	var errs []error
-	for _, table := range slices.Sorted(func(yield func(string) bool) {
-		for t := range tables {
-			if !yield(t) {
-				return
-			}
-		}
-	}) {
+	for _, table := range slices.Sorted(maps.Keys(touched)) {
 		if _, ours := want[table]; !ours {
 			continue
 		}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-
-	"github.com/sluicenet/sluice/pkg/ipam"
 )
 
 // Chain layout. One jump from each built-in chain, inserted at position 1
@@ -181,25 +179,14 @@ type IPSet struct {
 
 // BuildIPSets returns every Sluice ipset, sorted by name, members sorted.
 func BuildIPSets(c Config, d Desired) []IPSet {
-	except := map[string]bool{}
 	// Link-local (metadata services, node-local DNS), loopback, multicast
 	// and the rest of ipam.Special are never sent to an egress Node: they
-	// mean this link or this host.
-	for _, r := range ipam.Special() {
-		if r.Prefix.Addr().Is4() {
-			except[netMember(r.Prefix)] = true
-		}
-	}
-	for _, p := range c.ClusterCIDRs {
-		except[netMember(p.Masked())] = true
-	}
-	for _, ip := range d.NodeIPs {
-		except[ip.String()] = true
-	}
-	except[c.NodeIP.String()] = true
-	// Egress IPs are node addresses too: Pod→egress IP is in-cluster.
-	for _, e := range d.Egresses {
-		except[e.EgressIP.String()] = true
+	// mean this link or this host. Nor are the cluster CIDRs, the Node IPs
+	// and the egress IPs (Pod→egress IP is in-cluster): exceptPrefixes,
+	// which the exit guard shares.
+	except := map[string]bool{}
+	for _, p := range exceptPrefixes(c, d) {
+		except[netMember(p)] = true
 	}
 	nodes := map[string]bool{c.NodeIP.String(): true}
 	for _, ip := range d.NodeIPs {
