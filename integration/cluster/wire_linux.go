@@ -19,6 +19,11 @@ type Wire struct {
 	ext *Ext
 }
 
+var (
+	wireProtos = []string{"tcp", "udp", "icmp"}
+	protoNames = map[string]string{"6": "tcp", "17": "udp", "1": "icmp"}
+)
+
 const (
 	wireChain = "SLUICE-TEST-WIRE"
 	wireSet   = "SLUICE-TEST-WRONG"
@@ -34,6 +39,14 @@ func (e *Ext) WatchWire(allowed ...netip.Addr) (*Wire, error) {
 	}
 	for _, ip := range allowed {
 		cmds = append(cmds, []string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-s", ip.String(), "-j", "RETURN"})
+	}
+	// A Node that forwards a packet back out of the link it came in on
+	// (the server still sending to an egress IP that moved) tells the
+	// server so with an ICMP redirect from its own address: the Node's
+	// packet, not a Pod's. Counted apart, and not wrong.
+	cmds = append(cmds, []string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-p", "icmp", "--icmp-type", "redirect", "-j", "RETURN"})
+	for _, proto := range wireProtos { // counters only, to say what was seen
+		cmds = append(cmds, []string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-p", proto})
 	}
 	cmds = append(cmds,
 		[]string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-j", "SET", "--add-set", wireSet, "src", "--exist"},
@@ -66,13 +79,31 @@ func (w *Wire) Wrong() ([]string, uint64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("read the wire counters at %s: %w: %s", w.ext.Name, err, out)
 	}
+	total, _ := w.counters(out)
+	return sources, total, nil
+}
+
+// counters parses the chain's listing: the SET rule's packets, and the
+// per-protocol counting rules' packets.
+func (w *Wire) counters(out string) (uint64, map[string]uint64) {
 	var total uint64
+	by := map[string]uint64{}
 	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 2 && f[2] == "SET" {
-			total, _ = strconv.ParseUint(f[0], 10, 64)
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		n, _ := strconv.ParseUint(f[0], 10, 64)
+		switch {
+		case f[2] == "SET":
+			total = n
+		case protoNames[f[2]] != "": // a counting rule: iptables prints its protocol number
+			by[protoNames[f[2]]] = n
+		case f[2] == "RETURN" && f[3] == "1": // the ICMP redirect rule
+			by["icmp-redirect (not wrong)"] = n
 		}
 	}
-	return sources, total, nil
+	return total, by
 }
 
 // String says what was seen, for failure messages.
@@ -81,7 +112,9 @@ func (w *Wire) String() string {
 	if err != nil {
 		return err.Error()
 	}
-	return fmt.Sprintf("%d packets from wrong sources %v", total, sources)
+	out, _ := w.ext.NS.Run("iptables", "-w", "-t", "raw", "-L", wireChain, "-v", "-x", "-n")
+	_, by := w.counters(out)
+	return fmt.Sprintf("%d packets from wrong sources %v (by protocol %v)", total, sources, by)
 }
 
 // Allow adds a source that is not wrong.

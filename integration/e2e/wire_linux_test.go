@@ -162,7 +162,7 @@ func TestFailoverOnTheWire(t *testing.T) {
 			t.Errorf("%s: no answer with %s in the last second (last %v)", node, ip, st.LastOK)
 		}
 	}
-	t.Logf("%s held by %s, then %s, then %v", ip, holder, next, holders(t, c, ip))
+	t.Logf("%s held by %s, then %s, then %v; the server saw %v", ip, holder, next, holders(t, c, ip), wire)
 	if _, n, err := wire.Wrong(); err != nil || n > 0 {
 		t.Errorf("the external server saw %v (%v)", wire, err)
 	}
