@@ -65,7 +65,7 @@ fuzz:
 # merges its figures into bench/results.json and re-renders BENCHMARKS.md.
 # About 45 minutes on 2 cores. BENCH_ONLY=failover (say) runs one of them.
 BENCH_ENV := SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1
-BENCHES := cni convergence throughput scale tunnel isolation failover restart soak
+BENCHES := cni convergence throughput scale tunnel isolation failover restart planned soak
 BENCH_ONLY ?= $(BENCHES)
 bench: build tools
 	@set -e; for b in $(BENCH_ONLY); do echo "== bench $$b"; case $$b in \
@@ -77,6 +77,7 @@ bench: build tools
 	isolation) $(BENCH_ENV) $(GO) test ./bench/egress -run TestIsolatedHelperClaims -timeout 30m -v ;; \
 	failover) $(BENCH_ENV) $(GO) test ./bench/ha -run TestFailover -timeout 60m -v ;; \
 	restart) $(BENCH_ENV) $(GO) test ./bench/ha -run TestRestart -timeout 30m -v ;; \
+	planned) $(BENCH_ENV) $(GO) test ./bench/ha -run TestPlannedMove -timeout 30m -v ;; \
 	soak) $(BENCH_ENV) $(GO) test ./bench/ha -run TestSoak -timeout 30m -v ;; \
 	*) echo "unknown benchmark $$b"; exit 2 ;; esac; done
 

@@ -132,3 +132,18 @@ func poll(ctx context.Context, limit time.Duration, cond func() (bool, error)) e
 		}
 	}
 }
+
+// Cordon sets or clears a Node's spec.unschedulable, as `kubectl cordon`
+// and `kubectl uncordon` do.
+func (c *Cluster) Cordon(ctx context.Context, node string, cordoned bool) error {
+	nodes := c.client.CoreV1().Nodes()
+	obj, err := nodes.Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get node %s: %w", node, err)
+	}
+	obj.Spec.Unschedulable = cordoned
+	if _, err := nodes.Update(ctx, obj, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("cordon node %s (%v): %w", node, cordoned, err)
+	}
+	return nil
+}
