@@ -97,6 +97,7 @@ type Agent struct {
 	conflicts    map[netip.Addr]conflict // IPs another host answers for
 	departed     map[string]*departure   // members in their restart grace
 	ipSeen       map[string]ipSeen       // Egress → its IP and since when (Snapshot.Settling)
+	handoffs     map[string]moveSeen     // Egress → its planned move and since when
 	prevAlive    map[string]bool
 	started      time.Time
 	hadQuorum    bool // reconcile's goroutine only
@@ -423,11 +424,13 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	snap.ClusterCIDRs = a.ClusterCIDRs
 	snap.Hints = a.liveHints()
 	snap.Conflicts = a.liveConflicts()
+	snap.HandoffExpired = a.handoffExpired(time.Now())
 	plan := Compute(snap)
 	if found := a.probe(ctx, plan); len(found) > 0 {
 		snap.Conflicts = found
 		plan = Compute(snap)
 	}
+	a.noteHandoffs(plan, time.Now())
 	a.hadQuorum = a.hadQuorum || plan.Quorum.OK
 	a.mu.Lock()
 	last := a.last
@@ -565,6 +568,51 @@ func (a *Agent) settling(egs []*v1alpha1.Egress, now time.Time) map[string]bool 
 		}
 	}
 	return out
+}
+
+// moveSeen is a planned move ("from>to") and when it began.
+type moveSeen struct {
+	move  string
+	since time.Time
+}
+
+// handoffExpired are the Egresses whose planned move began HandoffMax ago
+// or more. Reconcile's goroutine only.
+func (a *Agent) handoffExpired(now time.Time) map[string]bool {
+	out := map[string]bool{}
+	for name, h := range a.handoffs {
+		if now.Sub(h.since) >= HandoffMax {
+			out[name] = true
+		}
+	}
+	return out
+}
+
+// noteHandoffs times the planned moves the plan has due, and asks for a
+// reconcile when a new one will expire. Reconcile's goroutine only.
+func (a *Agent) noteHandoffs(plan Plan, now time.Time) {
+	if a.handoffs == nil {
+		a.handoffs = map[string]moveSeen{}
+	}
+	due := map[string]bool{}
+	for _, ep := range plan.Egresses {
+		if ep.moving == "" {
+			continue
+		}
+		due[ep.Name] = true
+		if h, ok := a.handoffs[ep.Name]; ok && h.move == ep.moving {
+			continue
+		}
+		a.handoffs[ep.Name] = moveSeen{move: ep.moving, since: now}
+		a.Log.Info("planned move: the new holder takes the egress IP before the old one lets go",
+			"egress", ep.Name, "ip", ep.IP, "move", ep.moving)
+		time.AfterFunc(HandoffMax, a.Poke)
+	}
+	for name := range a.handoffs {
+		if !due[name] {
+			delete(a.handoffs, name)
+		}
+	}
 }
 
 // noteAlive records the alive set and reports whether it changed.

@@ -24,7 +24,8 @@ var (
 	descExitDrops = prometheus.NewDesc("sluice_exit_guard_dropped_packets_total",
 		"Packets of selected Pods the exit guard (nftables, after NAT) dropped on this Node's uplink instead of sending them with a wrong source, "+
 			"by reason: invalid (conntrack INVALID or untracked, which skips NAT), wrong-source (not SNATed to the egress IP this Node holds for the Pod), "+
-			"un-nated (a Pod selected until moments ago leaving with its own IP, from a conntrack entry of its tunnel days).",
+			"un-nated (a Pod selected until moments ago leaving with its own IP, from a conntrack entry of its tunnel days); "+
+			"and no-connection: TCP packets from outside to an egress IP held here that belong to no connection (a moved IP's old connections), dropped instead of answered with a reset.",
 		[]string{"reason"}, nil)
 	descMembers = prometheus.NewDesc("sluice_gossip_members",
 		"Gossip members by state as this Node sees them.", []string{"state"}, nil)

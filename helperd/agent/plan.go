@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sluicenet/sluice/helperd/alloc"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
@@ -72,6 +73,9 @@ type Snapshot struct {
 	// ARP for (an ARP probe found it), with who: this Node does not hold
 	// them.
 	Conflicts map[netip.Addr]string
+	// HandoffExpired are Egresses whose planned move has waited longer than
+	// HandoffMax for the new holder's claim (see handoff).
+	HandoffExpired map[string]bool
 }
 
 // Hint is a Pod's IP as the helper of the Pod's Node reported it.
@@ -97,6 +101,13 @@ type EgressPlan struct {
 	PodsHere        int
 	PodsCluster     int
 	Shadowed        []policy.PodKey // selected but won by another Egress
+	// HandoffTo is the Node a planned move gives the IP to, while Owner
+	// (the old holder, still alive) keeps it until that Node claims it in
+	// status.egressNode; HandoffFrom is set instead on the new holder.
+	HandoffTo, HandoffFrom string
+	// moving is "from>to" while a planned move is due, whether or not its
+	// handoff has expired (the agent times handoffs by it).
+	moving string
 
 	eligible []string // pooled: the Nodes that may hold IP
 	current  string   // pooled: the Node status.egressNode names for IP
@@ -167,6 +178,9 @@ func Compute(s Snapshot) Plan {
 			ep.Reason = v1alpha1.ReasonIPConflict
 			ep.Message = fmt.Sprintf("%s already answers ARP for %s on Node %s's link, so no Node holds it", who, ep.IP, s.Self)
 		}
+	}
+	if q.OK {
+		handoff(s, plans)
 	}
 
 	var ips []netip.Addr
@@ -327,6 +341,51 @@ func placePooled(s Snapshot, plans []EgressPlan) {
 			ep.Owner = owners[ep.IP.String()]
 			ep.OwnerIP = s.Nodes[ep.Owner].IP
 		}
+	}
+}
+
+// HandoffMax bounds a planned move's overlap: the old holder lets go of
+// the IP this long after the move began even if the new holder never
+// claimed it (its status write failing, say).
+const HandoffMax = 3 * time.Second
+
+// handoff makes planned moves make-before-break. When placement gives a
+// pooled IP to another Node while its holder (status.egressNode) is still
+// alive in gossip (a cordon, a drain, a Node label or nodeSelector change,
+// a failback), only the new holder acts at once: it programs the IP,
+// announces it and then claims it in status.egressNode. Until that claim
+// arrives, every other Node, the old holder included, goes on as if the
+// old holder still held it: the old holder keeps the IP and its SNAT, the
+// others keep tunnelling to it. The claim ends the handoff everywhere,
+// and the old holder lets go. A holder that is gone (failover) hands
+// nothing over: its IP moves at once, as before.
+func handoff(s Snapshot, plans []EgressPlan) {
+	alive := map[string]bool{}
+	for _, n := range s.Alive {
+		alive[n] = true
+	}
+	for i := range plans {
+		ep := &plans[i]
+		from := ep.current
+		if ep.Static || ep.Owner == "" || from == "" || from == ep.Owner || !alive[from] {
+			continue
+		}
+		if _, ok := s.Conflicts[ep.IP]; ok {
+			continue
+		}
+		info, ok := s.Nodes[from]
+		if !ok || !info.IP.IsValid() {
+			continue
+		}
+		if ep.moving = from + ">" + ep.Owner; s.HandoffExpired[ep.Name] {
+			continue
+		}
+		if ep.Owner == s.Self {
+			ep.HandoffFrom = from
+			continue
+		}
+		ep.HandoffTo = ep.Owner
+		ep.Owner, ep.OwnerIP = from, info.IP
 	}
 }
 

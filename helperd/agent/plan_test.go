@@ -328,3 +328,73 @@ func TestConflictKeepsTheOwnerFromHolding(t *testing.T) {
 		}
 	}
 }
+
+// A cordon of the holder is a planned move: until the new holder (node-b)
+// claims the IP in status, node-a keeps it and its SNAT, node-c keeps
+// tunnelling to node-a, and only node-b takes it, so that some Node holds
+// the IP at every moment. The claim ends it everywhere; so does
+// HandoffMax; a holder that left gossip hands nothing over.
+func TestPlannedMoveMakesBeforeBreaks(t *testing.T) {
+	e := eg("prod", "198.51.100.5", "pool", "prod")
+	e.Status.EgressIP, e.Status.EgressNode = "198.51.100.5", "node-a"
+	cordoned := func(self string, e *v1alpha1.Egress) Snapshot {
+		s := snapshot(self, e)
+		n := s.Nodes["node-a"]
+		n.Unschedulable = true
+		s.Nodes["node-a"] = n
+		return s
+	}
+	type view struct {
+		owner, to, from string
+		held            bool
+		ownerIP         netip.Addr // Desired's OwnerNodeIP (invalid when Local)
+	}
+	look := func(s Snapshot) view {
+		p := Compute(s)
+		ep := p.Egresses[0]
+		v := view{owner: ep.Owner, to: ep.HandoffTo, from: ep.HandoffFrom, held: len(p.Desired.HeldIPs) == 1}
+		if len(p.Desired.Egresses) == 1 {
+			v.ownerIP = p.Desired.Egresses[0].OwnerNodeIP
+		}
+		return v
+	}
+	during := map[string]view{
+		"node-a": {owner: "node-a", to: "node-b", held: true},
+		"node-b": {owner: "node-b", from: "node-a", held: true},
+		"node-c": {owner: "node-a", to: "node-b", ownerIP: ipA},
+	}
+	for self, want := range during {
+		if got := look(cordoned(self, e)); got != want {
+			t.Errorf("%s during the handoff: %+v, want %+v", self, got, want)
+		}
+	}
+	// The old holder writes nothing while it hands over.
+	if p := Compute(cordoned("node-a", e)); p.Egresses[0].moving != "node-a>node-b" {
+		t.Errorf("moving = %q", p.Egresses[0].moving)
+	}
+
+	claimed := e.DeepCopy()
+	claimed.Status.EgressNode = "node-b"
+	after := map[string]view{
+		"node-a": {owner: "node-b", ownerIP: ipB},
+		"node-b": {owner: "node-b", held: true},
+		"node-c": {owner: "node-b", ownerIP: ipB},
+	}
+	for self, want := range after {
+		if got := look(cordoned(self, claimed)); got != want {
+			t.Errorf("%s after node-b's claim: %+v, want %+v", self, got, want)
+		}
+	}
+
+	expired := cordoned("node-a", e)
+	expired.HandoffExpired = map[string]bool{e.Name: true}
+	if got, want := look(expired), after["node-a"]; got != want {
+		t.Errorf("node-a past HandoffMax: %+v, want %+v", got, want)
+	}
+
+	gone := cordoned("node-c", e)
+	gone.Alive = []string{"node-b", "node-c"}
+	if got := look(gone); got != (view{owner: "node-b", ownerIP: ipB}) {
+		t.Errorf("node-c with node-a gone: %+v, want node-b at once", got)
+	}
+}

@@ -20,6 +20,8 @@ import (
 //
 // Who writes what:
 //   - the Node that holds an IP writes itself as egressNode, IPAssigned=True;
+//     during a planned move (EgressPlan.HandoffTo) only the new holder
+//     writes, after it has programmed and announced the IP;
 //   - a Node that stops holding an IP while status still names it writes the
 //     unassigned status, conditional on the object not having changed (so it
 //     never overwrites the new holder's claim);
@@ -53,6 +55,12 @@ func (w *StatusWriter) Write(ctx context.Context, plan Plan, leader bool) error 
 }
 
 func (w *StatusWriter) writeOne(ctx context.Context, eg *v1alpha1.Egress, ep EgressPlan, leader bool) error {
+	if ep.HandoffTo != "" {
+		// A planned move in progress: the new holder writes its claim; the
+		// old holder, which still holds the IP, must not write itself back
+		// over it from a plan made before the claim arrived.
+		return nil
+	}
 	now := time.Now
 	if w.Now != nil {
 		now = w.Now

@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // watchedEgress starts 3 Nodes and an external server, a static Egress
@@ -237,4 +239,138 @@ func TestEgressChangesOnTheWire(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// Planned moves are make-before-break: a cordon of the holder, and then a
+// Node label change that takes the new holder out of the pool's
+// nodeSelector, each while a Pod on every Node keeps a flow going. The
+// kernels, sampled every few milliseconds, show the IP on some Node's
+// uplink at every moment of each move (the new holder takes it before the
+// old one lets go), the external server sees no other source, and the
+// flows survive.
+func TestPlannedMovesMakeBeforeBreak(t *testing.T) {
+	ctx := context.Background()
+	c := sluiceCluster(t, 3, 1)
+	nodes := c.Client().CoreV1().Nodes()
+	setLabel := func(node, value string) {
+		t.Helper()
+		obj, err := nodes.Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj.Labels["egress"] = value
+		if _, err := nodes.Update(ctx, obj, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.Nodes {
+		setLabel(n.Name, "yes")
+	}
+	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
+		t.Fatal(err)
+	}
+	sel := map[string]string{"egress": "yes"}
+	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("plan-pool", "192.0.2.212", "192.0.2.212", sel), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var pods []*cluster.Pod
+	for _, n := range c.Nodes {
+		pods = append(pods, mustPod(t, c, n.Name, "prod", "web-"+n.Name, map[string]string{"app": "web"}))
+	}
+	createEgress(t, c, pooledEgress("egress-plan", "plan-pool", "prod"))
+	ip, holder := assigned(t, c, "egress-plan")
+	for _, p := range pods {
+		expectSource(t, c, p, ip, converge)
+	}
+	wire, err := c.Ext[0].WatchWire(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wire.Close()
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var flows []<-chan cluster.FlowStats
+	for _, p := range pods {
+		flows = append(flows, c.Ext[0].KeepFlowing(fctx, p, ip))
+	}
+
+	// move runs change and samples every Node's uplink until one Node
+	// other than from holds ip alone; it fails if at any sample none did.
+	move := func(what, from string, change func()) string {
+		t.Helper()
+		time.Sleep(500 * time.Millisecond)
+		change()
+		start := time.Now()
+		var bare []time.Duration // when no Node held ip
+		for time.Since(start) < failoverBudget {
+			h := heldBy(t, c, ip)
+			if len(h) == 0 {
+				bare = append(bare, time.Since(start))
+			}
+			if len(h) == 1 && h[0] != from {
+				if len(bare) > 0 {
+					t.Errorf("%s: no Node held %s at %v after the change", what, ip, bare)
+				}
+				t.Logf("%s: %s moved from %s to %s in %v", what, ip, from, h[0], time.Since(start).Round(time.Millisecond))
+				return h[0]
+			}
+			time.Sleep(3 * time.Millisecond)
+		}
+		t.Fatalf("%s: %s still held by %v", what, ip, heldBy(t, c, ip))
+		return ""
+	}
+	next := move("cordon "+holder, holder, func() {
+		if err := c.Cordon(ctx, holder, true); err != nil {
+			t.Fatal(err)
+		}
+	})
+	last := move("unlabel "+next, next, func() { setLabel(next, "no") })
+	time.Sleep(time.Second)
+	stop()
+	for i, ch := range flows {
+		st := <-ch
+		t.Logf("%s: %d asks, %d answered, %d connections, longest gap %v", pods[i], st.Asks, st.OK, st.Connections, st.MaxGap)
+		if len(st.Wrong) > 0 {
+			t.Errorf("%s: the server saw the flow's source as %v", pods[i], st.Wrong)
+		}
+		// The new holder drops the server's packets of the old holder's
+		// connections instead of resetting them, and SNATs the Pod's next
+		// packet to the same port: the flow goes on after a retransmit.
+		if st.Connections != 1 {
+			t.Errorf("%s: the flow needed %d connections across two planned moves, want 1", pods[i], st.Connections)
+		}
+	}
+	t.Logf("%s held by %s, then %s, then %s; the server saw %v", ip, holder, next, last, wire)
+	if _, n, err := wire.Wrong(); err != nil || n > 0 {
+		t.Errorf("the external server saw %v (%v)", wire, err)
+	}
+}
+
+// heldBy lists the Nodes whose uplink has ip, read with netlink in each
+// Node's namespace (fast enough to sample a move).
+func heldBy(t *testing.T, c *cluster.Cluster, ip netip.Addr) []string {
+	t.Helper()
+	var out []string
+	for _, n := range c.Nodes {
+		err := n.NS.Do(func() error {
+			l, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+			if err != nil {
+				return err
+			}
+			for _, a := range addrs {
+				if got, ok := netip.AddrFromSlice(a.IP.To4()); ok && got == ip {
+					out = append(out, n.Name)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("addresses on %s: %v", n.Name, err)
+		}
+	}
+	return out
 }

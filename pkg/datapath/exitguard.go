@@ -27,6 +27,14 @@ import (
 //     packet should have gone into the tunnel) or the packet escaped the
 //     SNAT rule (ExitDropWrongSource).
 //
+// On input, the guard's second chain (ExitInputChain) drops a TCP packet
+// to an egress IP this Node holds that starts no connection and belongs
+// to none conntrack knows (ExitDropNoConnection): the server's packets of
+// a connection SNATed by the IP's previous holder, which reach this Node
+// as soon as it announces the IP. The kernel would answer them with a
+// reset, killing a connection that its Pod's next packet, SNATed here to
+// the same port, carries on; dropped, the server retransmits.
+//
 // Selected are the Pods of Egresses that have a holder (Local or
 // redirected) or that fail closed (EgressState.FailClosed); a Pod whose
 // Egress has no eligible Node leaves with its Node's IP, as documented. Replies of connections opened from outside (a NodePort) have
@@ -35,14 +43,18 @@ const (
 	ExitGuardTable    = "sluice"
 	ExitGuardChain    = "exit-guard"
 	ExitGuardPriority = 300
+	ExitInputChain    = "held-input"
 
 	ExitDropInvalid     = "invalid"
 	ExitDropWrongSource = "wrong-source"
 	ExitDropUnNATed     = "un-nated"
+	// ExitDropNoConnection is the input chain's counter (not a Pod's
+	// packet: a stray one from outside to a held egress IP).
+	ExitDropNoConnection = "no-connection"
 )
 
 // ExitDropReasons are the guard's counters, in the order they are shown.
-var ExitDropReasons = []string{ExitDropInvalid, ExitDropWrongSource, ExitDropUnNATed}
+var ExitDropReasons = []string{ExitDropInvalid, ExitDropWrongSource, ExitDropUnNATed, ExitDropNoConnection}
 
 // ExitGuard is the content of the guard's sets.
 type ExitGuard struct {
@@ -54,7 +66,9 @@ type ExitGuard struct {
 	// conntrack entry from when it went into the tunnel) is dropped
 	// (ExitDropUnNATed); masqueraded ones pass.
 	Lingering []netip.Addr
-	Uplink    string
+	// Held are the pool IPs this Node holds (Desired.HeldIPs).
+	Held   []netip.Addr
+	Uplink string
 }
 
 // ExitLinger is how long a Pod that stops being selected on this Node
@@ -69,6 +83,12 @@ type ExitSource struct{ Pod, EgressIP netip.Addr }
 // BuildExitGuard returns the guard's content for d (IPv4).
 func BuildExitGuard(c Config, d Desired) ExitGuard {
 	g := ExitGuard{Uplink: c.Uplink, Except: mergePrefixes(exceptPrefixes(c, d))}
+	for _, ip := range d.HeldIPs {
+		if ip.Is4() {
+			g.Held = append(g.Held, ip)
+		}
+	}
+	slices.SortFunc(g.Held, netip.Addr.Compare)
 	sel := map[netip.Addr]bool{}
 	ok := map[ExitSource]bool{}
 	for _, e := range d.Egresses {
@@ -142,5 +162,6 @@ func mergePrefixes(in []netip.Prefix) []netip.Prefix {
 // Equal reports whether two guards have the same content.
 func (g ExitGuard) Equal(o ExitGuard) bool {
 	return g.Uplink == o.Uplink && slices.Equal(g.Selected, o.Selected) &&
-		slices.Equal(g.Allowed, o.Allowed) && slices.Equal(g.Except, o.Except) && slices.Equal(g.Lingering, o.Lingering)
+		slices.Equal(g.Allowed, o.Allowed) && slices.Equal(g.Except, o.Except) && slices.Equal(g.Lingering, o.Lingering) &&
+		slices.Equal(g.Held, o.Held)
 }

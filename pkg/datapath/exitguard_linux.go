@@ -21,6 +21,7 @@ const (
 	exitSetAllowed  = "allowed"
 	exitSetExcept   = "except"
 	exitSetLinger   = "lingering"
+	exitSetHeld     = "held"
 	regConcat       = unix.NFT_REG32_00
 	ctDirOriginal   = 0 // IP_CT_DIR_ORIGINAL
 	// elementsPerMessage keeps a NEWSETELEM message's element list well
@@ -34,13 +35,34 @@ func exitTable() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyIPv4, Name: ExitGuardTable}
 }
 
-func exitSets(t *nftables.Table) (sel, allowed, except, linger *nftables.Set) {
-	sel = &nftables.Set{Table: t, Name: exitSetSelected, KeyType: nftables.TypeIPAddr}
-	allowed = &nftables.Set{Table: t, Name: exitSetAllowed, Concatenation: true,
-		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)}
-	except = &nftables.Set{Table: t, Name: exitSetExcept, KeyType: nftables.TypeIPAddr, Interval: true}
-	linger = &nftables.Set{Table: t, Name: exitSetLinger, KeyType: nftables.TypeIPAddr}
-	return sel, allowed, except, linger
+// guardSets are the guard's sets.
+type guardSets struct{ sel, allowed, except, linger, held *nftables.Set }
+
+func exitSets(t *nftables.Table) guardSets {
+	return guardSets{
+		sel: &nftables.Set{Table: t, Name: exitSetSelected, KeyType: nftables.TypeIPAddr},
+		allowed: &nftables.Set{Table: t, Name: exitSetAllowed, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)},
+		except: &nftables.Set{Table: t, Name: exitSetExcept, KeyType: nftables.TypeIPAddr, Interval: true},
+		linger: &nftables.Set{Table: t, Name: exitSetLinger, KeyType: nftables.TypeIPAddr},
+		held:   &nftables.Set{Table: t, Name: exitSetHeld, KeyType: nftables.TypeIPAddr},
+	}
+}
+
+// contents pairs each set with g's elements for it.
+func (s guardSets) contents(g ExitGuard) []setContent {
+	return []setContent{
+		{s.sel, addrElements(g.Selected)},
+		{s.allowed, sourceElements(g.Allowed)},
+		{s.except, intervalElements(g.Except)},
+		{s.linger, addrElements(g.Lingering)},
+		{s.held, addrElements(g.Held)},
+	}
+}
+
+type setContent struct {
+	set   *nftables.Set
+	elems []nftables.SetElement
 }
 
 // linger fills g.Lingering: the Pods selected at the last Apply and not
@@ -91,7 +113,7 @@ func (d *Datapath) ensureExitGuard(g ExitGuard, verify bool) error {
 	return nil
 }
 
-// exitGuardPresent reports whether the guard's chain is in the kernel.
+// exitGuardPresent reports whether the guard's chains are in the kernel.
 // (Its rules cannot be read back: this nftables library decodes the ct
 // expression's one-byte direction attribute as four bytes and fails.)
 func exitGuardPresent() (bool, error) {
@@ -103,9 +125,13 @@ func exitGuardPresent() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("exit guard: list chains: %w", err)
 	}
-	return slices.ContainsFunc(chains, func(ch *nftables.Chain) bool {
-		return ch.Table.Name == ExitGuardTable && ch.Name == ExitGuardChain
-	}), nil
+	found := 0
+	for _, ch := range chains {
+		if ch.Table.Name == ExitGuardTable && (ch.Name == ExitGuardChain || ch.Name == ExitInputChain) {
+			found++
+		}
+	}
+	return found == 2, nil
 }
 
 // exitGuardHolds reports whether the guard's chain is in the kernel and
@@ -118,21 +144,12 @@ func exitGuardHolds(g ExitGuard) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("exit guard: %w", err)
 	}
-	sel, allowed, except, linger := exitSets(exitTable())
-	for _, s := range []struct {
-		set  *nftables.Set
-		want []nftables.SetElement
-	}{
-		{sel, addrElements(g.Selected)},
-		{allowed, sourceElements(g.Allowed)},
-		{except, intervalElements(g.Except)},
-		{linger, addrElements(g.Lingering)},
-	} {
+	for _, s := range exitSets(exitTable()).contents(g) {
 		have, err := c.GetSetElements(s.set)
 		if err != nil {
 			return false, fmt.Errorf("exit guard: read set %s: %w", s.set.Name, err)
 		}
-		if !sameElements(have, s.want) {
+		if !sameElements(have, s.elems) {
 			return false, nil
 		}
 	}
@@ -177,16 +194,11 @@ func (d *Datapath) syncExitGuard(g ExitGuard) error {
 	ch := c.AddChain(&nftables.Chain{Name: ExitGuardChain, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(ExitGuardPriority), Policy: &accept})
 	c.FlushChain(ch)
-	sel, allowed, except, linger := exitSets(t)
-	for _, s := range []struct {
-		set   *nftables.Set
-		elems []nftables.SetElement
-	}{
-		{sel, addrElements(g.Selected)},
-		{allowed, sourceElements(g.Allowed)},
-		{except, intervalElements(g.Except)},
-		{linger, addrElements(g.Lingering)},
-	} {
+	in := c.AddChain(&nftables.Chain{Name: ExitInputChain, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	c.FlushChain(in)
+	sets := exitSets(t)
+	for _, s := range sets.contents(g) {
 		if err := c.AddSet(s.set, nil); err != nil {
 			return fmt.Errorf("exit guard: set %s: %w", s.set.Name, err)
 		}
@@ -202,9 +214,10 @@ func (d *Datapath) syncExitGuard(g ExitGuard) error {
 	for _, name := range ExitDropReasons {
 		c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
 	}
-	for _, r := range exitRules(g.Uplink, sel, allowed, except, linger) {
+	for _, r := range exitRules(g.Uplink, sets) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: noConnectionRule(sets.held)})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("exit guard: write table %s: %w", ExitGuardTable, err)
 	}
@@ -222,7 +235,8 @@ func (d *Datapath) syncExitGuard(g ExitGuard) error {
 // SNAT rule tested. The second rule needs no "ct direction original": a
 // reply to a connection a selected Pod opened goes to the Pod, inside the
 // cluster CIDRs (SLUICE-EXCEPT).
-func exitRules(uplink string, sel, allowed, except, linger *nftables.Set) [][]expr.Any {
+func exitRules(uplink string, s guardSets) [][]expr.Any {
+	sel, allowed, except, linger := s.sel, s.allowed, s.except, s.linger
 	oif := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(uplink)},
@@ -255,6 +269,32 @@ func exitRules(uplink string, sel, allowed, except, linger *nftables.Set) [][]ex
 		&expr.Lookup{SourceRegister: 1, SetName: linger.Name, SetID: linger.ID},
 	}, toOutside, drop(ExitDropUnNATed))
 	return [][]expr.Any{invalid, wrong, unnated}
+}
+
+// noConnectionRule is the input chain's rule:
+//
+//	ip daddr @held ct state new meta l4proto tcp tcp flags & (syn|ack) != syn counter name no-connection drop
+//
+// A SYN passes (it opens a connection, and nothing listens on an egress
+// IP: the kernel's reset is the right answer); a SYN-ACK, an ACK or data
+// that conntrack saw no connection for is dropped.
+func noConnectionRule(held *nftables.Set) []expr.Any {
+	const tcpFlagsOffset, syn, ack = 13, 0x02, 0x10
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: ipDstOffset, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: held.Name, SetID: held.ID},
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlagsOffset, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{syn | ack}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{syn}},
+		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: ExitDropNoConnection},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
 }
 
 // ifname is an interface name as the kernel compares it: IFNAMSIZ bytes,

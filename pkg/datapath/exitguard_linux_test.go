@@ -2,11 +2,15 @@ package datapath
 
 import (
 	"context"
+	"encoding/binary"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
@@ -178,5 +182,78 @@ func TestExitGuardLinger(t *testing.T) {
 	d.linger(&g, now.Add(11*time.Second))
 	if len(g.Lingering) != 0 {
 		t.Fatalf("lingering %v for Pods selected again", g.Lingering)
+	}
+}
+
+// A TCP packet from outside to a held egress IP that belongs to no
+// connection this Node knows (the server's side of a connection the IP's
+// previous holder SNATed) is dropped and counted, not answered with a
+// reset that would kill the connection; a SYN still gets its reset.
+func TestHeldIPResetsNoStrayConnection(t *testing.T) {
+	tp := newTopo(t)
+	tp.ext.MustRun(t, "iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-s", egIP.String(), "-p", "tcp", "--tcp-flags", "RST", "RST")
+	resets := func() uint64 {
+		out := tp.ext.MustRun(t, "iptables", "-w", "-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n")
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) > 2 && f[2] == "6" {
+				n, _ := strconv.ParseUint(f[0], 10, 64)
+				return n
+			}
+		}
+		t.Fatalf("no counting rule in %s", out)
+		return 0
+	}
+	d1 := newDatapath(t, tp.node1, "192.0.2.11", -1)
+	apply(t, tp.node1, d1, desiredOn1(1))
+	const ack, syn = 0x10, 0x02
+	for i := range 5 {
+		sendTCP(t, tp.ext, netip.MustParseAddr(extAddr), egIP, uint16(5000+i), ack)
+		sendTCP(t, tp.ext, netip.MustParseAddr(extAddr), egIP, uint16(6000+i), ack|0x08) // data (PSH)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := resets(); got != 0 {
+		t.Errorf("the holder answered %d stray packets with a reset", got)
+	}
+	if got := exitDropsIn(t, tp.node1, d1)[ExitDropNoConnection]; got != 10 {
+		t.Errorf("%s counter = %d, want 10", ExitDropNoConnection, got)
+	}
+	sendTCP(t, tp.ext, netip.MustParseAddr(extAddr), egIP, 7000, syn)
+	time.Sleep(500 * time.Millisecond)
+	if got := resets(); got != 1 {
+		t.Errorf("a SYN to the held IP got %d resets, want 1 (the test sees resets)", got)
+	}
+}
+
+// sendTCP sends one bare TCP segment with flags from src to dst:40000
+// through a raw socket in n.
+func sendTCP(t *testing.T, n *nstest.NS, src, dst netip.Addr, sport uint16, flags byte) {
+	t.Helper()
+	seg := make([]byte, 20)
+	binary.BigEndian.PutUint16(seg[0:], sport)
+	binary.BigEndian.PutUint16(seg[2:], 40000)
+	binary.BigEndian.PutUint32(seg[4:], 1000)
+	binary.BigEndian.PutUint32(seg[8:], 2000)
+	seg[12], seg[13] = 5<<4, flags
+	binary.BigEndian.PutUint16(seg[14:], 1024)
+	s, d := src.As4(), dst.As4()
+	pseudo := slices.Concat(s[:], d[:], []byte{0, unix.IPPROTO_TCP, 0, byte(len(seg))}, seg)
+	var sum uint32
+	for i := 0; i < len(pseudo); i += 2 {
+		sum += uint32(pseudo[i])<<8 | uint32(pseudo[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(seg[16:], ^uint16(sum))
+	err := n.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_TCP)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, seg, 0, &unix.SockaddrInet4{Addr: d})
+	})
+	if err != nil {
+		t.Fatalf("send tcp %s→%s: %v", src, dst, err)
 	}
 }
