@@ -65,20 +65,21 @@ fuzz:
 # merges its figures into bench/results.json and re-renders BENCHMARKS.md.
 # About 45 minutes on 2 cores. BENCH_ONLY=failover (say) runs one of them.
 BENCH_ENV := SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1
-BENCHES := cni convergence throughput scale tunnel isolation failover restart planned soak
+BENCHES := cni convergence throughput scale tunnel isolation failover restart planned wire soak
 BENCH_ONLY ?= $(BENCHES)
 bench: build tools
 	@set -e; for b in $(BENCH_ONLY); do echo "== bench $$b"; case $$b in \
-	cni) $(BENCH_ENV) $(GO) test ./bench/cni -run '^$$' -bench CNIAddDel -benchtime 1x -timeout 30m ;; \
-	convergence) $(BENCH_ENV) $(GO) test ./bench/egress -run TestConvergence -timeout 30m -v ;; \
-	throughput) $(BENCH_ENV) $(GO) test ./bench/egress -run TestThroughput -timeout 30m -v ;; \
-	scale) $(BENCH_ENV) $(GO) test ./bench/egress -run TestScale -timeout 30m -v ;; \
-	tunnel) $(BENCH_ENV) $(GO) test ./bench/egress -run TestTunnelInjection -timeout 30m -v ;; \
-	isolation) $(BENCH_ENV) $(GO) test ./bench/egress -run TestIsolatedHelperClaims -timeout 30m -v ;; \
-	failover) $(BENCH_ENV) $(GO) test ./bench/ha -run TestFailover -timeout 60m -v ;; \
-	restart) $(BENCH_ENV) $(GO) test ./bench/ha -run TestRestart -timeout 30m -v ;; \
-	planned) $(BENCH_ENV) $(GO) test ./bench/ha -run TestPlannedMove -timeout 30m -v ;; \
-	soak) $(BENCH_ENV) $(GO) test ./bench/ha -run TestSoak -timeout 30m -v ;; \
+	cni) $(BENCH_ENV) $(GO) test -count=1 ./bench/cni -run '^$$' -bench CNIAddDel -benchtime 1x -timeout 30m ;; \
+	convergence) $(BENCH_ENV) $(GO) test -count=1 ./bench/egress -run TestConvergence -timeout 30m -v ;; \
+	throughput) $(BENCH_ENV) $(GO) test -count=1 ./bench/egress -run TestThroughput -timeout 30m -v ;; \
+	scale) $(BENCH_ENV) $(GO) test -count=1 ./bench/egress -run TestScale -timeout 30m -v ;; \
+	tunnel) $(BENCH_ENV) $(GO) test -count=1 ./bench/egress -run TestTunnelInjection -timeout 30m -v ;; \
+	isolation) $(BENCH_ENV) $(GO) test -count=1 ./bench/egress -run TestIsolatedHelperClaims -timeout 30m -v ;; \
+	failover) $(BENCH_ENV) $(GO) test -count=1 ./bench/ha -run TestFailover -timeout 60m -v ;; \
+	restart) $(BENCH_ENV) $(GO) test -count=1 ./bench/ha -run TestRestart -timeout 30m -v ;; \
+	planned) $(BENCH_ENV) $(GO) test -count=1 ./bench/ha -run TestPlannedMove -timeout 30m -v ;; \
+	wire) $(BENCH_ENV) $(GO) test -count=1 ./bench/ha -run TestWireTransitions -timeout 60m -v ;; \
+	soak) $(BENCH_ENV) $(GO) test -count=1 ./bench/ha -run TestSoak -timeout 30m -v ;; \
 	*) echo "unknown benchmark $$b"; exit 2 ;; esac; done
 
 demo: build tools

@@ -21,6 +21,7 @@ type Wire struct {
 
 var (
 	wireProtos = []string{"tcp", "udp", "icmp"}
+	nodeICMP   = []string{"redirect", "host-unreachable"}
 	protoNames = map[string]string{"6": "tcp", "17": "udp", "1": "icmp"}
 )
 
@@ -42,9 +43,15 @@ func (e *Ext) WatchWire(allowed ...netip.Addr) (*Wire, error) {
 	}
 	// A Node that forwards a packet back out of the link it came in on
 	// (the server still sending to an egress IP that moved) tells the
-	// server so with an ICMP redirect from its own address: the Node's
-	// packet, not a Pod's. Counted apart, and not wrong.
-	cmds = append(cmds, []string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-p", "icmp", "--icmp-type", "redirect", "-j", "RETURN"})
+	// server so with an ICMP redirect from its own address; one that finds
+	// no host for the server's packet (an egress IP freed since, still in
+	// the server's ARP cache) answers host-unreachable. Both are the
+	// Node's own packets, not a Pod's: sent with TTL 64, where a Pod's
+	// packet forwarded by its Node arrives with 63 at most. Counted apart,
+	// and not wrong.
+	for _, kind := range nodeICMP {
+		cmds = append(cmds, []string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-p", "icmp", "--icmp-type", kind, "-m", "ttl", "--ttl-eq", "64", "-j", "RETURN"})
+	}
 	for _, proto := range wireProtos { // counters only, to say what was seen
 		cmds = append(cmds, []string{"iptables", "-w", "-t", "raw", "-A", wireChain, "-p", proto})
 	}
@@ -88,6 +95,7 @@ func (w *Wire) Wrong() ([]string, uint64, error) {
 func (w *Wire) counters(out string) (uint64, map[string]uint64) {
 	var total uint64
 	by := map[string]uint64{}
+	icmpRules := 0
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 4 {
@@ -99,8 +107,9 @@ func (w *Wire) counters(out string) (uint64, map[string]uint64) {
 			total = n
 		case protoNames[f[2]] != "": // a counting rule: iptables prints its protocol number
 			by[protoNames[f[2]]] = n
-		case f[2] == "RETURN" && f[3] == "1": // the ICMP redirect rule
-			by["icmp-redirect (not wrong)"] = n
+		case f[2] == "RETURN" && f[3] == "1": // a Node's own ICMP: redirect, then host-unreachable
+			by[nodeICMP[min(icmpRules, len(nodeICMP)-1)]+" from a Node (not wrong)"] = n
+			icmpRules++
 		}
 	}
 	return total, by
@@ -132,4 +141,12 @@ func (w *Wire) Close() {
 	_, _ = n.Run("iptables", "-w", "-t", "raw", "-F", wireChain)
 	_, _ = n.Run("iptables", "-w", "-t", "raw", "-X", wireChain)
 	_, _ = n.Run("ipset", "destroy", wireSet)
+}
+
+// Disallow takes back an Allow.
+func (w *Wire) Disallow(ip netip.Addr) error {
+	if out, err := w.ext.NS.Run("iptables", "-w", "-t", "raw", "-D", wireChain, "-s", ip.String(), "-j", "RETURN"); err != nil {
+		return fmt.Errorf("disallow %s at %s: %w: %s", ip, w.ext.Name, err, out)
+	}
+	return nil
 }
