@@ -21,7 +21,7 @@ type Wire struct {
 
 var (
 	wireProtos = []string{"tcp", "udp", "icmp"}
-	nodeICMP   = []string{"redirect", "host-unreachable"}
+	nodeICMP   = []string{"redirect", "host-unreachable", "time-exceeded"}
 	protoNames = map[string]string{"6": "tcp", "17": "udp", "1": "icmp"}
 )
 
@@ -45,7 +45,8 @@ func (e *Ext) WatchWire(allowed ...netip.Addr) (*Wire, error) {
 	// (the server still sending to an egress IP that moved) tells the
 	// server so with an ICMP redirect from its own address; one that finds
 	// no host for the server's packet (an egress IP freed since, still in
-	// the server's ARP cache) answers host-unreachable. Both are the
+	// the server's ARP cache) answers host-unreachable, or time-exceeded
+	// when Nodes' stale ARP entries for that IP point at each other. All are the
 	// Node's own packets, not a Pod's: sent with TTL 64, where a Pod's
 	// packet forwarded by its Node arrives with 63 at most. Counted apart,
 	// and not wrong.
@@ -107,7 +108,7 @@ func (w *Wire) counters(out string) (uint64, map[string]uint64) {
 			total = n
 		case protoNames[f[2]] != "": // a counting rule: iptables prints its protocol number
 			by[protoNames[f[2]]] = n
-		case f[2] == "RETURN" && f[3] == "1": // a Node's own ICMP: redirect, then host-unreachable
+		case f[2] == "RETURN" && f[3] == "1": // a Node's own ICMP, in nodeICMP's order
 			by[nodeICMP[min(icmpRules, len(nodeICMP)-1)]+" from a Node (not wrong)"] = n
 			icmpRules++
 		}

@@ -39,6 +39,7 @@ type Datapath struct {
 	// at the last Apply, and until when those no longer selected linger.
 	selected  []netip.Addr
 	lingering map[netip.Addr]time.Time
+	seeded    bool // selected was read from the kernel's guard at the first Apply
 	// noHygiene leaves conntrack alone (tests of the exit guard).
 	noHygiene bool
 }
@@ -157,6 +158,16 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 	}
 	add(d.syncIPTables(chains, same))
 	guard := BuildExitGuard(d.cfg, want)
+	if !d.seeded {
+		// A restarted helper: the Pods the previous one had selected
+		// linger too, if this first plan leaves any of them out.
+		d.seeded = true
+		if sel, err := kernelSelected(); err != nil {
+			d.log.Warn("read the exit guard's selected Pods", "err", err)
+		} else if d.selected == nil {
+			d.selected = sel
+		}
+	}
 	d.linger(&guard, now)
 	add(d.ensureExitGuard(guard, c == nil))
 	add(d.cleanConntrack(buildNATPlan(want), guard.Except))

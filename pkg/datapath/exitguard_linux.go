@@ -156,6 +156,30 @@ func exitGuardHolds(g ExitGuard) (bool, error) {
 	return true, nil
 }
 
+// kernelSelected reads the guard's selected set as the kernel holds it
+// (nil when there is no guard), sorted.
+func kernelSelected() ([]netip.Addr, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("exit guard: %w", err)
+	}
+	if ok, err := exitTablePresent(c); err != nil || !ok {
+		return nil, err
+	}
+	elems, err := c.GetSetElements(exitSets(exitTable()).sel)
+	if err != nil {
+		return nil, fmt.Errorf("exit guard: read set %s: %w", exitSetSelected, err)
+	}
+	var out []netip.Addr
+	for _, e := range elems {
+		if ip, ok := netip.AddrFromSlice(e.Key); ok && ip.Is4() {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
 func sameElements(a, b []nftables.SetElement) bool {
 	key := func(e nftables.SetElement) string { return fmt.Sprintf("%x/%v", e.Key, e.IntervalEnd) }
 	ka, kb := make([]string, 0, len(a)), make([]string, 0, len(b))

@@ -257,3 +257,32 @@ func sendTCP(t *testing.T, n *nstest.NS, src, dst netip.Addr, sport uint16, flag
 		t.Fatalf("send tcp %s→%s: %v", src, dst, err)
 	}
 }
+
+// A restarted helper whose first plan leaves out a Pod the previous one
+// had selected (its Egress not yet in the new informer's list, say) must
+// not let that Pod's tunnel-era flow out un-NATed: the Pods the kernel's
+// guard had selected linger as if this process had selected them.
+func TestRestartedGuardLingers(t *testing.T) {
+	tp := newTopo(t)
+	wire := newWireCounter(t, tp.ext, "10.244.0.0/16", "192.0.2.11", egIP.String())
+	sink(t, tp.ext, extAddr+":9999")
+	d1, d2 := newDatapath(t, tp.node1, "192.0.2.11", -1), newDatapath(t, tp.node2, "192.0.2.12", -1)
+	apply(t, tp.node2, d2, desiredFor(true, 1))
+	apply(t, tp.node1, d1, desiredFor(false, 1))
+	const n = 20
+	sendUDP(t, tp.pod1a, "10.244.1.2:40000", extAddr+":9999", n) // through the tunnel: "no NAT" on node1
+	time.Sleep(100 * time.Millisecond)
+	if got := wire.seen(); got[egIP.String()] != n {
+		t.Fatalf("before the restart the server saw %v, want %d from %s", got, n, egIP)
+	}
+	restarted := newDatapath(t, tp.node1, "192.0.2.11", -1)
+	apply(t, tp.node1, restarted, Desired{NodeIPs: []netip.Addr{node1, node2}})
+	sendUDP(t, tp.pod1a, "10.244.1.2:40000", extAddr+":9999", n)
+	time.Sleep(100 * time.Millisecond)
+	if got := wire.seen(); got["10.244.0.0/16"] != 0 {
+		t.Errorf("after the restart the server saw %v: the Pod's flow left un-NATed", got)
+	}
+	if got := exitDropsIn(t, tp.node1, restarted)[ExitDropUnNATed]; got < n {
+		t.Errorf("%s drops = %d, want ≥ %d", ExitDropUnNATed, got, n)
+	}
+}
