@@ -37,9 +37,12 @@ func iperf(t *testing.T, n *nstest.NS, seconds int) float64 {
 }
 
 // TestThroughput measures Pod→external through a remote egress node
-// against node→external directly, in the same run. The target is a ratio
-// of at least 0.8; the test fails only below 0.5, as other work shares the
-// machine's two cores.
+// against node→external directly, in the same run. The target (a ratio
+// of at least 0.8) is the benchmark's (make bench BENCH_ONLY=throughput);
+// this test only catches a datapath that wrecks throughput (a ratio below
+// 0.25: an MTU or offload mistake costs far more). Under make test other
+// packages share the two cores, and the same commit measured 0.37 and 0.64
+// in back-to-back runs, so 0.5 failed healthy code.
 func TestThroughput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("throughput in -short mode")
@@ -72,8 +75,8 @@ func TestThroughput(t *testing.T) {
 	}
 	ratio := median(tunneled) / median(direct)
 	t.Logf("throughput ratio (pod via remote egress node / node direct): %.2f", ratio)
-	if ratio < 0.5 {
-		t.Errorf("ratio %.2f below 0.5", ratio)
+	if ratio < 0.25 {
+		t.Errorf("ratio %.2f below 0.25", ratio)
 	}
 }
 
