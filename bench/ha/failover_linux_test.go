@@ -64,20 +64,7 @@ func TestFailover(t *testing.T) {
 	// Immediate takeover: with the default restart grace a killed helper
 	// or a frozen Node moves nothing (TestRestart measures that).
 	c := startCluster(t, "--restart-grace=0")
-	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
-		t.Fatal(err)
-	}
-	var pods []*cluster.Pod
-	for _, n := range c.Nodes {
-		p, err := c.AddPod(ctx, n.Name, "prod", "web-"+n.Name, web)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pods = append(pods, p)
-	}
-	if _, err := c.SluiceClient().SluiceV1alpha1().Egresses().Create(ctx, pooledEgress(egressName, "prod"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	pods := webOnEveryNode(ctx, t, c)
 	var results []Trial
 	for round := range trials {
 		for _, k := range failureKinds(c) {

@@ -3,15 +3,14 @@ package habench
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sluicenet/sluice/integration/cluster"
@@ -39,6 +38,27 @@ func pooledEgress(name, ns string) *v1alpha1.Egress {
 		ExternalIPPool: poolName, AppliedTo: v1alpha1.AppliedTo{
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}},
 			PodSelector:       &metav1.LabelSelector{MatchLabels: web}}}}
+}
+
+// webOnEveryNode creates Namespace prod, a Pod labelled app=web on every
+// Node, and the pooled Egress egressName that selects them.
+func webOnEveryNode(ctx context.Context, t *testing.T, c *cluster.Cluster) []*cluster.Pod {
+	t.Helper()
+	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
+		t.Fatal(err)
+	}
+	var pods []*cluster.Pod
+	for _, n := range c.Nodes {
+		p, err := c.AddPod(ctx, n.Name, "prod", "web-"+n.Name, web)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods = append(pods, p)
+	}
+	if _, err := c.SluiceClient().SluiceV1alpha1().Egresses().Create(ctx, pooledEgress(egressName, "prod"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return pods
 }
 
 // startCluster brings up three Nodes with helpers (given extra
@@ -91,35 +111,14 @@ func inPool(a netip.Addr) bool {
 }
 
 // holders maps every pool address found on a Node's uplink to the sorted
-// names of the Nodes holding it, read with netlink inside each Node
-// namespace (cheaper than an `ip` exec per Node every 200 ms).
+// names of the Nodes holding it (Cluster.UplinkAddrs).
 func holders(c *cluster.Cluster) (map[netip.Addr][]string, error) {
-	out := map[netip.Addr][]string{}
-	for _, n := range c.Nodes {
-		err := n.NS.Do(func() error {
-			l, err := netlink.LinkByName("eth0")
-			if err != nil {
-				return err
-			}
-			addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-			if err != nil {
-				return err
-			}
-			for _, a := range addrs {
-				if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && inPool(ip) {
-					out[ip] = append(out[ip], n.Name)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("addresses on %s: %w", n.Name, err)
-		}
+	all, err := c.UplinkAddrs()
+	if err != nil {
+		return nil, err
 	}
-	for _, h := range out {
-		slices.Sort(h)
-	}
-	return out, nil
+	maps.DeleteFunc(all, func(ip netip.Addr, _ []string) bool { return !inPool(ip) })
+	return all, nil
 }
 
 // settle waits until the Egress is assigned, exactly one Node holds its

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/sluicenet/sluice/bench"
 	"github.com/sluicenet/sluice/integration/cluster"
 )
@@ -29,20 +27,7 @@ func TestPlannedMove(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	c := startCluster(t)
-	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
-		t.Fatal(err)
-	}
-	var pods []*cluster.Pod
-	for _, n := range c.Nodes {
-		p, err := c.AddPod(ctx, n.Name, "prod", "web-"+n.Name, web)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pods = append(pods, p)
-	}
-	if _, err := c.SluiceClient().SluiceV1alpha1().Egresses().Create(ctx, pooledEgress(egressName, "prod"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	pods := webOnEveryNode(ctx, t, c)
 	var gaps []float64
 	wrong, lost := 0, 0
 	for round := range trials {

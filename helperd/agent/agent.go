@@ -96,8 +96,8 @@ type Agent struct {
 	statusCh     chan Plan
 	conflicts    map[netip.Addr]conflict // IPs another host answers for
 	departed     map[string]*departure   // members in their restart grace
-	ipSeen       map[string]ipSeen       // Egress → its IP and since when (Snapshot.Settling)
-	handoffs     map[string]moveSeen     // Egress → its planned move and since when
+	ipSeen       map[string]seen         // Egress → its IP and since when (Snapshot.Settling)
+	handoffs     map[string]seen         // Egress → its planned move and since when
 	prevAlive    map[string]bool
 	started      time.Time
 	hadQuorum    bool // reconcile's goroutine only
@@ -533,8 +533,10 @@ func ownedIPs(plan Plan, self string) []netip.Addr {
 // whose IP is on no Node fails closed (see Snapshot.Settling).
 const settleFor = 5 * time.Second
 
-type ipSeen struct {
-	ip    string
+// seen is a value (an Egress's IP, a planned move "from>to") and since
+// when it has been so.
+type seen struct {
+	value string
 	since time.Time
 }
 
@@ -543,7 +545,7 @@ type ipSeen struct {
 // only.
 func (a *Agent) settling(egs []*v1alpha1.Egress, now time.Time) map[string]bool {
 	if a.ipSeen == nil {
-		a.ipSeen = map[string]ipSeen{}
+		a.ipSeen = map[string]seen{}
 	}
 	out := map[string]bool{}
 	live := map[string]bool{}
@@ -553,12 +555,12 @@ func (a *Agent) settling(egs []*v1alpha1.Egress, now time.Time) map[string]bool 
 			ip = eg.Status.EgressIP
 		}
 		live[eg.Name] = true
-		seen, ok := a.ipSeen[eg.Name]
-		if !ok || seen.ip != ip {
-			seen = ipSeen{ip: ip, since: now}
-			a.ipSeen[eg.Name] = seen
+		was, ok := a.ipSeen[eg.Name]
+		if !ok || was.value != ip {
+			was = seen{value: ip, since: now}
+			a.ipSeen[eg.Name] = was
 		}
-		if now.Sub(seen.since) < settleFor {
+		if now.Sub(was.since) < settleFor {
 			out[eg.Name] = true
 		}
 	}
@@ -568,12 +570,6 @@ func (a *Agent) settling(egs []*v1alpha1.Egress, now time.Time) map[string]bool 
 		}
 	}
 	return out
-}
-
-// moveSeen is a planned move ("from>to") and when it began.
-type moveSeen struct {
-	move  string
-	since time.Time
 }
 
 // handoffExpired are the Egresses whose planned move began HandoffMax ago
@@ -592,7 +588,7 @@ func (a *Agent) handoffExpired(now time.Time) map[string]bool {
 // reconcile when a new one will expire. Reconcile's goroutine only.
 func (a *Agent) noteHandoffs(plan Plan, now time.Time) {
 	if a.handoffs == nil {
-		a.handoffs = map[string]moveSeen{}
+		a.handoffs = map[string]seen{}
 	}
 	due := map[string]bool{}
 	for _, ep := range plan.Egresses {
@@ -600,10 +596,10 @@ func (a *Agent) noteHandoffs(plan Plan, now time.Time) {
 			continue
 		}
 		due[ep.Name] = true
-		if h, ok := a.handoffs[ep.Name]; ok && h.move == ep.moving {
+		if h, ok := a.handoffs[ep.Name]; ok && h.value == ep.moving {
 			continue
 		}
-		a.handoffs[ep.Name] = moveSeen{move: ep.moving, since: now}
+		a.handoffs[ep.Name] = seen{value: ep.moving, since: now}
 		a.Log.Info("planned move: the new holder takes the egress IP before the old one lets go",
 			"egress", ep.Name, "ip", ep.IP, "move", ep.moving)
 		time.AfterFunc(HandoffMax, a.Poke)

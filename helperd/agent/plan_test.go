@@ -368,7 +368,7 @@ func TestPlannedMoveMakesBeforeBreaks(t *testing.T) {
 			t.Errorf("%s during the handoff: %+v, want %+v", self, got, want)
 		}
 	}
-	// The old holder writes nothing while it hands over.
+	// The agent times the handoff by the move, on every Node.
 	if p := Compute(cordoned("node-a", e)); p.Egresses[0].moving != "node-a>node-b" {
 		t.Errorf("moving = %q", p.Egresses[0].moving)
 	}

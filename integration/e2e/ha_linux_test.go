@@ -54,17 +54,11 @@ func assigned(t *testing.T, c *cluster.Cluster, name string) (netip.Addr, string
 // holders lists the Nodes that have ip on their uplink.
 func holders(t *testing.T, c *cluster.Cluster, ip netip.Addr) []string {
 	t.Helper()
-	var out []string
-	for _, n := range c.Nodes {
-		addrs, err := n.Exec(context.Background(), "ip", "-4", "-o", "addr", "show", "dev", "eth0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(addrs, " "+ip.String()+"/") {
-			out = append(out, n.Name)
-		}
+	all, err := c.UplinkAddrs()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return all[ip]
 }
 
 // fenceBound is README's bound from a helper's death to its Node no longer

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sluicenet/sluice/integration/cluster"
@@ -37,6 +36,37 @@ func watchedEgress(t *testing.T) (*cluster.Cluster, netip.Addr, []*cluster.Pod, 
 	}
 	t.Cleanup(wire.Close)
 	return c, ip, pods, wire
+}
+
+// watchedPool creates Namespace prod, a one-IP pool of ip for the Nodes
+// matching sel, a selected Pod on every Node and a pooled Egress for
+// them, waits until every Pod leaves with ip, and has the external server
+// count every packet from any other source. It returns the IP, its
+// holder, the Pods and the counters.
+func watchedPool(t *testing.T, c *cluster.Cluster, ip string, sel map[string]string) (netip.Addr, string, []*cluster.Pod, *cluster.Wire) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("wire-pool", ip, ip, sel), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var pods []*cluster.Pod
+	for _, n := range c.Nodes {
+		pods = append(pods, mustPod(t, c, n.Name, "prod", "web-"+n.Name, map[string]string{"app": "web"}))
+	}
+	createEgress(t, c, pooledEgress("egress-wire", "wire-pool", "prod"))
+	got, holder := assigned(t, c, "egress-wire")
+	for _, p := range pods {
+		expectSource(t, c, p, got, converge)
+	}
+	wire, err := c.Ext[0].WatchWire(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(wire.Close)
+	return got, holder, pods, wire
 }
 
 // Another agent inserts a MASQUERADE at position 1 of nat POSTROUTING on
@@ -108,26 +138,7 @@ func TestForeignMasqueradeFirst(t *testing.T) {
 func TestFailoverOnTheWire(t *testing.T) {
 	ctx := context.Background()
 	c := sluiceCluster(t, 3, 1)
-	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("wire-pool", "192.0.2.210", "192.0.2.210", nil), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var pods []*cluster.Pod
-	for _, n := range c.Nodes {
-		pods = append(pods, mustPod(t, c, n.Name, "prod", "web-"+n.Name, map[string]string{"app": "web"}))
-	}
-	createEgress(t, c, pooledEgress("egress-wire", "wire-pool", "prod"))
-	ip, holder := assigned(t, c, "egress-wire")
-	for _, p := range pods {
-		expectSource(t, c, p, ip, converge)
-	}
-	wire, err := c.Ext[0].WatchWire(ip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wire.Close()
+	ip, holder, pods, wire := watchedPool(t, c, "192.0.2.210", nil)
 
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -266,27 +277,7 @@ func TestPlannedMovesMakeBeforeBreak(t *testing.T) {
 	for _, n := range c.Nodes {
 		setLabel(n.Name, "yes")
 	}
-	if err := c.CreateNamespace(ctx, "prod", nil); err != nil {
-		t.Fatal(err)
-	}
-	sel := map[string]string{"egress": "yes"}
-	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("plan-pool", "192.0.2.212", "192.0.2.212", sel), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var pods []*cluster.Pod
-	for _, n := range c.Nodes {
-		pods = append(pods, mustPod(t, c, n.Name, "prod", "web-"+n.Name, map[string]string{"app": "web"}))
-	}
-	createEgress(t, c, pooledEgress("egress-plan", "plan-pool", "prod"))
-	ip, holder := assigned(t, c, "egress-plan")
-	for _, p := range pods {
-		expectSource(t, c, p, ip, converge)
-	}
-	wire, err := c.Ext[0].WatchWire(ip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wire.Close()
+	ip, holder, pods, wire := watchedPool(t, c, "192.0.2.212", map[string]string{"egress": "yes"})
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var flows []<-chan cluster.FlowStats
@@ -303,7 +294,7 @@ func TestPlannedMovesMakeBeforeBreak(t *testing.T) {
 		start := time.Now()
 		var bare []time.Duration // when no Node held ip
 		for time.Since(start) < failoverBudget {
-			h := heldBy(t, c, ip)
+			h := holders(t, c, ip)
 			if len(h) == 0 {
 				bare = append(bare, time.Since(start))
 			}
@@ -316,7 +307,7 @@ func TestPlannedMovesMakeBeforeBreak(t *testing.T) {
 			}
 			time.Sleep(3 * time.Millisecond)
 		}
-		t.Fatalf("%s: %s still held by %v", what, ip, heldBy(t, c, ip))
+		t.Fatalf("%s: %s still held by %v", what, ip, holders(t, c, ip))
 		return ""
 	}
 	next := move("cordon "+holder, holder, func() {
@@ -344,33 +335,4 @@ func TestPlannedMovesMakeBeforeBreak(t *testing.T) {
 	if _, n, err := wire.Wrong(); err != nil || n > 0 {
 		t.Errorf("the external server saw %v (%v)", wire, err)
 	}
-}
-
-// heldBy lists the Nodes whose uplink has ip, read with netlink in each
-// Node's namespace (fast enough to sample a move).
-func heldBy(t *testing.T, c *cluster.Cluster, ip netip.Addr) []string {
-	t.Helper()
-	var out []string
-	for _, n := range c.Nodes {
-		err := n.NS.Do(func() error {
-			l, err := netlink.LinkByName("eth0")
-			if err != nil {
-				return err
-			}
-			addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-			if err != nil {
-				return err
-			}
-			for _, a := range addrs {
-				if got, ok := netip.AddrFromSlice(a.IP.To4()); ok && got == ip {
-					out = append(out, n.Name)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("addresses on %s: %v", n.Name, err)
-		}
-	}
-	return out
 }

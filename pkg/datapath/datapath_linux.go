@@ -159,13 +159,13 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 	add(d.syncIPTables(chains, same))
 	guard := BuildExitGuard(d.cfg, want)
 	if !d.seeded {
-		// A restarted helper: the Pods the previous one had selected
-		// linger too, if this first plan leaves any of them out.
+		// The first Apply of this process (a restarted helper): the Pods
+		// the previous one had selected linger too, if this first plan
+		// leaves any of them out.
 		d.seeded = true
-		if sel, err := kernelSelected(); err != nil {
+		var err error
+		if d.selected, err = kernelSelected(); err != nil {
 			d.log.Warn("read the exit guard's selected Pods", "err", err)
-		} else if d.selected == nil {
-			d.selected = sel
 		}
 	}
 	d.linger(&guard, now)
