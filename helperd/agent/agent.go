@@ -94,10 +94,11 @@ type Agent struct {
 	// announcedAll is when every held IP was last announced.
 	announcedAll time.Time
 	statusCh     chan Plan
-	conflicts    map[netip.Addr]conflict // IPs another host answers for
-	departed     map[string]*departure   // members in their restart grace
-	ipSeen       map[string]seen         // Egress → its IP and since when (Snapshot.Settling)
-	handoffs     map[string]seen         // Egress → its planned move and since when
+	conflicts    map[netip.Addr]conflict  // IPs another host answers for
+	departed     map[string]*departure    // members in their restart grace
+	unanswered   map[netip.Addr]time.Time // IPs a departure probe found nobody answering for, and when
+	ipSeen       map[string]seen          // Egress → its IP and since when (Snapshot.Settling)
+	handoffs     map[string]seen          // Egress → its planned move and since when
 	prevAlive    map[string]bool
 	started      time.Time
 	hadQuorum    bool // reconcile's goroutine only
@@ -121,6 +122,7 @@ func (a *Agent) initState() {
 	a.held = map[netip.Addr]bool{}
 	a.conflicts = map[netip.Addr]conflict{}
 	a.departed = map[string]*departure{}
+	a.unanswered = map[netip.Addr]time.Time{}
 	a.started = time.Now()
 	a.statusCh = make(chan Plan, 1)
 	if a.Resync == 0 {
@@ -413,6 +415,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	snap := a.Cache.Snapshot(a.Self, append(atts, pending...))
 	snap.Alive = a.alive()
 	a.noteDepartures(ctx, snap.Alive)
+	departuresAt := time.Now()
 	snap.Graced, snap.Keep = a.graced(), a.keptAtStart()
 	snap.Settling = a.settling(snap.Egresses, time.Now())
 	if h, ok := a.Members.(interface{ Health() int }); ok {
@@ -430,20 +433,34 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		snap.Conflicts = found
 		plan = Compute(snap)
 	}
+	probedAt := time.Now()
 	a.noteHandoffs(plan, time.Now())
 	a.hadQuorum = a.hadQuorum || plan.Quorum.OK
 	a.mu.Lock()
 	last := a.last
 	a.mu.Unlock()
-	a.sendHints(ctx, last, plan)
-
+	// Hints go out while the datapath is programmed, not before: after a
+	// failover every moved Egress's Pods are hinted to their new holder,
+	// whose helper answers while it is itself taking over, and a third
+	// Node's tunnel to the new holder waited for those answers (100–300 ms
+	// of a failover). The reconcile still ends only once both are done,
+	// so a new Pod's ADD is acknowledged after its hint has arrived.
+	hinted := make(chan struct{})
+	go func() {
+		defer close(hinted)
+		a.sendHints(ctx, last, plan)
+	}()
 	err := a.Datapath.Apply(ctx, plan.Desired)
 	if err != nil {
 		a.Log.Warn("apply datapath", "err", err)
 	}
 	a.Metrics.observeReconcile(start, err)
 	a.Metrics.setQuorum(plan.Quorum)
+	appliedAt := time.Now()
 	a.announce(ctx, ownedIPs(plan, a.Self), membersChanged)
+	<-hinted
+	a.Log.Debug("reconciled", "departures", departuresAt.Sub(start), "plan+probe", probedAt.Sub(departuresAt),
+		"apply", appliedAt.Sub(probedAt), "announce+hints", time.Since(appliedAt), "alive", len(snap.Alive), "held", len(plan.Desired.HeldIPs))
 
 	a.mu.Lock()
 	a.last = plan
@@ -456,20 +473,29 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	return err
 }
 
+// probeCovers is how long a departure probe that found nobody answering
+// for an IP stands in for the probe before holding it: the departure
+// probe asked the same question of every host, the departed Node
+// included, in the same reconcile, so a failover pays for one probe, not
+// two.
+const probeCovers = 500 * time.Millisecond
+
 // probe checks the pool IPs the plan makes this Node hold that it did not
-// hold before, and returns every live conflict when it found a new one
-// (nil otherwise). A probe that fails is logged and the IPs are held: a
+// hold before (and that no departure probe just found unanswered), and
+// returns every live conflict when it found a new one (nil otherwise). A probe that fails is logged and the IPs are held: a
 // broken probe must not stop a failover.
 func (a *Agent) probe(ctx context.Context, plan Plan) map[netip.Addr]string {
 	if a.Probe == nil {
 		return nil
 	}
 	var fresh []netip.Addr
+	a.mu.Lock()
 	for _, ip := range plan.Desired.HeldIPs {
-		if !a.held[ip] {
+		if !a.held[ip] && time.Since(a.unanswered[ip]) > probeCovers {
 			fresh = append(fresh, ip)
 		}
 	}
+	a.mu.Unlock()
 	if len(fresh) == 0 {
 		return nil
 	}

@@ -114,6 +114,19 @@ func (a *Agent) probeDeparted(ctx context.Context, name string) bool {
 	answered := err == nil && slices.ContainsFunc(ips, func(ip netip.Addr) bool { return found[ip] == mac })
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err == nil {
+		now := time.Now()
+		for ip, at := range a.unanswered {
+			if now.Sub(at) > probeCovers {
+				delete(a.unanswered, ip)
+			}
+		}
+		for _, ip := range ips {
+			if found[ip] == "" {
+				a.unanswered[ip] = now
+			}
+		}
+	}
 	cur := a.departed[name]
 	if cur == nil || cur.answered == answered && cur.probed {
 		return false

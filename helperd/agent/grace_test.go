@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/gossip"
 )
 
@@ -99,5 +100,40 @@ func TestKeptAtStart(t *testing.T) {
 	a.hadQuorum = true
 	if a.keptAtStart() != nil {
 		t.Fatal("kept after quorum")
+	}
+}
+
+// A departure probe that found nobody answering for an IP stands in for
+// the probe before holding it, for probeCovers; an IP some host answered
+// for, or one probed longer ago, is probed again before it is held.
+func TestDepartureProbeCoversTheHoldProbe(t *testing.T) {
+	quiet, loud := netip.MustParseAddr("192.0.2.210"), netip.MustParseAddr("192.0.2.211")
+	var probed []netip.Addr
+	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
+		Members: staticMembers{{Name: "node-a", MAC: "02:00:00:00:00:0a"}, {Name: "node-b", MAC: "02:00:00:00:00:0b", State: gossip.StateDead}},
+		KernelProbe: func(_ context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
+			return map[netip.Addr]string{loud: "02:00:00:00:00:99"}, nil
+		},
+		Probe: func(_ context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
+			probed = append(probed, ips...)
+			return nil, nil
+		}}
+	a.init()
+	a.last = Plan{Egresses: []EgressPlan{{Name: "q", IP: quiet, Owner: "node-b"}, {Name: "l", IP: loud, Owner: "node-b"}}}
+	ctx := context.Background()
+	a.noteDepartures(ctx, []string{"node-a", "node-b"})
+	a.noteDepartures(ctx, []string{"node-a"})
+	take := Plan{Desired: datapath.Desired{HeldIPs: []netip.Addr{quiet, loud}}}
+	a.probe(ctx, take)
+	if !slices.Equal(probed, []netip.Addr{loud}) {
+		t.Fatalf("probed %v before holding, want only %v (another host answered for it)", probed, loud)
+	}
+	probed = nil
+	a.mu.Lock()
+	a.unanswered[quiet] = time.Now().Add(-probeCovers - time.Millisecond)
+	a.mu.Unlock()
+	a.probe(ctx, take)
+	if !slices.Equal(probed, []netip.Addr{quiet, loud}) {
+		t.Fatalf("probed %v once the departure probe was old, want both", probed)
 	}
 }

@@ -1,20 +1,40 @@
 package datapath
 
 import (
+	"errors"
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 )
 
 // fakeIPT is an iptables backend over canned iptables-save output that
-// records every restore script.
+// records every save and restore script; a restore of more than one table
+// fails when failCombined is set.
 type fakeIPT struct {
-	tables   map[string]string
-	restores []string
+	tables       map[string]string
+	saves        []string
+	restores     []string
+	failCombined bool
 }
 
-func (f *fakeIPT) Save(table string) ([]byte, error) { return []byte(f.tables[table]), nil }
-func (f *fakeIPT) Restore(table string, s []byte) error {
+func (f *fakeIPT) Save(table string) ([]byte, error) {
+	f.saves = append(f.saves, table)
+	if table != "" {
+		return []byte(f.tables[table]), nil
+	}
+	var all string
+	for _, name := range tables {
+		all += f.tables[name]
+	}
+	return []byte(all), nil
+}
+
+func (f *fakeIPT) Restore(tables string, s []byte) error {
 	f.restores = append(f.restores, string(s))
+	if f.failCombined && strings.Contains(tables, ",") {
+		return errors.New("combined restore refused")
+	}
 	return nil
 }
 
@@ -127,6 +147,108 @@ func TestSyncIPTables(t *testing.T) {
 	}
 }
 
+// An Egress moving to this Node changes mangle, nat and filter together:
+// one iptables-save reads them, one restore adds the new rules next to the
+// old in every table, and a second restore removes the old ones, with
+// nothing read back between the passes.
+func TestSyncIPTablesMoveInThreeProcesses(t *testing.T) {
+	c := testConfig()
+	before, after := BuildChains(c, twoEgresses()), BuildChains(c, moved(twoEgresses()))
+	tables := map[string]string{}
+	for table, jumps := range map[string][]string{"mangle": {"PREROUTING", "FORWARD"}, "nat": {"POSTROUTING"}, "filter": {"INPUT", "FORWARD"}} {
+		chains := map[string][]string{}
+		for k, v := range before[table] {
+			chains[k] = v
+		}
+		for _, j := range Jumps {
+			switch {
+			case j.Table != table:
+			case j.Last:
+				chains[j.From] = append(chains[j.From], "-j "+j.To)
+			default:
+				chains[j.From] = append([]string{"-j " + j.To}, chains[j.From]...)
+			}
+		}
+		tables[table] = saveOf(table, jumps, chains)
+	}
+	for _, tc := range []struct {
+		name         string
+		failCombined bool
+		saves        []string
+		restores     int
+	}{
+		{"combined", false, []string{""}, 2},
+		{"combined refused: each table on its own", true, []string{"", "mangle", "nat", "filter"}, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeIPT{tables: tables, failCombined: tc.failCombined}
+			d := &Datapath{cfg: c, ipt: f, log: slog.New(slog.DiscardHandler)}
+			if err := d.syncIPTables(after, before); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(f.saves, tc.saves) || len(f.restores) != tc.restores {
+				t.Fatalf("saves %q, %d restores, want %q and %d:\n%s", f.saves, len(f.restores), tc.saves, tc.restores, strings.Join(f.restores, "---\n"))
+			}
+			if tc.failCombined {
+				return
+			}
+			first, second := f.restores[0], f.restores[1]
+			// Only mangle loses a rule (staging's mark), so only it is in the
+			// second pass.
+			if !strings.Contains(first, "*mangle\n") || !strings.Contains(first, "*nat\n") || !strings.Contains(first, "*filter\n") ||
+				!strings.HasPrefix(second, "*mangle\n") || strings.Count(second, "COMMIT") != 1 || strings.Contains(second, "sluice:ip=203.0.113.20") {
+				t.Fatalf("the first pass should write all three tables, the second mangle alone without staging's mark:\n%s---\n%s", first, second)
+			}
+			// The first pass keeps every old rule of a chain it rewrites and adds
+			// every new one.
+			for _, table := range []string{"mangle", "nat"} {
+				for chain, rules := range after[table] {
+					if slices.Equal(rules, before[table][chain]) {
+						continue // not rewritten
+					}
+					for _, r := range append(slices.Clone(before[table][chain]), rules...) {
+						if !strings.Contains(first, "-A "+chain+" "+r+"\n") {
+							t.Errorf("first pass lacks %s %s", chain, r)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// afterScript is what the kernel holds once the script is restored: after
+// it, iptablesScript has nothing left to write, whatever the table held.
+func TestAfterScriptLeavesNothingToWrite(t *testing.T) {
+	c := testConfig()
+	want := BuildChains(c, twoEgresses())
+	for name, save := range map[string]string{
+		"empty":  "",
+		"fresh":  "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A FORWARD -s 192.0.2.99 -j DROP\nCOMMIT\n",
+		"pushed": "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A INPUT -j ACCEPT\n-A INPUT -j SLUICE-GUARD\n-A FORWARD -j SLUICE-FWD-ACCEPT\n-A FORWARD -j SLUICE-GUARD\n-A FORWARD -j SLUICE-FWD-ACCEPT\nCOMMIT\n",
+		"nat":    "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\n-A POSTROUTING -j SLUICE-POSTROUTING\nCOMMIT\n",
+	} {
+		all := parseIPTablesSaveAll([]byte(save))
+		for _, table := range tables {
+			have := all[table]
+			if have == nil {
+				have = tableRules{}
+			}
+			if script := iptablesScript(afterScript(have, table, want[table]), table, want[table]); script != nil {
+				t.Errorf("%s, table %s: after the script, still to write:\n%s", name, table, script)
+			}
+		}
+	}
+	all := parseIPTablesSaveAll([]byte("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n"))
+	if len(all) != 2 || !slices.Equal(all["nat"]["POSTROUTING"], []string{"-j MASQUERADE"}) || all["mangle"]["PREROUTING"] == nil && len(all["mangle"]) != 1 {
+		t.Errorf("parsed %v", all)
+	}
+	got := afterScript(all["nat"], "nat", want["nat"])["POSTROUTING"]
+	if !slices.Equal(got, []string{"-j " + ChainPostrouting, "-j MASQUERADE"}) {
+		t.Errorf("POSTROUTING after the script: %q, want the jump first", got)
+	}
+}
+
 func TestRemoveIPTables(t *testing.T) {
 	f := &fakeIPT{tables: map[string]string{
 		"nat": "*nat\n:POSTROUTING ACCEPT [0:0]\n:SLUICE-POSTROUTING - [0:0]\n:KUBE-X - [0:0]\n" +
@@ -207,4 +329,12 @@ func FuzzParseIPSetSave(f *testing.F) {
 			}
 		}
 	})
+}
+
+// moved is d with "staging" failed over to this Node: its mark rule leaves
+// mangle and its SNAT joins nat.
+func moved(d Desired) Desired {
+	d.Egresses[0].OwnerNodeIP, d.Egresses[0].Local = n1, true
+	d.HeldIPs = append(d.HeldIPs, d.Egresses[0].EgressIP)
+	return d
 }

@@ -13,13 +13,14 @@ import (
 	"github.com/sluicenet/sluice/pkg/iptbackend"
 )
 
-// iptablesRunner is the iptables backend: one iptables-save per table to
-// read, one iptables-restore --noflush per table to write, so a table's
-// Sluice chains change atomically and a reconcile runs a constant number of
-// processes however many Egresses exist.
+// iptablesRunner is the iptables backend: iptables-save to read (one
+// table, or every table when table is ""), iptables-restore --noflush to
+// write a script of one or more tables (named in errors by tables), so a
+// table's Sluice chains change atomically and a reconcile runs a constant
+// number of processes however many Egresses exist.
 type iptablesRunner interface {
 	Save(table string) ([]byte, error)
-	Restore(table string, script []byte) error
+	Restore(tables string, script []byte) error
 }
 
 // execIPTables runs the iptables binaries of the backend the Node already
@@ -50,20 +51,24 @@ func newExecIPTables(b iptbackend.Backend) (*execIPTables, error) {
 
 func (e *execIPTables) Save(table string) ([]byte, error) {
 	var stderr bytes.Buffer
-	cmd := exec.Command(e.save, "-t", table)
+	var args []string
+	if table != "" {
+		args = []string{"-t", table}
+	}
+	cmd := exec.Command(e.save, args...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("%s -t %s: %w: %s", e.save, table, err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, fmt.Errorf("%s %s: %w: %s", e.save, strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return out, nil
 }
 
-func (e *execIPTables) Restore(table string, script []byte) error {
+func (e *execIPTables) Restore(tables string, script []byte) error {
 	cmd := exec.Command(e.restore, "--noflush", "-w", "5")
 	cmd.Stdin = bytes.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s table %s: %w: %s", e.restore, table, err, bytes.TrimSpace(out))
+		return fmt.Errorf("%s table %s: %w: %s", e.restore, tables, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
@@ -88,6 +93,26 @@ func parseIPTablesSave(out []byte) tableRules {
 		}
 	}
 	return t
+}
+
+// parseIPTablesSaveAll splits the output of an iptables-save of every
+// table ("*<table>" ... "COMMIT" blocks) into its tables.
+func parseIPTablesSaveAll(out []byte) map[string]tableRules {
+	all := map[string]tableRules{}
+	var table string
+	var block []string
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, "*"):
+			table, block = line[1:], nil
+		case line == "COMMIT" && table != "":
+			all[table] = parseIPTablesSave([]byte(strings.Join(block, "\n")))
+			table = ""
+		case table != "":
+			block = append(block, line)
+		}
+	}
+	return all
 }
 
 func (d *Datapath) readTable(table string) (tableRules, error) {
@@ -168,55 +193,140 @@ func sortedChainNames(m map[string][]string) []string {
 // SNATed here, and leaves with the Node IP. So when both tables change, a
 // first pass adds the new rules next to the old ones in both, and only the
 // second pass removes the old ones: add before delete, across tables.
+//
+// A failover changes two or three tables, and each iptables process costs
+// 10–15 ms on a busy Node, so the tables are read with one iptables-save and
+// each pass is one iptables-restore of every table it changes: three
+// processes, where one save and restore per table and pass, with a read
+// back between the passes, took eight (about 100 ms of a failover). What a
+// pass leaves is computed (afterScript), not read back. If a combined
+// restore fails, each table is read and written on its own, so one table
+// that cannot be written does not hold back the others.
 func (d *Datapath) syncIPTables(want, installed Chains) error {
-	var errs []error
-	haves := map[string]tableRules{}
+	var stale []string
 	for _, table := range tables {
-		if installed != nil && chainsEqual(installed[table], want[table]) {
-			continue
+		if installed == nil || !chainsEqual(installed[table], want[table]) {
+			stale = append(stale, table)
 		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	haves, err := d.readTables(stale)
+	if err != nil {
+		return err
+	}
+	var changed []string
+	for _, table := range stale {
+		if iptablesScript(haves[table], table, want[table]) != nil {
+			changed = append(changed, table)
+		}
+	}
+	if len(changed) > 1 {
+		union := Chains{}
+		for _, table := range changed {
+			union[table] = unionChains(haves[table], want[table])
+		}
+		if err := d.restoreTables(changed, haves, union); err != nil {
+			return d.syncEachTable(changed, want, err)
+		}
+	}
+	if err := d.restoreTables(changed, haves, want); err != nil {
+		return d.syncEachTable(changed, want, err)
+	}
+	return nil
+}
+
+// readTables reads the named tables, with one iptables-save for all of them
+// when there are several. A table the kernel does not have yet is empty.
+func (d *Datapath) readTables(names []string) (map[string]tableRules, error) {
+	if len(names) == 1 {
+		have, err := d.readTable(names[0])
+		return map[string]tableRules{names[0]: have}, err
+	}
+	out, err := d.ipt.Save("")
+	if err != nil {
+		return nil, err
+	}
+	all := parseIPTablesSaveAll(out)
+	haves := make(map[string]tableRules, len(names))
+	for _, table := range names {
+		if haves[table] = all[table]; haves[table] == nil {
+			haves[table] = tableRules{}
+		}
+	}
+	return haves, nil
+}
+
+// restoreTables writes, in one iptables-restore, what takes each of the
+// named tables from haves to want, and records in haves what the tables
+// then hold.
+func (d *Datapath) restoreTables(names []string, haves map[string]tableRules, want Chains) error {
+	var script []byte
+	for _, table := range names {
+		script = append(script, iptablesScript(haves[table], table, want[table])...)
+	}
+	if script == nil {
+		return nil
+	}
+	d.writes++
+	if err := d.ipt.Restore(strings.Join(names, ","), script); err != nil {
+		return err
+	}
+	for _, table := range names {
+		haves[table] = afterScript(haves[table], table, want[table])
+	}
+	return nil
+}
+
+// syncEachTable is syncIPTables' way out when a combined restore failed
+// (cause): every table read and written on its own.
+func (d *Datapath) syncEachTable(names []string, want Chains, cause error) error {
+	d.log.Warn("combined iptables-restore failed; writing each table on its own", "tables", names, "err", cause)
+	var errs []error
+	for _, table := range names {
 		have, err := d.readTable(table)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if iptablesScript(have, table, want[table]) != nil {
-			haves[table] = have
-		}
-	}
-	if len(haves) > 1 {
-		for _, table := range tables {
-			union := unionChains(haves[table], want[table])
-			if script := iptablesScript(haves[table], table, union); script != nil {
-				d.writes++
-				if err := d.ipt.Restore(table, script); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			have, err := d.readTable(table)
-			if err != nil {
+		if script := iptablesScript(have, table, want[table]); script != nil {
+			d.writes++
+			if err := d.ipt.Restore(table, script); err != nil {
 				errs = append(errs, err)
-				delete(haves, table)
-				continue
 			}
-			haves[table] = have
-		}
-	}
-	for _, table := range tables {
-		have, ok := haves[table]
-		if !ok {
-			continue
-		}
-		script := iptablesScript(have, table, want[table])
-		if script == nil {
-			continue
-		}
-		d.writes++
-		if err := d.ipt.Restore(table, script); err != nil {
-			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// afterScript is what table holds once iptablesScript(have, table, want)
+// is restored: the Sluice chains of want as they are, and each jump once,
+// first or (Jump.Last) where it was or appended.
+func afterScript(have tableRules, table string, want map[string][]string) tableRules {
+	out := make(tableRules, len(have)+len(want))
+	for chain, rules := range have {
+		out[chain] = slices.Clone(rules)
+	}
+	for chain, rules := range want {
+		out[chain] = slices.Clone(rules)
+	}
+	for _, j := range Jumps {
+		if j.Table != table {
+			continue
+		}
+		from, jump := have[j.From], "-j "+j.To
+		if n := count(from, jump); n == 1 && (j.Last || from[0] == jump) {
+			continue
+		}
+		rules := slices.DeleteFunc(out[j.From], func(r string) bool { return r == jump })
+		if j.Last {
+			out[j.From] = append(rules, jump)
+		} else {
+			out[j.From] = append([]string{jump}, rules...)
+		}
+	}
+	return out
 }
 
 // unionChains is want with, in each chain, the rules have has and want
