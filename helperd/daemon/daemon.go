@@ -177,6 +177,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if _, err := agent.RefreshAddrs(cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev); err != nil {
 		return err
 	}
+	// The kernel's Pods first, so that the agent's first plan has them all.
+	found, err := a.Registry.StartFromKernel(ctx)
+	if err != nil {
+		log.Warn("registry start", "err", err)
+	}
 	run("agent", func() error { return a.Run(ctx) })
 	go func() {
 		// Without a change source the periodic resync still repairs the
@@ -188,7 +193,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	run("addresses", func() error {
 		return agent.WatchAddrs(ctx, cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev, a.Poke)
 	})
-	if err := a.Registry.Start(ctx, cfg.SpoolDir); err != nil {
+	if err := a.Registry.FinishStart(ctx, cfg.SpoolDir, found); err != nil {
 		log.Warn("registry start", "err", err)
 	}
 	go a.Registry.WatchSpool(ctx, cfg.SpoolDir, spoolWatchEvery)

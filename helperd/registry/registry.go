@@ -250,14 +250,28 @@ func (r *Registry) WatchSpool(ctx context.Context, dir string, interval time.Dur
 	}
 }
 
-// Restore records attachments found in the kernel (the tag scan).
-func (r *Registry) Restore(ctx context.Context, found []Attachment) error {
+// Restore records attachments found in the kernel (the tag scan) all at
+// once, without OnAdd: the kernel already holds their state, and a
+// starting helper's first plan must see every one of them. (Through OnAdd
+// each waited for a reconcile of its own, so the first plans saw them one
+// by one; a Pod whose object still named a recreated sandbox's old IP was
+// left out of them, and its flow dropped for about 1.5 s.) An invalid one
+// is skipped and reported.
+func (r *Registry) Restore(_ context.Context, found []Attachment) error {
 	var errs []error
+	var evs []Event
+	r.mu.Lock()
 	for _, a := range found {
-		if err := r.Add(ctx, a); err != nil {
-			errs = append(errs, err)
+		if err := a.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("invalid attachment: %w", err))
+			continue
 		}
+		r.byKey[a.Key] = a
+		evs = append(evs, Event{Type: Added, Attachment: a})
 	}
+	r.mu.Unlock()
+	r.opts.Log.Info("attachments restored", "count", len(evs))
+	r.notify(evs)
 	return errors.Join(errs...)
 }
 

@@ -184,3 +184,27 @@ func TestWatchSpoolAppliesLateDel(t *testing.T) {
 		}
 	}
 }
+
+// The kernel's attachments are recorded at once, without OnAdd (each used
+// to wait for a reconcile of its own, so a starting helper's first plans
+// saw them one by one); an invalid one is skipped and reported.
+func TestRestoreRecordsAllAtOnce(t *testing.T) {
+	ctx := context.Background()
+	r := New(Options{Log: quiet(), OnAdd: func(context.Context, Attachment) error {
+		t.Error("OnAdd ran for a restored attachment")
+		return nil
+	}})
+	var added int
+	r.Subscribe(func(e Event) {
+		if e.Type == Added {
+			added++
+		}
+	})
+	err := r.Restore(ctx, []Attachment{att("c1", "10.244.0.2"), att("c2", "10.244.0.3"), {Key: Key{IfName: "eth0"}}})
+	if err == nil {
+		t.Error("an attachment without a container ID was restored without an error")
+	}
+	if got := r.List(ctx); len(got) != 2 || added != 2 {
+		t.Fatalf("restored %d attachments (%d events), want 2", len(got), added)
+	}
+}

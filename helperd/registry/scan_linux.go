@@ -83,14 +83,30 @@ func netnsPaths(dirs ...string) map[int]string {
 // drops what the spool added but the kernel no longer has: the plugin tags
 // the veth before it reports, so an untagged spooled ADD is a Pod whose
 // veth is gone without a DEL reaching us.
+//
+// The helper runs it in two steps, StartFromKernel before its agent's first
+// reconcile (so the first plan has every Pod of this Node) and
+// FinishStart once the agent runs (a spooled ADD waits for a reconcile).
 func (r *Registry) Start(ctx context.Context, spoolDir string) error {
+	found, err := r.StartFromKernel(ctx)
+	return errors.Join(err, r.FinishStart(ctx, spoolDir, found))
+}
+
+// StartFromKernel records the kernel's tagged attachments and returns them
+// for FinishStart.
+func (r *Registry) StartFromKernel(ctx context.Context) ([]Attachment, error) {
 	found, serr := ScanTagged()
-	rerr := r.Restore(ctx, found)
+	return found, errors.Join(serr, r.Restore(ctx, found))
+}
+
+// FinishStart replays the spool, then drops what it added that is not
+// among found (the kernel's tagged attachments).
+func (r *Registry) FinishStart(ctx context.Context, spoolDir string, found []Attachment) error {
 	n, perr := r.ReplaySpool(ctx, spoolDir)
 	stale := untagged(r.List(ctx), found)
 	for _, k := range stale {
 		_ = r.Del(ctx, k)
 	}
 	r.opts.Log.Info("registry started", "tagged", len(found), "replayed", n, "stale", len(stale))
-	return errors.Join(serr, rerr, perr)
+	return perr
 }
