@@ -31,7 +31,14 @@ type wireRig struct {
 	wire  *cluster.Wire
 	pods  []*cluster.Pod
 	round int
-	stop  func() // ends the flows startFlows began
+	stop  func() flowGaps // ends the flows startFlows began
+}
+
+// flowGaps is what the flows of one transition went through: the longest
+// time without an answer and how many had to reconnect.
+type flowGaps struct {
+	longest    time.Duration
+	reconnects int
 }
 
 // startFlows starts a long-lived flow from every Pod.
@@ -41,20 +48,26 @@ func (r *wireRig) startFlows() {
 	for _, p := range r.pods {
 		flows = append(flows, r.c.Ext[0].KeepFlowing(fctx, p, netip.Addr{}))
 	}
-	r.stop = func() {
+	r.stop = func() flowGaps {
 		cancel()
+		var g flowGaps
 		for _, ch := range flows {
-			<-ch
+			st := <-ch
+			g.longest = max(g.longest, st.MaxGap)
+			g.reconnects += max(st.Connections-1, 0)
 		}
+		return g
 	}
 }
 
-// stopFlows ends the flows and waits for them.
-func (r *wireRig) stopFlows() {
+// stopFlows ends the flows, waits for them and returns their gaps.
+func (r *wireRig) stopFlows() flowGaps {
+	var g flowGaps
 	if r.stop != nil {
-		r.stop()
+		g = r.stop()
 		r.stop = nil
 	}
+	return g
 }
 
 func wireEgress(i int) *v1alpha1.Egress {
@@ -66,9 +79,9 @@ func wireEgress(i int) *v1alpha1.Egress {
 
 func webLabel(i int) map[string]string { return map[string]string{"app": fmt.Sprintf("web-%d", i)} }
 
-// TestWireTransitions is issue 13's wire figure: SLUICE_BENCH_TRIALS rounds
-// (default 20) of every transition the issue names, each under a
-// long-lived flow from every Pod, while the external server's raw table
+// TestWireTransitions is the wire figure: SLUICE_BENCH_TRIALS rounds
+// (default 20) of every transition in README's transition table, each
+// under a long-lived flow from every Pod, while the external server's raw table
 // counts every packet from a source other than a pool IP. A Node IP is
 // allowed only while an Egress is deleted or a Pod unselected (where it
 // is the documented outcome); a Pod IP never is.
@@ -124,6 +137,7 @@ func TestWireTransitions(t *testing.T) {
 		{"foreign_masquerade", r.masquerade},
 	}
 	byKind := map[string]uint64{}
+	worst := map[string]time.Duration{}
 	var total uint64
 	for r.round = 0; r.round < trials; r.round++ {
 		for _, k := range kinds {
@@ -137,7 +151,10 @@ func TestWireTransitions(t *testing.T) {
 			if err == nil {
 				err = r.converge()
 			}
-			r.stopFlows()
+			gaps := r.stopFlows()
+			if gaps.longest > worst[k.name] {
+				worst[k.name] = gaps.longest
+			}
 			if err != nil {
 				t.Fatalf("round %d, %s: %v\n%s", r.round+1, k.name, err, r.c.LogTails(20))
 			}
@@ -147,21 +164,24 @@ func TestWireTransitions(t *testing.T) {
 			}
 			byKind[k.name] += after - before
 			total = after
-			t.Logf("round %d %-18s %6.2fs, wrong-source packets %d", r.round+1, k.name, time.Since(start).Seconds(), after-before)
+			t.Logf("round %d %-18s %6.2fs, wrong-source packets %d, longest flow gap %v, reconnects %d",
+				r.round+1, k.name, time.Since(start).Seconds(), after-before, gaps.longest.Round(time.Millisecond), gaps.reconnects)
 			if after > before {
 				t.Logf("  the server has seen %v", wire)
 			}
 		}
 	}
-	var parts []string
+	var parts, stalls []string
 	for _, k := range kinds {
 		parts = append(parts, fmt.Sprintf("%s %d", k.name, byKind[k.name]))
+		stalls = append(stalls, fmt.Sprintf("%s %v", k.name, worst[k.name].Round(time.Millisecond)))
 	}
 	note := fmt.Sprintf("%d rounds of each transition (%s wrong-source packets), 3 Nodes, 3 pooled Egresses with one Pod each, a long-lived "+
 		"flow from every Pod during each transition; the external server's raw PREROUTING counts every packet from a source other than a "+
 		"pool IP (a Node IP is allowed only while an Egress is deleted or a Pod unselected, its documented outcome). Helpers with the "+
-		"default --restart-grace (30 s); failover is an uplink cut, failback its return. 2 shared cores, one run; seen: %s",
-		trials, strings.Join(parts, ", "), wire)
+		"default --restart-grace (30 s); failover is an uplink cut, failback its return. Longest gap of any flow, by kind: %s. "+
+		"2 shared cores, one run; seen: %s",
+		trials, strings.Join(parts, ", "), strings.Join(stalls, ", "), wire)
 	figs := []bench.Figure{{Name: "wire_wrong_source_packets", Value: float64(total), Unit: "packets", Target: "0", Command: WireCommand, Note: note}}
 	bench.Log(t, figs...)
 	bench.RecordIfAsked(t, figs...)
