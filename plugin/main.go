@@ -1,5 +1,6 @@
-// Command sluice is the chained CNI plugin. It goes last in a conflist;
-// all the logic is in pkg/cniplugin.
+// Command sluice-full is the chained CNI plugin in Go, which the C front
+// (plugin/shim, installed as type "sluice") falls back to. It goes last in
+// a conflist; all the logic is in pkg/cniplugin.
 package main
 
 import (

@@ -61,7 +61,7 @@ func TestIsolatedHelperClaims(t *testing.T) {
 		"(%d requests from the selected Pods on all Nodes meanwhile, %d failed or had a wrong source), and the lower-named "+
 		"holder partitioned alone for 5 s (it dropped its own IP after %v median, %v max). Uplinks sampled every 100 ms; "+
 		"a claim is an IP the isolated Node added while another Node held it. With quorum by count alone (no health score) "+
-		"one partitioned-alone round of the e2e test showed a claim; issue 12 reports the helper before quorum claiming every pool IP.",
+		"one partitioned-alone round of the e2e test showed a claim, and a helper before quorum used to claim every pool IP.",
 		rounds, requests, failed, kept[len(kept)/2].Round(10*time.Millisecond), kept[len(kept)-1].Round(10*time.Millisecond))
 	rotNote := fmt.Sprintf("3 Nodes, 2 pooled Egresses, a Pod of each on every Node asking the external server its source in turn "+
 		"(2 s timeout): %d requests during a rotation in three steps (new key second, then first, then alone), each Node's key "+

@@ -1,4 +1,4 @@
-// Package egressbench measures issue 4's benchmarks on the namespace
+// Package egressbench measures the egress benchmarks on the namespace
 // cluster of integration/cluster: convergence of a change to the external
 // server, throughput through a remote egress Node, and the helper at
 // 10,000 Pods and 1,000 Egresses. The tests skip unless SLUICE_BENCH=1 and

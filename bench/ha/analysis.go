@@ -1,4 +1,4 @@
-// Package habench measures issue 5's HA figures: failover time under three
+// Package habench measures the HA figures: failover time under three
 // failure kinds, and false failovers during a lossy soak. The measuring is
 // in the _test.go files (they need root and a cluster, and skip unless
 // SLUICE_BENCH=1); this file holds the pure parts: what a probe trace says

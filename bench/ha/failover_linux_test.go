@@ -52,7 +52,7 @@ func failureKinds(c *cluster.Cluster) []failureKind {
 	}
 }
 
-// TestFailover is issue 5's failover benchmark: SLUICE_BENCH_TRIALS trials
+// TestFailover is the failover benchmark: SLUICE_BENCH_TRIALS trials
 // (default 20) of each failure kind, interleaved round by round so machine
 // noise hits every kind alike, with --restart-grace=0 (every kind moves
 // the IP at once).

@@ -14,7 +14,7 @@ import (
 // PlannedCommand produces planned_move_new_conn_gap_ms.
 const PlannedCommand = "SLUICE_BENCH=1 SLUICE_BENCH_RECORD=1 go test -run TestPlannedMove -timeout 30m ./bench/ha/"
 
-// TestPlannedMove is issue 13's make-before-break figure: SLUICE_BENCH_TRIALS
+// TestPlannedMove is the make-before-break figure: SLUICE_BENCH_TRIALS
 // (default 10) cordons of the Node holding a pooled Egress's IP, while a
 // Pod on every Node opens a fresh connection every 20 ms. A round's gap is
 // the longest time any of those Pods went without an answer carrying the

@@ -14,7 +14,7 @@ import (
 	"github.com/sluicenet/sluice/integration/cluster"
 )
 
-// TestRestart is issue 13's restart benchmark, with the helpers' default
+// TestRestart is the restart benchmark, with the helpers' default
 // restart grace: five pooled Egresses and 20 long-lived flows (four Pods
 // per Egress, on every Node) through a rolling SIGTERM restart of every
 // helper and then a SIGKILL of each. It counts IP moves (every uplink

@@ -543,8 +543,8 @@ func (a *Agent) alive() []string {
 // ownedIPs are the egress IPs this Node answers for: the pool IPs it holds
 // and the static ones found on its interfaces. A static IP moved here by
 // hand is announced too: Linux sends no gratuitous ARP for a new IPv4
-// address, and the seed's "re-configure the IP on another Node" recovery
-// would otherwise wait for neighbours' ARP caches to expire.
+// address, and the documented recovery of a static IP (configure it on
+// another Node) would otherwise wait for neighbours' ARP caches to expire.
 func ownedIPs(plan Plan, self string) []netip.Addr {
 	out := append([]netip.Addr(nil), plan.Desired.HeldIPs...)
 	for _, ep := range plan.Egresses {

@@ -234,7 +234,8 @@ func TestHintedPodIsProgrammedOnTheHolder(t *testing.T) {
 	}
 }
 
-// The seed's HA example: two Egresses sharing a pool get two Nodes.
+// Antrea's HA example (docs/egress.md): two Egresses sharing a pool get two
+// Nodes.
 func TestPooledEgressesSpreadOverNodes(t *testing.T) {
 	// A plain ring puts both 192.0.2.211 and .212 on node-c.
 	s := snapshot("node-c", eg("prod", "192.0.2.211", "pool", "prod"), eg("dev", "192.0.2.212", "pool", "dev"))

@@ -22,7 +22,8 @@ type invalid struct {
 	msg   string // part of the message after the field path
 }
 
-// invalidObjects covers every rule of issue 2 §3, plus a few neighbours.
+// invalidObjects covers every validation rule of the CRDs (install/), plus
+// a few neighbours.
 var invalidObjects = []invalid{
 	{"appliedTo missing", "Egress", `
   egressIP: 203.0.113.1`, "spec.appliedTo", "Required value"},
@@ -118,7 +119,7 @@ var invalidObjects = []invalid{
 func TestInvalidObjectsRejected(t *testing.T) {
 	needServer(t)
 	if len(invalidObjects) < 12 {
-		t.Fatalf("only %d invalid objects; issue 2 asks for at least 12", len(invalidObjects))
+		t.Fatalf("only %d invalid objects; at least 12 are wanted", len(invalidObjects))
 	}
 	cs := clientset(t)
 	for i, tt := range invalidObjects {

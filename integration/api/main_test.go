@@ -1,6 +1,7 @@
 // Package api_test checks the Egress and ExternalIPPool API against a real
-// kube-apiserver and etcd started by the test binary: the seed's examples,
-// the printer columns, schema validation, and the generated clients.
+// kube-apiserver and etcd started by the test binary: the API's examples
+// (package seed), the printer columns, schema validation, and the
+// generated clients.
 package api_test
 
 import (

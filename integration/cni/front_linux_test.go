@@ -107,8 +107,8 @@ func TestFrontMatchesFullPlugin(t *testing.T) {
 		s := `{"cniVersion":"` + ver + `","name":"sltest","type":"sluice","socket":` + socketJSON +
 			`,"spoolDir":"` + e.Spool + `","timeout":"2s"`
 		if len(pad) > 0 {
-			// Larger than an exec frame (64 KiB), or than the front reads
-			// before it gives up (16 MiB): it must hand all of it on.
+			// Larger than an exec frame (64 KiB), even many times over:
+			// the front must hand all of it on.
 			s += `,"x-pad":"` + strings.Repeat("p", pad[0]) + `"`
 		}
 		if withPrev {

@@ -66,8 +66,8 @@ func holders(t *testing.T, c *cluster.Cluster, ip netip.Addr) []string {
 // one-second check).
 const fenceBound = 5 * time.Second
 
-// TestHAEgress is the seed's "Configuring High-Availability Egress" example
-// and issue 5's failure scenarios.
+// TestHAEgress is the "Configuring High-Availability Egress" example of
+// Antrea's Egress documentation and the failures it must survive.
 func TestHAEgress(t *testing.T) {
 	nstest.RequireRoot(t)
 	ctx := context.Background()

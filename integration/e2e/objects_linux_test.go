@@ -66,7 +66,8 @@ func TestConflictingObjects(t *testing.T) {
 		seen[ip] = name
 		// Placement settles as the other Egresses get their IPs (bounded
 		// loads move an IP when the count changes): one holder in the end.
-		// The moment of a move can show two; that handoff is issue 13's.
+		// The moment of a move can show two (a planned move's handoff, see
+		// TestPlannedMovesMakeBeforeBreak).
 		eventually(t, converge, name+"'s IP on one Node, the one status names", func() error {
 			node := getEgress(t, c, name).Status.EgressNode
 			if h := holders(t, c, ip); len(h) != 1 || h[0] != node {

@@ -21,9 +21,10 @@ import (
 // benchmark measures the real figure; this only bounds a broken run.
 const converge = 15 * time.Second
 
-// TestStaticEgress walks the seed's "Configuring static Egress" example and
-// issue 4's nine scenarios on one three-node cluster whose primary CNI
-// (bridge + host-local, host-gw routes) knows nothing about Sluice.
+// TestStaticEgress walks the "Configuring static Egress" example of Antrea's
+// Egress documentation and nine scenarios (the subtests) on one three-node
+// cluster whose primary CNI (bridge + host-local, host-gw routes) knows
+// nothing about Sluice.
 func TestStaticEgress(t *testing.T) {
 	nstest.RequireRoot(t)
 	ctx := context.Background()
@@ -54,7 +55,7 @@ func TestStaticEgress(t *testing.T) {
 	createEgress(t, c, staticEgress("egress-prod", ipProd.String(), "prod", nil))
 	createEgress(t, c, staticEgress("egress-staging", ipStaging.String(), "staging", nil))
 
-	t.Run("1 seed static example", func(t *testing.T) {
+	t.Run("1 the static example", func(t *testing.T) {
 		expectSource(t, c, prodA, ipProd, converge)
 		expectSource(t, c, prodC, ipProd, converge)
 		expectSource(t, c, stagingC, ipStaging, converge)

@@ -1,15 +1,16 @@
-// Package seed holds the seed document's Egress and ExternalIPPool
-// examples (egress-api-seed.txt) as YAML, for the API tests that apply them
+// Package seed holds the Egress and ExternalIPPool examples of Antrea's
+// Egress documentation (docs/egress.md in github.com/antrea-io/antrea),
+// whose API Sluice's follows, as YAML, for the API tests that apply them
 // and for the demo, which maps their addresses into the documentation
 // ranges.
 package seed
 
-// The seed's three examples (egress-api-seed.txt), with only apiVersion
-// changed from crd.antrea.io/v1alpha2 to sluice.dev/v1alpha1. The seed
-// writes its ExternalIPPools as YAML list items ("- apiVersion: ..."), which
-// kubectl cannot apply on their own; they are wrapped in a `kind: List`
-// here, items unchanged. The 10.10.x addresses are the seed's: these are
-// API objects only, never put on any interface.
+// The document's three examples, with only apiVersion changed from
+// crd.antrea.io/v1alpha2 to sluice.dev/v1alpha1. It writes its
+// ExternalIPPools as YAML list items ("- apiVersion: ..."), which kubectl
+// cannot apply on their own; they are wrapped in a `kind: List` here, items
+// unchanged. The 10.10.x addresses are the document's: these are API
+// objects only, never put on any interface.
 const (
 	// "A typical ExternalIPPool resource example": a start/end range and a cidr.
 	TypicalPool = `apiVersion: v1

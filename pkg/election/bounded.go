@@ -20,7 +20,7 @@ type Request struct {
 // each IP walks the ring of all eligible members from its own hash, as in
 // Owner, but skips members that already hold their fair share,
 // ceil(#IPs / #members). Plain consistent hashing can stack two IPs on one
-// Node while others hold none (the seed's HA example shows two Egresses on
+// Node while others hold none (Antrea's HA example shows two Egresses on
 // two Nodes); the bound spreads them and keeps the ring's other properties:
 // the answer depends only on the inputs, so every helper computes the same,
 // and a member leaving or joining moves few IPs. IPs are placed in address

@@ -2,7 +2,7 @@
 // helper passes in what its informers (and the CNI plugin's reports) hold,
 // and gets back plain data to build the datapath, the CLI and Events from.
 //
-// Selection follows the seed's appliedTo semantics:
+// Selection follows the appliedTo semantics of Antrea's Egress:
 //   - podSelector alone selects matching Pods cluster-wide;
 //   - namespaceSelector alone selects every Pod of the matching Namespaces;
 //   - both select the matching Pods of the matching Namespaces;
@@ -15,7 +15,7 @@
 // selects nothing and is reported as an error.
 //
 // When several Egresses select one Pod, the oldest (creationTimestamp, then
-// name) wins, unlike the seed's random choice; the others are the losers.
+// name) wins, unlike Antrea's documented random choice; the others are the losers.
 package policy
 
 import (

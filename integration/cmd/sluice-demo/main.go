@@ -1,8 +1,8 @@
 // Command sluice-demo is `make demo`: a three-Node cluster in network
 // namespaces with a real kube-apiserver and etcd, Sluice installed on every
-// Node, the seed's two examples applied with kubectl, the source IPs an
-// external server sees, and a failover. It tears everything down and ends
-// with a PASS or FAIL line.
+// Node, the two examples of Antrea's Egress documentation (package seed)
+// applied with kubectl, the source IPs an external server sees, and a
+// failover. It tears everything down and ends with a PASS or FAIL line.
 package main
 
 import (
@@ -25,7 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// The seed's examples (integration/seed), their addresses mapped into the
+// The API's examples (integration/seed), their addresses mapped into the
 // documentation range, because this demo may only use 192.0.2.0/24,
 // 198.51.100.0/24 and 203.0.113.0/24: the pool 10.10.0.11-20 becomes
 // 192.0.2.211-220, and the static IPs of "node-4" and "node-5" become
@@ -116,7 +116,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.say("%d Pods", len(pods))
 
-	d.step("Applying the seed's examples with kubectl (apiVersion sluice.dev/v1alpha1; addresses in 192.0.2.0/24)")
+	d.step("Applying the API's examples with kubectl (apiVersion sluice.dev/v1alpha1; addresses in 192.0.2.0/24)")
 	if out, err := c.KubectlInput(demoPool.Replace(seed.HAPool)+"---\n"+seed.HAPair, "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("kubectl apply HA example: %v: %s", err, out)
 	} else {
