@@ -482,8 +482,9 @@ const probeCovers = 500 * time.Millisecond
 
 // probe checks the pool IPs the plan makes this Node hold that it did not
 // hold before (and that no departure probe just found unanswered), and
-// returns every live conflict when it found a new one (nil otherwise). A probe that fails is logged and the IPs are held: a
-// broken probe must not stop a failover.
+// returns every live conflict when it found a new one (nil otherwise). A
+// probe that fails is logged and the IPs are held: a broken probe must not
+// stop a failover.
 func (a *Agent) probe(ctx context.Context, plan Plan) map[netip.Addr]string {
 	if a.Probe == nil {
 		return nil

@@ -116,12 +116,21 @@ func (r *Registry) Add(ctx context.Context, a Attachment) error {
 			return fmt.Errorf("prepare %s: %w", a.Key, err)
 		}
 	}
-	r.mu.Lock()
-	r.byKey[a.Key] = a
-	r.mu.Unlock()
 	r.opts.Log.Info("attachment added", "key", a.Key.String(), "veth", a.HostVeth, "ips", a.PodIPs)
-	r.notify([]Event{{Type: Added, Attachment: a}})
+	r.record(a)
 	return nil
+}
+
+// record keeps each of as and tells the subscribers.
+func (r *Registry) record(as ...Attachment) {
+	evs := make([]Event, 0, len(as))
+	r.mu.Lock()
+	for _, a := range as {
+		r.byKey[a.Key] = a
+		evs = append(evs, Event{Type: Added, Attachment: a})
+	}
+	r.mu.Unlock()
+	r.notify(evs)
 }
 
 // Del forgets k. Unknown keys are not an error: DEL comes more than once.
@@ -259,19 +268,16 @@ func (r *Registry) WatchSpool(ctx context.Context, dir string, interval time.Dur
 // is skipped and reported.
 func (r *Registry) Restore(_ context.Context, found []Attachment) error {
 	var errs []error
-	var evs []Event
-	r.mu.Lock()
+	var valid []Attachment
 	for _, a := range found {
 		if err := a.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("invalid attachment: %w", err))
 			continue
 		}
-		r.byKey[a.Key] = a
-		evs = append(evs, Event{Type: Added, Attachment: a})
+		valid = append(valid, a)
 	}
-	r.mu.Unlock()
-	r.opts.Log.Info("attachments restored", "count", len(evs))
-	r.notify(evs)
+	r.opts.Log.Info("attachments restored", "count", len(valid))
+	r.record(valid...)
 	return errors.Join(errs...)
 }
 

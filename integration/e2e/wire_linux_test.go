@@ -27,6 +27,14 @@ func watchedEgress(t *testing.T) (*cluster.Cluster, netip.Addr, []*cluster.Pod, 
 	}
 	pods := []*cluster.Pod{mustPod(t, c, "node-a", "prod", "web-a", nil), mustPod(t, c, "node-c", "prod", "web-c", nil)}
 	createEgress(t, c, staticEgress("egress-prod", ip.String(), "prod", nil))
+	return c, ip, pods, watchOnceSettled(t, c, ip, pods)
+}
+
+// watchOnceSettled waits until every Pod leaves with ip, then has the
+// external server count every packet from any other source until the test
+// ends.
+func watchOnceSettled(t *testing.T, c *cluster.Cluster, ip netip.Addr, pods []*cluster.Pod) *cluster.Wire {
+	t.Helper()
 	for _, p := range pods {
 		expectSource(t, c, p, ip, converge)
 	}
@@ -35,7 +43,7 @@ func watchedEgress(t *testing.T) (*cluster.Cluster, netip.Addr, []*cluster.Pod, 
 		t.Fatal(err)
 	}
 	t.Cleanup(wire.Close)
-	return c, ip, pods, wire
+	return wire
 }
 
 // watchedPool creates Namespace prod, a one-IP pool of ip for the Nodes
@@ -58,15 +66,7 @@ func watchedPool(t *testing.T, c *cluster.Cluster, ip string, sel map[string]str
 	}
 	createEgress(t, c, pooledEgress("egress-wire", "wire-pool", "prod"))
 	got, holder := assigned(t, c, "egress-wire")
-	for _, p := range pods {
-		expectSource(t, c, p, got, converge)
-	}
-	wire, err := c.Ext[0].WatchWire(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(wire.Close)
-	return got, holder, pods, wire
+	return got, holder, pods, watchOnceSettled(t, c, got, pods)
 }
 
 // Another agent inserts a MASQUERADE at position 1 of nat POSTROUTING on
