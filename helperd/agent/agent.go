@@ -376,6 +376,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			a.finishOnStop()
 			return nil
 		case <-renew.C:
 			a.renewHeld(ctx)
@@ -445,12 +446,19 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	// Node's tunnel to the new holder waited for those answers (100–300 ms
 	// of a failover). The reconcile still ends only once both are done,
 	// so a new Pod's ADD is acknowledged after its hint has arrived.
+	if err := ctx.Err(); err != nil {
+		return err // told to stop before anything was written
+	}
 	hinted := make(chan struct{})
 	go func() {
 		defer close(hinted)
 		a.sendHints(ctx, last, plan)
 	}()
-	err := a.Datapath.Apply(ctx, plan.Desired)
+	// An Apply that has begun runs to its end even when the helper is told
+	// to stop meanwhile: one cut short leaves the kernel half-programmed
+	// (an IP taken and announced without its SNAT rules, say), and a
+	// restart keeps whatever the kernel holds.
+	err := a.Datapath.Apply(context.WithoutCancel(ctx), plan.Desired)
 	if err != nil {
 		a.Log.Warn("apply datapath", "err", err)
 	}
@@ -471,6 +479,93 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	a.statusCh <- plan
 	return err
+}
+
+// stopFinishFor bounds what finishOnStop adds to a helper's stop.
+const stopFinishFor = 1500 * time.Millisecond
+
+// finishOnStop ends the planned moves under way when the helper is told
+// to stop (SIGTERM), before it leaves gossip. The kernel goes on with
+// whatever it holds through the restart, and during a move that is the
+// state of the move's first half: the new holder has taken the IP and
+// announced it, the old holder still holds it too, the others tunnel to
+// the old holder. Frozen there, the LAN's replies go to the new holder
+// while some Pods' packets leave from the old one, and those connections
+// stall until the helper is back. So:
+//   - a new holder writes its claim (and announces the IP once more, as
+//     the stop cut its announcement short);
+//   - every other Node waits for the claim and reconciles once more, so
+//     that its kernel has let go of the IP, or tunnels to its new holder.
+//
+// Only with the restart grace on: without it peers move a departed Node's
+// IPs at once, and a claim would only add a move. Runs on Run's goroutine,
+// after ctx has ended.
+func (a *Agent) finishOnStop() {
+	a.mu.Lock()
+	plan, ok := a.last, a.done > 0 && a.lastErr == nil
+	a.mu.Unlock()
+	if a.Grace <= 0 || !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopFinishFor)
+	defer cancel()
+	var taking, giving Plan
+	for _, ep := range plan.Egresses {
+		switch {
+		case ep.HandoffFrom != "" && ep.Owner == a.Self:
+			taking.Egresses = append(taking.Egresses, ep)
+		case ep.HandoffTo != "":
+			giving.Egresses = append(giving.Egresses, ep)
+		}
+	}
+	if len(taking.Egresses) > 0 && a.Status != nil {
+		var wg sync.WaitGroup
+		if a.Announce != nil {
+			for _, ep := range taking.Egresses {
+				wg.Go(func() { a.Announce(ctx, ep.IP) })
+			}
+		}
+		err := a.Status.Write(ctx, taking, false)
+		wg.Wait()
+		for _, ep := range taking.Egresses {
+			a.Log.Info("stopping: claimed the egress IP this Node had taken over", "egress", ep.Name, "ip", ep.IP, "from", ep.HandoffFrom, "err", err)
+		}
+	}
+	if len(giving.Egresses) == 0 {
+		return
+	}
+	if !a.awaitClaims(ctx, giving) {
+		a.Log.Info("stopping in the middle of a planned move whose claim did not come", "egresses", len(giving.Egresses))
+		return
+	}
+	if err := a.reconcile(ctx); err != nil {
+		a.Log.Warn("stopping: the reconcile after a planned move's claim", "err", err)
+		return
+	}
+	a.Log.Info("stopping: a planned move under way ended first", "egresses", len(giving.Egresses))
+}
+
+// awaitClaims waits until the cache shows each of the moves in plan
+// claimed by its new holder, and reports whether they all were.
+func (a *Agent) awaitClaims(ctx context.Context, plan Plan) bool {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		claimed := true
+		for _, ep := range plan.Egresses {
+			if eg := a.Cache.Egress(ep.Name); eg != nil && eg.Status.EgressNode != ep.HandoffTo {
+				claimed = false
+			}
+		}
+		if claimed {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
 }
 
 // probeCovers is how long a departure probe that found nobody answering

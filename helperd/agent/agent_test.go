@@ -5,18 +5,23 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/hint"
+	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
+	"github.com/sluicenet/sluice/pkg/gossip"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 type fakeDatapath struct {
@@ -166,5 +171,221 @@ func TestCNIAddFailuresContained(t *testing.T) {
 	defer stuck.mu.Unlock()
 	if len(stuck.pending) != 0 {
 		t.Errorf("a timed-out ADD left %d pending attachments", len(stuck.pending))
+	}
+}
+
+// blockingDatapath holds the first Apply that takes ip until release is
+// closed, and records whether its context had ended by then.
+type blockingDatapath struct {
+	ip       netip.Addr
+	entered  chan struct{}
+	release  chan struct{}
+	once     sync.Once
+	canceled bool
+}
+
+func (b *blockingDatapath) Apply(ctx context.Context, want datapath.Desired) error {
+	if !slices.Contains(want.HeldIPs, b.ip) {
+		return nil
+	}
+	b.once.Do(func() {
+		close(b.entered)
+		<-b.release
+		b.canceled = ctx.Err() != nil
+	})
+	return ctx.Err()
+}
+
+func (b *blockingDatapath) Stats(context.Context) (datapath.Stats, error) {
+	return datapath.Stats{}, nil
+}
+
+// A helper told to stop while it is taking an IP over in a planned move,
+// before its claim is written, finishes the Apply under way, then writes
+// the claim and announces the IP before Run returns: its kernel keeps the
+// IP through the restart, and the old holder must let go of it rather
+// than go on holding it too while the LAN's replies come here. Two ways
+// to be caught: the API refusing the claim until the stop, and the stop
+// arriving in the middle of the Apply (an Apply cut short took the IP and
+// announced it without its SNAT rules, and claimed nothing).
+func TestStopClaimsAHandoffInFlight(t *testing.T) {
+	for _, midApply := range []bool{false, true} {
+		name := "claim refused until the stop"
+		if midApply {
+			name = "stop in the middle of the Apply"
+		}
+		t.Run(name, func(t *testing.T) { testStopClaims(t, midApply) })
+	}
+}
+
+func testStopClaims(t *testing.T, midApply bool) {
+	ip := netip.MustParseAddr("198.51.100.5")
+	node := func(name string, ip netip.Addr, cordoned bool) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"egress": "yes"}},
+			Spec:   corev1.NodeSpec{Unschedulable: cordoned},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}}}}
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod", Labels: map[string]string{"kubernetes.io/metadata.name": "prod"}}}
+	pool := &v1alpha1.ExternalIPPool{ObjectMeta: metav1.ObjectMeta{Name: "pool"},
+		Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{CIDR: "198.51.100.0/28"}},
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"egress": "yes"}}}}
+	e := eg("prod", ip.String(), "pool", "prod")
+	e.Status.EgressIP, e.Status.EgressNode = ip.String(), "node-a" // node-a holds it, and is cordoned
+	client := sluicefake.NewSimpleClientset(pool, e)
+	var mu sync.Mutex
+	refuse, claims := !midApply, 0
+	client.PrependReactor("patch", "egresses", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !strings.Contains(string(act.(k8stesting.PatchAction).GetPatch()), `"egressNode":"node-b"`) {
+			return true, nil, errors.New("unexpected status write")
+		}
+		if refuse {
+			return true, nil, errors.New("the API server is slow today")
+		}
+		claims++
+		return true, e, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cache := NewCache(kubefake.NewSimpleClientset(ns, node("node-a", ipA, true), node("node-b", ipB, false)), client)
+	if err := cache.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var announced []netip.Addr
+	var dp Datapath = &fakeDatapath{}
+	blocking := &blockingDatapath{ip: ip, entered: make(chan struct{}), release: make(chan struct{})}
+	if midApply {
+		dp = blocking
+	}
+	a := &Agent{Self: "node-b", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour,
+		Members: staticMembers{{Name: "node-a", State: gossip.StateAlive}, {Name: "node-b", State: gossip.StateAlive}},
+		Status:  &StatusWriter{Self: "node-b", Client: client, Cache: cache},
+		Grace:   30 * time.Second,
+		Announce: func(_ context.Context, ip netip.Addr) {
+			mu.Lock()
+			defer mu.Unlock()
+			announced = append(announced, ip)
+		}}
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Run(ctx) }()
+	if midApply {
+		select {
+		case <-blocking.entered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no Apply took the IP over")
+		}
+		cancel()
+		close(blocking.release)
+	} else {
+		deadline := time.Now().Add(5 * time.Second)
+		for !a.Ready() || len(a.LastPlan().Egresses) == 0 || a.LastPlan().Egresses[0].HandoffFrom != "node-a" {
+			if time.Now().After(deadline) {
+				t.Fatalf("no handoff from node-a planned: %+v", a.LastPlan().Egresses)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		mu.Lock()
+		refuse, announced = false, nil
+		mu.Unlock()
+		cancel()
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if blocking.canceled {
+		t.Fatal("the stop cut the Apply short")
+	}
+	if claims == 0 {
+		t.Fatal("Run returned without writing node-b's claim")
+	}
+	if !slices.Contains(announced, ip) {
+		t.Fatalf("announced %v at the stop, want %v", announced, ip)
+	}
+}
+
+// recordingDatapath records the IPs each Apply holds.
+type recordingDatapath struct {
+	mu   sync.Mutex
+	held [][]netip.Addr
+}
+
+func (r *recordingDatapath) Apply(_ context.Context, want datapath.Desired) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.held = append(r.held, slices.Clone(want.HeldIPs))
+	return nil
+}
+
+func (r *recordingDatapath) Stats(context.Context) (datapath.Stats, error) {
+	return datapath.Stats{}, nil
+}
+
+// The old holder of a planned move, told to stop before the new holder's
+// claim arrived, waits for the claim and lets go of the IP before Run
+// returns: frozen through its restart holding the IP, its own Pods would
+// leave from here while the LAN's replies go to the new holder.
+func TestStopEndsAHandoffItGivesAway(t *testing.T) {
+	ip := netip.MustParseAddr("198.51.100.5")
+	node := func(name string, ip netip.Addr, cordoned bool) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"egress": "yes"}},
+			Spec:   corev1.NodeSpec{Unschedulable: cordoned},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}}}}
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod", Labels: map[string]string{"kubernetes.io/metadata.name": "prod"}}}
+	pool := &v1alpha1.ExternalIPPool{ObjectMeta: metav1.ObjectMeta{Name: "pool"},
+		Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{CIDR: "198.51.100.0/28"}},
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"egress": "yes"}}}}
+	e := eg("prod", ip.String(), "pool", "prod")
+	e.Status.EgressIP, e.Status.EgressNode = ip.String(), "node-a" // node-a holds it, and is cordoned
+	client := sluicefake.NewSimpleClientset(pool, e)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	informers, stopInformers := context.WithCancel(context.Background())
+	defer stopInformers()
+	cache := NewCache(kubefake.NewSimpleClientset(ns, node("node-a", ipA, true), node("node-b", ipB, false)), client)
+	if err := cache.Start(informers); err != nil {
+		t.Fatal(err)
+	}
+	dp := &recordingDatapath{}
+	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour,
+		Members: staticMembers{{Name: "node-a", State: gossip.StateAlive}, {Name: "node-b", State: gossip.StateAlive}},
+		Grace:   30 * time.Second}
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !a.Ready() || len(a.LastPlan().Egresses) == 0 || a.LastPlan().Egresses[0].HandoffTo != "node-b" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no handoff to node-b planned: %+v", a.LastPlan().Egresses)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dp.mu.Lock()
+	holding := slices.Contains(dp.held[len(dp.held)-1], ip)
+	dp.mu.Unlock()
+	if !holding {
+		t.Fatal("the old holder let go before the claim")
+	}
+	cancel()
+	time.Sleep(100 * time.Millisecond) // the claim comes after the stop
+	claimed := e.DeepCopy()
+	claimed.Status.EgressNode = "node-b"
+	if _, err := client.SluiceV1alpha1().Egresses().UpdateStatus(informers, claimed, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if last := dp.held[len(dp.held)-1]; slices.Contains(last, ip) {
+		t.Fatalf("the last Apply before the stop still holds %v (%v): the handoff was left half done", ip, last)
 	}
 }

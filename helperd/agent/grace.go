@@ -69,9 +69,11 @@ func (a *Agent) recordDepartures(alive []string) []string {
 		if slices.Contains(alive, name) || a.departed[name] != nil {
 			continue
 		}
+		// The IPs it held, and those it was taking over in a planned move
+		// (it programs and announces them before its claim arrives).
 		var ips []netip.Addr
 		for _, ep := range a.last.Egresses {
-			if ep.Owner == name && !ep.Static && ep.IP.Is4() {
+			if (ep.Owner == name || ep.HandoffTo == name) && !ep.Static && ep.IP.Is4() {
 				ips = append(ips, ep.IP)
 			}
 		}

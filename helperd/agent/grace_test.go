@@ -137,3 +137,26 @@ func TestDepartureProbeCoversTheHoldProbe(t *testing.T) {
 		t.Fatalf("probed %v once the departure probe was old, want both", probed)
 	}
 }
+
+// A member that leaves while it is taking an IP over in a planned move has
+// programmed and announced it already: its kernel answers for it, and it
+// is graced like a holder (otherwise the move's old holder keeps the IP
+// while the LAN's replies go to the departed Node).
+func TestDepartingHandoffTargetIsGraced(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.210")
+	a := &Agent{Self: "node-c", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
+		Members: staticMembers{{Name: "node-c", MAC: "02:00:00:00:00:0c"}, {Name: "node-a", MAC: "02:00:00:00:00:0a", State: gossip.StateDead}},
+		KernelProbe: func(_ context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
+			return map[netip.Addr]string{ip: "02:00:00:00:00:0a"}, nil
+		}}
+	a.init()
+	// node-c holds the IP and hands it over to node-a, whose claim has not
+	// arrived.
+	a.last = Plan{Egresses: []EgressPlan{{Name: "e", IP: ip, Owner: "node-c", HandoffTo: "node-a"}}}
+	ctx := context.Background()
+	a.noteDepartures(ctx, []string{"node-a", "node-c"})
+	a.noteDepartures(ctx, []string{"node-c"})
+	if got := a.graced(); !slices.Equal(got, []string{"node-a"}) {
+		t.Fatalf("graced %v after the handoff's new holder left with its kernel answering, want [node-a]", got)
+	}
+}

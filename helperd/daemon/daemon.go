@@ -182,7 +182,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		log.Warn("registry start", "err", err)
 	}
-	run("agent", func() error { return a.Run(ctx) })
+	agentDone := make(chan struct{})
+	run("agent", func() error { defer close(agentDone); return a.Run(ctx) })
 	go func() {
 		// Without a change source the periodic resync still repairs the
 		// jumps, only later.
@@ -223,6 +224,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	select {
 	case <-ctx.Done():
+		// The agent may still be ending a planned move under way
+		// (Agent.finishOnStop): leave gossip only after it.
+		select {
+		case <-agentDone:
+		case <-time.After(3 * time.Second):
+		}
 		return nil
 	case err := <-errc:
 		return err
