@@ -103,7 +103,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	recorder := eventRecorder(kube, cfg.NodeName)
 
 	cache := agent.NewCache(kube, sl)
-	if err := cache.Start(ctx); err != nil {
+	// The informers outlive the stop signal, until Run returns: a helper
+	// stopped in the middle of a planned move waits in its cache for the
+	// move's claim (Agent.finishOnStop).
+	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCache()
+	if err := cache.Start(cacheCtx); err != nil {
 		return err
 	}
 	keys, err := readKeys(cfg.GossipKeyFile)
