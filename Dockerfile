@@ -22,7 +22,8 @@ COPY pkg/ pkg/
 # runtime execs the C front (plugin/shim) as `sluice`; it runs each call in
 # the helper and falls back to the Go plugin, sluice-full, next to it.
 ENV CGO_ENABLED=0
-RUN musl-gcc -O2 -static -Wall -Wextra -Werror -Wl,-z,noseparate-code -s -o /out/sluice plugin/shim/sluice.c \
+RUN mkdir -p /out \
+ && musl-gcc $(cat plugin/shim/cflags) -s -o /out/sluice plugin/shim/sluice.c \
  && go build -trimpath -ldflags='-s -w' -o /out/sluice-full ./plugin \
  && go build -trimpath -ldflags='-s -w' -o /out/sluice-helperd ./helperd \
  && go build -trimpath -ldflags='-s -w' -o /out/sluice-cni-install ./conflist/cmd/sluice-cni-install

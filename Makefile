@@ -5,9 +5,11 @@ BIN := bin
 # The plugin's C front (plugin/shim): static, warnings are errors, built
 # with musl when it is installed (it starts in a sixth of static glibc's
 # page faults), code and read-only data in one segment (two pages fewer to
-# fault in). Keep in step with integration/binaries.PluginCC/PluginCFlags.
+# fault in). The flags live in plugin/shim/cflags, which the Dockerfile and
+# integration/binaries read too; the compiler choice matches
+# integration/binaries.PluginCC.
 PLUGIN_CC ?= $(shell command -v musl-gcc || echo cc)
-PLUGIN_CFLAGS := -O2 -static -Wall -Wextra -Werror -Wl,-z,noseparate-code
+PLUGIN_CFLAGS := $(shell cat plugin/shim/cflags)
 # The race detector is on for every test; integration tests start real
 # binaries and namespaces, so the timeout is generous.
 GOTEST_FLAGS ?= -race -count=1 -timeout 40m

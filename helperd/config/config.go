@@ -12,21 +12,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/pkg/cniproto"
+	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
 )
 
-// Defaults. The tunnel port keeps clear of flannel's VXLAN (8472) and of
-// Calico's and the IANA VXLAN port (4789), so Sluice's tunnel can share a
-// Node with either.
+// Defaults. The tunnel's (device, port, VNI) are the datapath's, the
+// sockets' and the spool's those of the packages that speak over them.
 const (
-	DefaultTunnelDev    = "sluice.vxlan"
-	DefaultTunnelPort   = 8477
-	DefaultVNI          = 4096
 	DefaultGossipPort   = 10351
 	DefaultHintPort     = 10352
-	DefaultCNISocket    = "/var/run/sluice/cni.sock"
-	DefaultStatusSocket = "/var/run/sluice/status.sock"
-	DefaultSpoolDir     = "/var/run/sluice/spool"
 	DefaultStateDir     = "/var/lib/sluice"
 	DefaultResync       = 2 * time.Second
 	DefaultHeldLifetime = 4 * time.Second
@@ -105,12 +101,12 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.Func("cluster-cidrs", "comma-separated Pod and Service CIDRs, never SNATed", prefixList(&c.ClusterCIDRs))
 	fs.Func("except-cidrs", "comma-separated extra CIDRs to leave alone", prefixList(&c.ExceptCIDRs))
 	fs.StringVar(&c.Uplink, "uplink", "", "uplink interface; empty means the one holding the Node's InternalIP")
-	fs.StringVar(&c.TunnelDev, "tunnel-dev", DefaultTunnelDev, "name of the VXLAN device")
-	fs.IntVar(&c.TunnelPort, "tunnel-port", DefaultTunnelPort, "UDP port of the VXLAN tunnel")
-	fs.IntVar(&c.VNI, "tunnel-vni", DefaultVNI, "VXLAN network identifier")
-	fs.StringVar(&c.CNISocket, "cni-socket", DefaultCNISocket, "Unix socket the CNI plugin reports to")
-	fs.StringVar(&c.StatusSocket, "status-socket", DefaultStatusSocket, "Unix socket the CLI queries")
-	fs.StringVar(&c.SpoolDir, "spool-dir", DefaultSpoolDir, "where the CNI plugin spools reports while the helper is down")
+	fs.StringVar(&c.TunnelDev, "tunnel-dev", datapath.DefaultTunnelDev, "name of the VXLAN device")
+	fs.IntVar(&c.TunnelPort, "tunnel-port", datapath.DefaultTunnelPort, "UDP port of the VXLAN tunnel")
+	fs.IntVar(&c.VNI, "tunnel-vni", datapath.DefaultVNI, "VXLAN network identifier")
+	fs.StringVar(&c.CNISocket, "cni-socket", cniproto.DefaultSocketPath, "Unix socket the CNI plugin reports to")
+	fs.StringVar(&c.StatusSocket, "status-socket", statusapi.DefaultSocket, "Unix socket the CLI queries")
+	fs.StringVar(&c.SpoolDir, "spool-dir", cniproto.DefaultSpoolDir, "where the CNI plugin spools reports while the helper is down")
 	fs.StringVar(&c.StateDir, "state-dir", DefaultStateDir, "state directory")
 	fs.IntVar(&c.GossipPort, "gossip-port", DefaultGossipPort, "memberlist port, bound on the Node IP")
 	fs.IntVar(&c.HintPort, "hint-port", DefaultHintPort, "TCP port, on the Node IP, where helpers tell each other about new Pods at their CNI ADD")

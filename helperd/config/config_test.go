@@ -4,6 +4,8 @@ import (
 	"flag"
 	"strings"
 	"testing"
+
+	"github.com/sluicenet/sluice/pkg/datapath"
 )
 
 func parse(t *testing.T, args ...string) (*Config, error) {
@@ -24,7 +26,7 @@ func TestValidConfig(t *testing.T) {
 	if got := len(c.Excluded()); got != 2 {
 		t.Fatalf("Excluded() has %d prefixes, want 2", got)
 	}
-	if c.TunnelPort != DefaultTunnelPort || c.TunnelDev != DefaultTunnelDev {
+	if c.TunnelPort != datapath.DefaultTunnelPort || c.TunnelDev != datapath.DefaultTunnelDev {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }

@@ -89,14 +89,17 @@ const CLIUsage = `sluice-helperd CLI: query the helper on this Node.
   sluice-helperd datapath  [-o json]        installed kernel objects with packet and byte counters
   sluice-helperd explain NAMESPACE/POD [-o json]   one Pod's whole egress path
 
-Flags: --status-socket PATH (default /var/run/sluice/status.sock)
+Flags: --status-socket PATH (default ` + DefaultSocket + `)
 `
+
+// DefaultSocket is where the helper serves the CLI.
+const DefaultSocket = "/var/run/sluice/status.sock"
 
 // RunCLI runs one CLI command and writes its output to w.
 func RunCLI(ctx context.Context, cmd string, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	socket := fs.String("status-socket", "/var/run/sluice/status.sock", "status socket of sluice-helperd")
+	socket := fs.String("status-socket", DefaultSocket, "status socket of sluice-helperd")
 	output := fs.String("o", "table", "output format: table or json")
 	// Accept flags before and after the positional argument.
 	var pos []string

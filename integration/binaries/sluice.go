@@ -6,12 +6,27 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
-// PluginCFlags are how the plugin's C front is built: static, so it runs on
-// any Node whatever its libc, with code and read-only data in one segment
-// (fewer pages to fault in at each exec). Keep in step with the Makefile.
-var PluginCFlags = []string{"-O2", "-static", "-Wall", "-Wextra", "-Werror", "-Wl,-z,noseparate-code"}
+// PluginCFlagsFile holds how the plugin's C front is built, for the
+// Makefile, the Dockerfile and BuildSluice alike: static, so it runs on any
+// Node whatever its libc, with code and read-only data in one segment
+// (fewer pages to fault in at each exec).
+const PluginCFlagsFile = "plugin/shim/cflags"
+
+// PluginCFlags reads PluginCFlagsFile in the tree at root.
+func PluginCFlags(root string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(root, PluginCFlagsFile))
+	if err != nil {
+		return nil, fmt.Errorf("the C front's compiler flags: %w", err)
+	}
+	flags := strings.Fields(string(b))
+	if len(flags) == 0 {
+		return nil, fmt.Errorf("the C front's compiler flags: %s is empty", PluginCFlagsFile)
+	}
+	return flags, nil
+}
 
 // PluginCC is the C compiler for the front: musl-gcc when there is one (a
 // static musl binary starts in ~4 page faults, static glibc in ~24, and a
@@ -42,7 +57,11 @@ func BuildSluice(ctx context.Context, dir string) (plugin string, err error) {
 		}
 		return nil
 	}
-	cc := append(append([]string{}, PluginCFlags...), "-o", filepath.Join(dir, "sluice"), "plugin/shim/sluice.c")
+	flags, err := PluginCFlags(root)
+	if err != nil {
+		return "", err
+	}
+	cc := append(flags, "-o", filepath.Join(dir, "sluice"), "plugin/shim/sluice.c")
 	if err := run(PluginCC(), cc...); err != nil {
 		return "", err
 	}

@@ -21,9 +21,8 @@ const (
 	// DefaultTimeout bounds how long ADD waits for the helper's ack. Pod
 	// start-up is on the critical path, so this is short; the spool covers
 	// a helper that is down.
-	DefaultTimeout  = time.Second
-	DefaultSpoolDir = "/var/run/sluice/spool"
-	maxTimeout      = 30 * time.Second
+	DefaultTimeout = time.Second
+	maxTimeout     = 30 * time.Second
 )
 
 // Config is the sluice entry of a conflist, e.g.
@@ -60,7 +59,7 @@ func ParseConfig(stdin []byte) (*Config, error) {
 		c.Socket = cniproto.DefaultSocketPath
 	}
 	if c.SpoolDir == "" {
-		c.SpoolDir = DefaultSpoolDir
+		c.SpoolDir = cniproto.DefaultSpoolDir
 	}
 	c.Timeout = DefaultTimeout
 	if c.TimeoutStr != "" {

@@ -236,7 +236,7 @@ func TestParseConfigDefaultsAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Socket != cniproto.DefaultSocketPath || c.SpoolDir != DefaultSpoolDir || c.Timeout != time.Second || c.FailClosed {
+	if c.Socket != cniproto.DefaultSocketPath || c.SpoolDir != cniproto.DefaultSpoolDir || c.Timeout != time.Second || c.FailClosed {
 		t.Fatalf("defaults %+v", c)
 	}
 	for _, bad := range []string{`{"timeout":"soon"}`, `{"timeout":"-1s"}`, `{"timeout":"5m"}`, `{`} {

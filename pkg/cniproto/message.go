@@ -28,6 +28,10 @@ const MaxMessageSize = 64 << 10
 // DefaultSocketPath is where the helper listens.
 const DefaultSocketPath = "/var/run/sluice/cni.sock"
 
+// DefaultSpoolDir is where the plugin spools reports while the helper is
+// down, and where the helper replays them from (spool.go).
+const DefaultSpoolDir = "/var/run/sluice/spool"
+
 // Kind names a request.
 type Kind string
 

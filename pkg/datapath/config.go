@@ -29,7 +29,9 @@ import (
 	"time"
 )
 
-// Defaults. The port avoids flannel (8472) and Calico VXLAN (4789).
+// Defaults. The tunnel port keeps clear of flannel's VXLAN (8472) and of
+// Calico's and the IANA VXLAN port (4789), so Sluice's tunnel can share a
+// Node with either.
 const (
 	DefaultTunnelDev  = "sluice.vxlan"
 	DefaultTunnelPort = 8477

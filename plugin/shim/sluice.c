@@ -41,7 +41,9 @@
 
 #define DEFAULT_SOCKET "/var/run/sluice/cni.sock"
 #define FULL_NAME "sluice-full"
-/* Must match pkg/cniproto: MaxMessageSize and the exec frame magic. */
+/* pkg/cniproto's DefaultSocketPath, MaxMessageSize, exec magic, reply
+ * statuses and ExecEnv: integration/binaries TestFrontConstantsMatchTheProtocol
+ * fails when one differs. Built with the flags in plugin/shim/cflags. */
 #define MAX_MESSAGE (64 * 1024)
 #define EXEC_MAGIC "\0SX1"
 #define EXEC_MAGIC_LEN 4

@@ -21,7 +21,7 @@ import (
 
 func main() {
 	socket := flag.String("socket", cniproto.DefaultSocketPath, "socket to serve")
-	spool := flag.String("spool", "/var/run/sluice/spool", "spool directory to replay at start")
+	spool := flag.String("spool", cniproto.DefaultSpoolDir, "spool directory to replay at start")
 	addDelay := flag.Duration("add-delay", 0, "time each ADD takes before the ack (stands in for datapath programming)")
 	flag.Parse()
 	if err := run(*socket, *spool, *addDelay); err != nil {
