@@ -82,15 +82,20 @@ type Agent struct {
 	trigger   chan struct{}
 	requested atomic.Uint64
 
-	mu        sync.Mutex
-	done      uint64
-	doneCh    chan struct{}
-	last      Plan
-	lastErr   error
-	pending   map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
-	hints     map[policy.PodKey]hintEntry          // Pods other helpers announced to us
-	held      map[netip.Addr]bool
-	lastAlive string
+	mu      sync.Mutex
+	done    uint64
+	doneCh  chan struct{}
+	last    Plan // the plan of the last Apply
+	lastErr error
+	// lastApplied and lastApplyErr: whether an Apply has run, and how the
+	// last one ended (lastErr is also set by a reconcile that stopped
+	// before its Apply).
+	lastApplied  bool
+	lastApplyErr error
+	pending      map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
+	hints        map[policy.PodKey]hintEntry          // Pods other helpers announced to us
+	held         map[netip.Addr]bool
+	lastAlive    string
 	// announcedAll is when every held IP was last announced.
 	announcedAll time.Time
 	statusCh     chan Plan
@@ -471,7 +476,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		"apply", appliedAt.Sub(probedAt), "announce+hints", time.Since(appliedAt), "alive", len(snap.Alive), "held", len(plan.Desired.HeldIPs))
 
 	a.mu.Lock()
-	a.last = plan
+	a.last, a.lastApplied, a.lastApplyErr = plan, true, err
 	a.mu.Unlock()
 	select { // hand the newest plan to the status writer, dropping a stale one
 	case <-a.statusCh:
@@ -502,7 +507,7 @@ const stopFinishFor = 1500 * time.Millisecond
 // after ctx has ended.
 func (a *Agent) finishOnStop() {
 	a.mu.Lock()
-	plan, ok := a.last, a.done > 0 && a.lastErr == nil
+	plan, ok := a.last, a.lastApplied && a.lastApplyErr == nil
 	a.mu.Unlock()
 	if a.Grace <= 0 || !ok {
 		return

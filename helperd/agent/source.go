@@ -19,18 +19,13 @@ type Source struct {
 
 var _ statusapi.Source = (*Source)(nil)
 
-func mark(id uint16) string {
-	if id == 0 {
+// markString prints an egress-IP id's mark as the CLI shows it ("" for
+// none).
+func markString(m uint32) string {
+	if m == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%#x", uint32(id)<<16)
-}
-
-func table(id uint16) int {
-	if id == 0 {
-		return 0
-	}
-	return datapath.TableEgressLo + int(id)
+	return fmt.Sprintf("%#x", m)
 }
 
 // Egresses lists every Egress with this Node's view of it.
@@ -43,8 +38,9 @@ func (s *Source) Egresses() []statusapi.EgressRow {
 		if ep.IP.IsValid() {
 			row.EgressIP = ep.IP.String()
 		}
-		if redirected(plan, ep.Name) {
-			row.Mark, row.Table = mark(ep.ID), table(ep.ID)
+		if i := slices.IndexFunc(plan.Desired.Egresses, func(e datapath.EgressState) bool { return e.Name == ep.Name }); i >= 0 &&
+			plan.Desired.Egresses[i].Redirected() {
+			row.Mark, row.Table = markString(datapath.MarkOf(ep.ID)), datapath.TableOf(ep.ID)
 		}
 		for _, k := range ep.Shadowed {
 			row.OverlapLosers = append(row.OverlapLosers, k.String())
@@ -52,15 +48,6 @@ func (s *Source) Egresses() []statusapi.EgressRow {
 		rows = append(rows, row)
 	}
 	return rows
-}
-
-func redirected(plan Plan, name string) bool {
-	for _, e := range plan.Desired.Egresses {
-		if e.Name == name {
-			return !e.Local && e.OwnerNodeIP.IsValid()
-		}
-	}
-	return false
 }
 
 // Pods lists this Node's Pods that the CNI plugin reported or that an
@@ -170,18 +157,29 @@ func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi
 		ex.EgressIP = ep.IP.String()
 	}
 	ex.EgressNode = ep.Owner
+	// This Node's part is read off the desired state it applied, as the
+	// datapath builds its rules from it.
+	var path datapath.PodPath
+	for _, ip := range a.IPs {
+		if ip.Is4() {
+			path = datapath.Explain(s.Config, plan.Desired, ip)
+			break
+		}
+	}
 	switch {
-	case !ep.IP.IsValid() || ep.Owner == "":
-		ex.Path = "Node IP: the Egress has no holder (" + ep.Reason + ": " + ep.Message + ")"
 	case a.Node != s.Agent.Self:
 		ex.Path = fmt.Sprintf("the Pod runs on %s; ask the helper there for its first hop", a.Node)
-	case ep.Owner == s.Agent.Self:
+	case path.SNATHere:
 		ex.Path = "local: SNAT on this Node's uplink " + s.Config.Uplink
-		ex.SNATIP = ep.IP.String()
-	default:
+		ex.SNATIP = path.EgressIP.String()
+	case path.Mark != 0:
 		ex.Path = fmt.Sprintf("tunnel: marked, routed by table %d through %s to %s (%s), SNATed there",
-			table(ep.ID), s.Config.TunnelDev, ep.Owner, ep.OwnerIP)
-		ex.Mark, ex.Table, ex.TunnelPeer, ex.SNATIP = mark(ep.ID), table(ep.ID), ep.OwnerIP.String(), ep.IP.String()
+			path.Table, s.Config.TunnelDev, ep.Owner, path.Peer)
+		ex.Mark, ex.Table, ex.TunnelPeer, ex.SNATIP = markString(path.Mark), path.Table, path.Peer.String(), path.EgressIP.String()
+	case path.FailClosed:
+		ex.Path = "dropped by the exit guard: no Node is known to hold the IP (" + ep.Reason + ": " + ep.Message + "), and its Pods never leave with the Node IP"
+	default:
+		ex.Path = "Node IP: the Egress has no holder (" + ep.Reason + ": " + ep.Message + ")"
 	}
 	if st, err := s.Agent.Datapath.Stats(ctx); err == nil {
 		for _, r := range st.Rules {

@@ -51,6 +51,27 @@ const (
 	MarkReply         = idReply << markShift
 )
 
+// MarkOf is the fwmark that sends an egress-IP id's Pods into the tunnel
+// (0 for id 0, which has no mark).
+func MarkOf(id uint16) uint32 { return uint32(id) << markShift }
+
+// IDOfMark is the egress-IP id a mark carries (0 for a mark with bits
+// outside MarkMask, which is none of Sluice's).
+func IDOfMark(mark uint32) uint16 {
+	if mark&^MarkMask != 0 {
+		return 0
+	}
+	return uint16(mark >> markShift)
+}
+
+// TableOf is the route table of an egress-IP id's mark (0 for id 0).
+func TableOf(id uint16) int {
+	if id == 0 {
+		return 0
+	}
+	return TableEgressLo + int(id)
+}
+
 // Route tables and rule priorities (DESIGN.md "Kernel objects Sluice owns").
 const (
 	TableRPCheck  = 9998  // "default dev sluice.vxlan": reverse-path check for tunnel arrivals
@@ -224,9 +245,9 @@ type RemotePod struct {
 	NodeIP netip.Addr
 }
 
-// redirected reports whether this node marks the Egress's traffic into the
+// Redirected reports whether this node marks the Egress's traffic into the
 // tunnel: the owner is another, known node.
-func (e EgressState) redirected() bool { return !e.Local && e.OwnerNodeIP.IsValid() && e.ID != 0 }
+func (e EgressState) Redirected() bool { return !e.Local && e.OwnerNodeIP.IsValid() && e.ID != 0 }
 
 // Validate checks the desired state against the config; Apply refuses a
 // state that would program something wrong.
@@ -242,7 +263,7 @@ func (d Desired) Validate(c Config) error {
 		if !e.EgressIP.Is4() {
 			errs = append(errs, fmt.Errorf("egress %q: EgressIP %v is not IPv4", e.Name, e.EgressIP))
 		}
-		if e.redirected() {
+		if e.Redirected() {
 			if e.ID < 1 || e.ID > MaxID {
 				errs = append(errs, fmt.Errorf("egress %q: ID %d out of 1..%d", e.Name, e.ID, MaxID))
 			}

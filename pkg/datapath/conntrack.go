@@ -42,7 +42,7 @@ func buildNATPlan(d Desired) natPlan {
 			for _, ip := range slices.Concat(e.AllPodIPs, e.LocalPodIPs) {
 				p.Pods[ip] = natWant{SNAT: e.EgressIP}
 			}
-		case e.redirected():
+		case e.Redirected():
 			for _, ip := range e.LocalPodIPs {
 				p.Pods[ip] = natWant{Tunnel: true}
 			}

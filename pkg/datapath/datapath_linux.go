@@ -235,7 +235,7 @@ func (d *Datapath) CurrentIDs(ctx context.Context) (map[netip.Addr]uint16, error
 		}
 		ip, err1 := netip.ParseAddr(m[1])
 		mark, err2 := strconv.ParseUint(m[2], 16, 32)
-		id := uint16(mark >> markShift)
+		id := IDOfMark(uint32(mark))
 		if err1 == nil && err2 == nil && id >= 1 && id <= MaxID {
 			out[ip] = id
 		}

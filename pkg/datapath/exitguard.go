@@ -92,7 +92,7 @@ func BuildExitGuard(c Config, d Desired) ExitGuard {
 	sel := map[netip.Addr]bool{}
 	ok := map[ExitSource]bool{}
 	for _, e := range d.Egresses {
-		if !e.Local && !e.redirected() && !e.FailClosed {
+		if !e.Local && !e.Redirected() && !e.FailClosed {
 			continue
 		}
 		for _, ip := range slices.Concat(e.AllPodIPs, e.LocalPodIPs) {

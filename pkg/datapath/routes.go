@@ -55,14 +55,14 @@ func BuildRules(c Config, d Desired) []Rule {
 	}
 	seen := map[uint16]bool{}
 	for _, e := range d.Egresses {
-		if !e.redirected() || seen[e.ID] {
+		if !e.Redirected() || seen[e.ID] {
 			continue
 		}
 		seen[e.ID] = true
-		m := uint32(e.ID) << markShift
+		m := MarkOf(e.ID)
 		rules = append(rules,
 			Rule{Priority: PrioLoopGuard, Mark: m, Table: TableMain, Iif: "lo"},
-			Rule{Priority: PrioEgress, Mark: m, Table: TableEgressLo + int(e.ID)})
+			Rule{Priority: PrioEgress, Mark: m, Table: TableOf(e.ID)})
 	}
 	slices.SortFunc(rules, compareRules)
 	return rules
@@ -80,11 +80,11 @@ func BuildRoutes(d Desired) []Route {
 	routes := []Route{{Table: TableRPCheck, Dst: any4}}
 	seen := map[uint16]bool{}
 	for _, e := range d.Egresses {
-		if !e.redirected() || seen[e.ID] {
+		if !e.Redirected() || seen[e.ID] {
 			continue
 		}
 		seen[e.ID] = true
-		routes = append(routes, Route{Table: TableEgressLo + int(e.ID), Dst: any4, Gw: e.OwnerNodeIP})
+		routes = append(routes, Route{Table: TableOf(e.ID), Dst: any4, Gw: e.OwnerNodeIP})
 	}
 	remote := slices.Clone(d.RemotePods)
 	slices.SortFunc(remote, func(a, b RemotePod) int {
@@ -112,7 +112,7 @@ func compareRoutes(a, b Route) int {
 func BuildPeers(d Desired) []Peer {
 	var ips []netip.Addr
 	for _, e := range d.Egresses {
-		if e.redirected() {
+		if e.Redirected() {
 			ips = append(ips, e.OwnerNodeIP)
 		}
 	}

@@ -105,9 +105,9 @@ func BuildChains(c Config, d Desired) Chains {
 		switch {
 		case e.Local:
 			post = append(post, fmt.Sprintf("-o %s %s -j SNAT --to-source %s", c.Uplink, match, e.EgressIP))
-		case e.redirected():
+		case e.Redirected():
 			pre = append(pre, fmt.Sprintf("! -i %s %s -m comment --comment %s -j MARK --set-xmark %s",
-				dev, match, idComment(e.EgressIP), markArg(uint32(e.ID)<<markShift)))
+				dev, match, idComment(e.EgressIP), markArg(MarkOf(e.ID))))
 		}
 	}
 	return Chains{

@@ -232,6 +232,9 @@ func TestExplain(t *testing.T) {
 	d.Egresses[0].AllPodIPs = []netip.Addr{podA}
 	d.Egresses[1].AllPodIPs = []netip.Addr{podB}
 	d.Egresses[2].AllPodIPs = []netip.Addr{netip.MustParseAddr("10.244.3.3")}
+	podC := netip.MustParseAddr("10.244.3.4")
+	d.Egresses = append(d.Egresses, EgressState{Name: "blind", EgressIP: netip.MustParseAddr("192.0.2.99"), ID: 9,
+		AllPodIPs: []netip.Addr{podC}, FailClosed: true})
 	for _, tc := range []struct {
 		pod  netip.Addr
 		want PodPath
@@ -240,6 +243,7 @@ func TestExplain(t *testing.T) {
 		{podB, PodPath{Egress: "prod", EgressIP: eip, Set: EgressSetName("prod"), SNATHere: true}},
 		{netip.MustParseAddr("10.244.3.3"), PodPath{Egress: "orphan", Set: EgressSetName("orphan")}},
 		{netip.MustParseAddr("10.244.9.9"), PodPath{}},
+		{podC, PodPath{Egress: "blind", Set: EgressSetName("blind"), FailClosed: true}},
 	} {
 		got := Explain(c, d, tc.pod)
 		if got.Summary == "" {
@@ -276,5 +280,17 @@ func TestUnionChainsKeepsOldRulesUntilTheSecondPass(t *testing.T) {
 	got := unionChains(have, want)["SLUICE-POSTROUTING"]
 	if !slices.Equal(got, []string{"old-snat", "-o sluice.vxlan -j ACCEPT", "new-snat"}) {
 		t.Fatalf("union = %q", got)
+	}
+}
+
+func TestMarkAndTableOfAnID(t *testing.T) {
+	for _, id := range []uint16{1, 7, MaxID} {
+		m := MarkOf(id)
+		if m&^MarkMask != 0 || IDOfMark(m) != id || TableOf(id) != TableEgressLo+int(id) {
+			t.Errorf("id %d: mark %#x (id back %d), table %d", id, m, IDOfMark(m), TableOf(id))
+		}
+	}
+	if MarkOf(0) != 0 || TableOf(0) != 0 || IDOfMark(0x10010000) != 0 {
+		t.Error("id 0 has a mark or table, or a mark outside MarkMask reads as an id")
 	}
 }
