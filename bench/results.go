@@ -45,11 +45,8 @@ func Root() string {
 func Record(figs ...Figure) error {
 	path := filepath.Join(Root(), "bench", "results.json")
 	metaPath := filepath.Join(Root(), "bench", "meta.json")
-	all, metas := map[string]Figure{}, map[string]meta{}
-	if err := readJSON(path, &all); err != nil {
-		return err
-	}
-	if err := readJSON(metaPath, &metas); err != nil {
+	all, metas, err := load()
+	if err != nil {
 		return err
 	}
 	now := time.Now().UTC().Format("2006-01-02 15:04 UTC")
@@ -57,13 +54,9 @@ func Record(figs ...Figure) error {
 		if f.Name == "" {
 			return errors.New("bench: a figure has no name")
 		}
+		f.When = now
 		all[f.Name] = f
 		metas[f.Name] = meta{Command: f.Command, Note: f.Note, When: now}
-	}
-	for name, f := range all {
-		m := metas[name]
-		f.Name, f.Command, f.Note, f.When = name, m.Command, m.Note, m.When
-		all[name] = f
 	}
 	if err := writeJSON(path, all); err != nil {
 		return err
@@ -72,6 +65,28 @@ func Record(figs ...Figure) error {
 		return err
 	}
 	return writeAtomic(filepath.Join(Root(), "BENCHMARKS.md"), []byte(Render(all)))
+}
+
+// Load reads every recorded figure with its command, note and date.
+func Load() (map[string]Figure, error) {
+	all, _, err := load()
+	return all, err
+}
+
+func load() (map[string]Figure, map[string]meta, error) {
+	all, metas := map[string]Figure{}, map[string]meta{}
+	if err := readJSON(filepath.Join(Root(), "bench", "results.json"), &all); err != nil {
+		return nil, nil, err
+	}
+	if err := readJSON(filepath.Join(Root(), "bench", "meta.json"), &metas); err != nil {
+		return nil, nil, err
+	}
+	for name, f := range all {
+		m := metas[name]
+		f.Name, f.Command, f.Note, f.When = name, m.Command, m.Note, m.When
+		all[name] = f
+	}
+	return all, metas, nil
 }
 
 // Met reports whether a figure meets its target ("<= x", ">= x", "== x").
@@ -92,29 +107,80 @@ func (f Figure) Met() (met, known bool) {
 	return false, false
 }
 
-// Render formats the figures as BENCHMARKS.md.
+// Render formats the figures as BENCHMARKS.md: one section per benchmark
+// (the command that produced its figures), with its command and method
+// once, then a table of its figures. A benchmark whose figures carry
+// different notes shows each note once, naming the figures it covers.
 func Render(all map[string]Figure) string {
-	names := make([]string, 0, len(all))
-	for n := range all {
-		names = append(names, n)
+	byCommand := map[string][]string{}
+	for n, f := range all {
+		byCommand[f.Command] = append(byCommand[f.Command], n)
 	}
-	slices.Sort(names)
+	commands := make([]string, 0, len(byCommand))
+	for c := range byCommand {
+		slices.Sort(byCommand[c])
+		commands = append(commands, c)
+	}
+	slices.SortFunc(commands, func(a, b string) int { return strings.Compare(benchmarkName(a), benchmarkName(b)) })
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")
 	b.WriteString("Written by `make bench` (and by each benchmark on its own) from `bench/results.json`.\n")
 	b.WriteString("Machines here are noisy (2 shared cores): figures are medians and ratios measured side by side\n")
-	b.WriteString("in one run, as each row's note says.\n\n")
-	b.WriteString("| Figure | Value | Unit | Target | Met | How | Command | When |\n|---|---|---|---|---|---|---|---|\n")
-	for _, n := range names {
-		f := all[n]
-		met := "-"
-		if ok, known := f.Met(); known {
-			met = map[bool]string{true: "yes", false: "**no**"}[ok]
+	b.WriteString("in one run, as each benchmark's method says. One section per benchmark:\n\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "- [%s](#%s)\n", benchmarkName(c), strings.ToLower(benchmarkName(c)))
+	}
+	for _, c := range commands {
+		names := byCommand[c]
+		fmt.Fprintf(&b, "\n## %s\n\n`%s`\n\n", benchmarkName(c), dash(c))
+		var notes []string
+		covers := map[string][]string{}
+		for _, n := range names {
+			note := all[n].Note
+			if _, ok := covers[note]; !ok {
+				notes = append(notes, note)
+			}
+			covers[note] = append(covers[note], n)
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | `%s` | %s |\n", n, fmtValue(f.Value), f.Unit,
-			dash(f.Target), met, dash(f.Note), dash(f.Command), f.When)
+		for _, note := range notes {
+			if note == "" {
+				continue
+			}
+			if len(notes) > 1 {
+				fmt.Fprintf(&b, "For %s: ", "`"+strings.Join(covers[note], "`, `")+"`")
+			}
+			b.WriteString(strings.TrimSuffix(note, ".") + ".\n\n")
+		}
+		b.WriteString("| Figure | Value | Unit | Target | Met | When |\n|---|---|---|---|---|---|\n")
+		for _, n := range names {
+			f := all[n]
+			met := "-"
+			if ok, known := f.Met(); known {
+				met = map[bool]string{true: "yes", false: "**no**"}[ok]
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s |\n", n, fmtValue(f.Value), f.Unit, dash(f.Target), met, f.When)
+		}
 	}
 	return b.String()
+}
+
+// benchmarkName is the test or benchmark a command runs (its -bench or
+// -run pattern), or the command itself.
+func benchmarkName(command string) string {
+	fields := strings.Fields(command)
+	name := ""
+	for i, f := range fields {
+		if (f == "-bench" || f == "-run") && i+1 < len(fields) && strings.Trim(fields[i+1], "'^$") != "" {
+			name = strings.Trim(fields[i+1], "'^$")
+			if f == "-bench" {
+				break
+			}
+		}
+	}
+	if name == "" {
+		return command
+	}
+	return name
 }
 
 func fmtValue(v float64) string {
