@@ -49,6 +49,7 @@ func failureKinds(c *cluster.Cluster) []failureKind {
 		{"uplink_down", c.UplinkDown, c.UplinkUp, false},
 		{"node_freeze", func(_ context.Context, n string) error { return c.FreezeNode(n) },
 			func(_ context.Context, n string) error { return c.ThawNode(n) }, true},
+		{"node_halt", c.HaltNode, c.ResumeNode, true},
 	}
 }
 

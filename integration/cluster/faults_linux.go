@@ -86,6 +86,41 @@ func (c *Cluster) ThawNode(node string) error {
 	return nil
 }
 
+// haltTable is the nftables table HaltNode puts in a Node namespace.
+const haltTable = "testcl_halt"
+
+// HaltNode makes the Node look dead to the LAN while its link stays up, as
+// a kernel that hung or lost power would: every process in it is frozen
+// (FreezeNode) and a netdev table drops every frame, ARP included, in and
+// out of its uplink. Its kernel neither forwards nor answers ARP for its
+// egress IPs, so the restart grace's probe finds nobody.
+func (c *Cluster) HaltNode(ctx context.Context, node string) error {
+	n := c.Node(node)
+	if n == nil {
+		return fmt.Errorf("halt: no node %q", node)
+	}
+	script := fmt.Sprintf("table netdev %[1]s {\n"+
+		" chain in { type filter hook ingress device %[2]s priority -500; policy drop; }\n"+
+		" chain out { type filter hook egress device %[2]s priority -500; policy drop; }\n}\n", haltTable, defaultUplink)
+	cmd := n.NS.Cmd("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("halt %s: nft: %w: %s", node, err, out)
+	}
+	return c.FreezeNode(node)
+}
+
+// ResumeNode undoes HaltNode: the frames flow again, then the processes
+// run on.
+func (c *Cluster) ResumeNode(ctx context.Context, node string) error {
+	n := c.Node(node)
+	if n == nil {
+		return fmt.Errorf("resume: no node %q", node)
+	}
+	_, err := n.Exec(ctx, "nft", "delete", "table", "netdev", haltTable)
+	return errors.Join(err, c.ThawNode(node))
+}
+
 // UplinkDown sets the Node's uplink down (its egress IPs become
 // unreachable, as on a cable pull).
 func (c *Cluster) UplinkDown(ctx context.Context, node string) error {
