@@ -359,8 +359,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		cancel := a.Registry.Subscribe(func(ev registry.Event) {
 			if ev.Type == registry.Added {
 				a.mu.Lock()
+				was, ok := a.pending[ev.Attachment.Key]
 				delete(a.pending, ev.Attachment.Key)
 				a.mu.Unlock()
+				if ok && was.Same(ev.Attachment) && !ev.Replaced {
+					// The ADD's own reconcile had it (as pending): the
+					// plan is the same without a second one.
+					return
+				}
 			}
 			a.Poke()
 		})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/hint"
+	"github.com/sluicenet/sluice/helperd/registry"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
 	"github.com/sluicenet/sluice/pkg/cniproto"
@@ -387,5 +388,48 @@ func TestStopEndsAHandoffItGivesAway(t *testing.T) {
 	defer dp.mu.Unlock()
 	if last := dp.held[len(dp.held)-1]; slices.Contains(last, ip) {
 		t.Fatalf("the last Apply before the stop still holds %v (%v): the handoff was left half done", ip, last)
+	}
+}
+
+// A Pod's ADD costs one reconcile: the one its ack waits for, which has
+// the attachment as pending. Its recording in the registry afterwards
+// changes nothing in the plan and asks for none; a repeated ADD with
+// other IPs does.
+func TestOneReconcilePerADD(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cache := NewCache(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset())
+	if err := cache.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dp := &fakeDatapath{}
+	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour}
+	a.Registry = registry.New(registry.Options{OnAdd: a.OnCNIAdd, Log: slog.New(slog.DiscardHandler)})
+	go a.Run(ctx)
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	applies := func() int {
+		time.Sleep(100 * time.Millisecond) // room for a second reconcile, were one asked for
+		dp.mu.Lock()
+		defer dp.mu.Unlock()
+		return dp.applies
+	}
+	before := applies()
+	att := cniproto.Attachment{Key: cniproto.Key{ContainerID: "c1", IfName: "eth0"}, Netns: "/proc/1/ns/net",
+		PodNamespace: "prod", PodName: "web", PodIPs: []string{"10.244.1.5"}}
+	if err := a.Registry.Add(ctx, att); err != nil {
+		t.Fatal(err)
+	}
+	if n := applies() - before; n != 1 {
+		t.Fatalf("%d reconciles for one ADD, want 1", n)
+	}
+	att.PodIPs = []string{"10.244.1.6"}
+	before = applies()
+	if err := a.Registry.Add(ctx, att); err != nil {
+		t.Fatal(err)
+	}
+	if n := applies() - before; n != 2 {
+		t.Fatalf("%d reconciles for a repeated ADD with another IP, want 2 (its own, and one without the old record)", n)
 	}
 }

@@ -41,6 +41,9 @@ const (
 type Event struct {
 	Type       EventType
 	Attachment Attachment
+	// Replaced: an Added attachment took the place of a different record
+	// under the same key (a repeated ADD with other IPs, say).
+	Replaced bool
 }
 
 // Options configures a Registry.
@@ -126,8 +129,9 @@ func (r *Registry) record(as ...Attachment) {
 	evs := make([]Event, 0, len(as))
 	r.mu.Lock()
 	for _, a := range as {
+		prev, had := r.byKey[a.Key]
 		r.byKey[a.Key] = a
-		evs = append(evs, Event{Type: Added, Attachment: a})
+		evs = append(evs, Event{Type: Added, Attachment: a, Replaced: had && !prev.Same(a)})
 	}
 	r.mu.Unlock()
 	r.notify(evs)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 )
 
@@ -73,6 +74,12 @@ type Attachment struct {
 	PodIPs       []string `json:"podIPs,omitempty"` // addresses without prefix length
 	HostVeth     string   `json:"hostVeth,omitempty"`
 	HostIfIndex  int      `json:"hostIfIndex,omitempty"`
+}
+
+// Same reports whether a and b are the same attachment in every field.
+func (a *Attachment) Same(b Attachment) bool {
+	return a.Key == b.Key && a.Netns == b.Netns && a.PodNamespace == b.PodNamespace && a.PodName == b.PodName &&
+		a.PodUID == b.PodUID && slices.Equal(a.PodIPs, b.PodIPs) && a.HostVeth == b.HostVeth && a.HostIfIndex == b.HostIfIndex
 }
 
 // Request is one message from the plugin to the helper.
