@@ -41,15 +41,22 @@ func (f *fakeDatapath) Stats(context.Context) (datapath.Stats, error) { return d
 
 // The registry replays tagged veths through OnCNIAdd at start, possibly
 // before Run's goroutine has begun: that once crashed on a nil map.
-func TestCNIAddBeforeRunWaitsForTheFirstReconcile(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// emptyAgent is node-a's agent over an empty API and a fake datapath,
+// not yet running; ctx bounds its cache.
+func emptyAgent(t *testing.T, ctx context.Context) (*Agent, *fakeDatapath) {
+	t.Helper()
 	cache := NewCache(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset())
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	dp := &fakeDatapath{}
-	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour}
+	return &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour}, dp
+}
+
+func TestCNIAddBeforeRunWaitsForTheFirstReconcile(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, dp := emptyAgent(t, ctx)
 	done := make(chan error, 1)
 	go func() {
 		done <- a.OnCNIAdd(ctx, cniproto.Attachment{Key: cniproto.Key{ContainerID: "c1", IfName: "eth0"},
@@ -398,12 +405,7 @@ func TestStopEndsAHandoffItGivesAway(t *testing.T) {
 func TestOneReconcilePerADD(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cache := NewCache(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset())
-	if err := cache.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	dp := &fakeDatapath{}
-	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour}
+	a, dp := emptyAgent(t, ctx)
 	a.Registry = registry.New(registry.Options{OnAdd: a.OnCNIAdd, Log: slog.New(slog.DiscardHandler)})
 	go a.Run(ctx)
 	if err := a.Sync(ctx); err != nil {
