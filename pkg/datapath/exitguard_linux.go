@@ -156,8 +156,10 @@ func exitGuardHolds(g ExitGuard) (bool, error) {
 	return true, nil
 }
 
-// kernelSelected reads the guard's selected set as the kernel holds it
-// (nil when there is no guard), sorted.
+// kernelSelected reads the Pods the guard protects as the kernel holds
+// them, selected or still lingering (nil when there is no guard), sorted.
+// A restarted helper lingers them all anew: the kernel keeps no deadline,
+// and forgetting the lingering ones cut their protection short.
 func kernelSelected() ([]netip.Addr, error) {
 	c, err := nftables.New()
 	if err != nil {
@@ -166,18 +168,21 @@ func kernelSelected() ([]netip.Addr, error) {
 	if ok, err := exitTablePresent(c); err != nil || !ok {
 		return nil, err
 	}
-	elems, err := c.GetSetElements(exitSets(exitTable()).sel)
-	if err != nil {
-		return nil, fmt.Errorf("exit guard: read set %s: %w", exitSetSelected, err)
-	}
+	sets := exitSets(exitTable())
 	var out []netip.Addr
-	for _, e := range elems {
-		if ip, ok := netip.AddrFromSlice(e.Key); ok && ip.Is4() {
-			out = append(out, ip)
+	for _, set := range []*nftables.Set{sets.sel, sets.linger} {
+		elems, err := c.GetSetElements(set)
+		if err != nil {
+			return nil, fmt.Errorf("exit guard: read set %s: %w", set.Name, err)
+		}
+		for _, e := range elems {
+			if ip, ok := netip.AddrFromSlice(e.Key); ok && ip.Is4() {
+				out = append(out, ip)
+			}
 		}
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
-	return out, nil
+	return slices.Compact(out), nil
 }
 
 func sameElements(a, b []nftables.SetElement) bool {
