@@ -41,27 +41,24 @@ const (
 func newTopo(t *testing.T) *topo {
 	t.Helper()
 	nstest.RequireRoot(t)
+	lan := nstest.NewLAN(t, "lan")
 	tp := &topo{
-		lan: nstest.New(t, "lan"), node1: nstest.New(t, "node1"), node2: nstest.New(t, "node2"),
+		lan: lan.NS, node1: nstest.New(t, "node1"), node2: nstest.New(t, "node2"),
 		ext: nstest.New(t, "ext"), pod1a: nstest.New(t, "pod1a"), pod1b: nstest.New(t, "pod1b"), pod2a: nstest.New(t, "pod2a"),
 	}
-	tp.lan.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
-	tp.lan.MustRun(t, "ip", "link", "set", "br0", "up")
-	for i, n := range []*nstest.NS{tp.node1, tp.node2, tp.ext} {
+	for _, m := range []struct {
+		n    *nstest.NS
+		addr string
+	}{{tp.node1, "192.0.2.11/24"}, {tp.node2, "192.0.2.12/24"}, {tp.ext, extAddr + "/24"}} {
 		// rp_filter=1 everywhere in the nodes, before any interface exists,
 		// so every interface (the tunnel too) inherits it from default.
-		if n != tp.ext {
+		if m.n != tp.ext {
 			for _, k := range []string{"net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.default.rp_filter=1", "net.ipv4.ip_forward=1"} {
-				n.MustRun(t, "sysctl", "-qw", k)
+				m.n.MustRun(t, "sysctl", "-qw", k)
 			}
 		}
-		peer := fmt.Sprintf("p%d", i)
-		nstest.Veth(t, tp.lan, peer, n, "eth0")
-		tp.lan.MustRun(t, "ip", "link", "set", peer, "master", "br0")
+		lan.Plug(t, m.n, "eth0", m.addr)
 	}
-	tp.node1.MustRun(t, "ip", "addr", "add", "192.0.2.11/24", "dev", "eth0")
-	tp.node2.MustRun(t, "ip", "addr", "add", "192.0.2.12/24", "dev", "eth0")
-	tp.ext.MustRun(t, "ip", "addr", "add", extAddr+"/24", "dev", "eth0")
 	// Egress IPs are answered by whichever node holds them (ARP on the lan).
 	tp.ext.MustRun(t, "ip", "route", "add", "203.0.113.0/24", "dev", "eth0")
 	addPods(t, tp.node1, "10.244.1", tp.pod1a, tp.pod1b)

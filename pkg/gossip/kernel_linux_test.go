@@ -51,17 +51,12 @@ type child struct {
 }
 
 func newCluster(t *testing.T, n int) *cluster {
-	sw := nstest.New(t, "gsw")
-	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
-	sw.MustRun(t, "ip", "link", "set", "br0", "up")
+	sw := nstest.NewLAN(t, "gsw")
 	c := &cluster{t: t, key: hex.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))}
 	for i := range n {
 		node := nstest.New(t, fmt.Sprintf("g%d", i))
-		port := fmt.Sprintf("p%d", i)
-		nstest.Veth(t, node, "eth0", sw, port)
-		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
 		ip := fmt.Sprintf("192.0.2.%d", 11+i)
-		node.MustRun(t, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+		sw.Plug(t, node, "eth0", ip+"/24")
 		c.nodes = append(c.nodes, node)
 		c.ips = append(c.ips, ip)
 	}

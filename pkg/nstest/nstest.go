@@ -100,6 +100,37 @@ func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
 	b.MustRun(t, "ip", "link", "set", bName, "up")
 }
 
+// LAN is one L2 segment for tests: a bridge, br0, in a namespace of its
+// own, which other namespaces plug into (the "lan plus N Nodes" every
+// kernel test starts from).
+type LAN struct {
+	NS    *NS
+	ports int
+}
+
+// NewLAN makes the segment's namespace and its bridge.
+func NewLAN(t testing.TB, name string) *LAN {
+	t.Helper()
+	l := &LAN{NS: New(t, name)}
+	l.NS.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	l.NS.MustRun(t, "ip", "link", "set", "br0", "up")
+	return l
+}
+
+// Plug connects n to the segment by a veth, dev in n (up, with addr when
+// it is not "", as a prefix such as "192.0.2.11/24") and the next port
+// p0, p1, ... on the bridge.
+func (l *LAN) Plug(t testing.TB, n *NS, dev, addr string) {
+	t.Helper()
+	port := fmt.Sprintf("p%d", l.ports)
+	l.ports++
+	Veth(t, l.NS, port, n, dev)
+	l.NS.MustRun(t, "ip", "link", "set", port, "master", "br0")
+	if addr != "" {
+		n.MustRun(t, "ip", "addr", "add", addr, "dev", dev)
+	}
+}
+
 // Sweep removes namespaces left by earlier test processes that no longer
 // run. Call it from TestMain. Namespaces of live processes are left alone,
 // so parallel test binaries do not disturb each other.

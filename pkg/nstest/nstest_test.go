@@ -26,6 +26,18 @@ func TestNewVethAndCleanup(t *testing.T) {
 	}
 }
 
+func TestLAN(t *testing.T) {
+	RequireRoot(t)
+	lan := NewLAN(t, "lan")
+	a, b := New(t, "a"), New(t, "b")
+	lan.Plug(t, a, "eth0", "192.0.2.1/24")
+	lan.Plug(t, b, "eth0", "192.0.2.2/24")
+	a.MustRun(t, "ping", "-c1", "-W1", "192.0.2.2")
+	if ports := lan.NS.MustRun(t, "ip", "-o", "link", "show", "master", "br0"); !strings.Contains(ports, "p0") || !strings.Contains(ports, "p1") {
+		t.Fatalf("bridge ports: %s", ports)
+	}
+}
+
 func must(t *testing.T, name string, args ...string) []byte {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
