@@ -212,7 +212,7 @@ func (a *Agent) selected(att cniproto.Attachment) bool {
 }
 
 type hintEntry struct {
-	Hint
+	HintedIP
 	expires time.Time
 }
 
@@ -228,7 +228,7 @@ func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
 	}
 	key := policy.PodKey{Namespace: h.Namespace, Name: h.Pod}
 	a.mu.Lock()
-	a.hints[key] = hintEntry{Hint{PodIP: h.PodIP.Unmap(), Node: h.Sender, Seen: seen}, time.Now().Add(hint.TTL)}
+	a.hints[key] = hintEntry{HintedIP{PodIP: h.PodIP.Unmap(), Node: h.Sender, Seen: seen}, time.Now().Add(hint.TTL)}
 	a.mu.Unlock()
 	return a.Sync(ctx)
 }
@@ -316,17 +316,17 @@ func (a *Agent) sendHints(ctx context.Context, prev, next Plan) {
 }
 
 // liveHints drops expired hints and returns the rest.
-func (a *Agent) liveHints() map[policy.PodKey]Hint {
+func (a *Agent) liveHints() map[policy.PodKey]HintedIP {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
-	out := make(map[policy.PodKey]Hint, len(a.hints))
+	out := make(map[policy.PodKey]HintedIP, len(a.hints))
 	for key, h := range a.hints {
 		if now.After(h.expires) {
 			delete(a.hints, key)
 			continue
 		}
-		out[key] = h.Hint
+		out[key] = h.HintedIP
 	}
 	return out
 }

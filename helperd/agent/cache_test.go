@@ -79,13 +79,13 @@ func TestWithHintsRecreatedSandbox(t *testing.T) {
 	pod := func(ips ...string) policy.PodInfo {
 		return policy.PodInfo{Namespace: "t", Name: "p", Node: "node-c", Phase: corev1.PodRunning, IPs: addrs(ips...)}
 	}
-	hintFrom := func(node, ip string, seen ...string) map[policy.PodKey]Hint {
-		return map[policy.PodKey]Hint{key: {PodIP: netip.MustParseAddr(ip), Node: node, Seen: addrs(seen...)}}
+	hintFrom := func(node, ip string, seen ...string) map[policy.PodKey]HintedIP {
+		return map[policy.PodKey]HintedIP{key: {PodIP: netip.MustParseAddr(ip), Node: node, Seen: addrs(seen...)}}
 	}
 	for _, c := range []struct {
 		name  string
 		pod   policy.PodInfo
-		hints map[policy.PodKey]Hint
+		hints map[policy.PodKey]HintedIP
 		want  []netip.Addr
 	}{
 		{"new pod without ips", pod(), hintFrom("node-c", "10.244.2.3"), addrs("10.244.2.3")},

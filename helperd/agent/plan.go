@@ -66,7 +66,7 @@ type Snapshot struct {
 	// ADD, before the API server had them (see package hint). They count
 	// only for a Pod object on the announcing Node (see withHints); which
 	// Egress selects the Pod is decided here, as for any Pod.
-	Hints map[policy.PodKey]Hint
+	Hints map[policy.PodKey]HintedIP
 	// ClusterCIDRs are the Pod and Service CIDRs: no egress IP lies in them.
 	ClusterCIDRs []netip.Prefix
 	// Conflicts are pool IPs that another host on this Node's link answers
@@ -78,8 +78,8 @@ type Snapshot struct {
 	HandoffExpired map[string]bool
 }
 
-// Hint is a Pod's IP as the helper of the Pod's Node reported it.
-type Hint struct {
+// HintedIP is a Pod's IP as the helper of the Pod's Node reported it.
+type HintedIP struct {
 	PodIP netip.Addr
 	Node  string // the reporting Node
 	// Seen are the Pod object's IPs when the hint arrived.
@@ -442,7 +442,7 @@ func perEgress(s Snapshot, res policy.Result) (map[string]int, map[string][]data
 // of its IPs of that family: the sender's CNI has just given a recreated
 // sandbox that IP, and the kubelet has not written it yet. Once the object's
 // IPs change, the API has caught up and the hint no longer counts.
-func withHints(pods []policy.PodInfo, hints map[policy.PodKey]Hint) []policy.PodInfo {
+func withHints(pods []policy.PodInfo, hints map[policy.PodKey]HintedIP) []policy.PodInfo {
 	if len(hints) == 0 {
 		return pods
 	}

@@ -209,7 +209,7 @@ func TestHintedPodIsProgrammedOnTheHolder(t *testing.T) {
 	}
 	fresh, devIP := netip.MustParseAddr("10.244.3.77"), netip.MustParseAddr("10.244.3.78")
 	s := withNew(owner)
-	s.Hints = map[policy.PodKey]Hint{
+	s.Hints = map[policy.PodKey]HintedIP{
 		{Namespace: "prod", Name: "web-new"}: {PodIP: fresh, Node: "node-c"},
 		{Namespace: "dev", Name: "web-dev"}:  {PodIP: devIP, Node: "node-c"}, // selected by no Egress
 		{Namespace: "prod", Name: "web-a"}:   {PodIP: devIP, Node: "node-a"}, // has its IP already

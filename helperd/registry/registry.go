@@ -195,8 +195,8 @@ func (r *Registry) List(context.Context) []Attachment {
 	return out
 }
 
-// Apply replays one request as if it came over the socket (the spool path).
-func (r *Registry) Apply(ctx context.Context, req cniproto.Request) error {
+// Replay applies one request as if it came over the socket (the spool path).
+func (r *Registry) Replay(ctx context.Context, req cniproto.Request) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func (r *Registry) ReplaySpool(ctx context.Context, dir string) (int, error) {
 	errs := []error{rerr}
 	n := 0
 	for _, e := range ents {
-		if err := r.Apply(ctx, e.Request); err != nil {
+		if err := r.Replay(ctx, e.Request); err != nil {
 			errs = append(errs, fmt.Errorf("replay %s: %w", e.Path, err))
 			continue
 		}
