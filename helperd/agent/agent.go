@@ -42,6 +42,9 @@ type Announcer func(ctx context.Context, ip netip.Addr)
 // Node holds them (garp.Probe); it returns who answers for each IP taken.
 type Prober func(ctx context.Context, ips []netip.Addr) (map[netip.Addr]string, error)
 
+// errNotApplied is lastApplyErr before the first Apply.
+var errNotApplied = errors.New("no Apply yet")
+
 // conflictRetry is how long an IP found taken stays unheld before it is
 // probed again.
 const conflictRetry = 10 * time.Second
@@ -87,10 +90,9 @@ type Agent struct {
 	doneCh  chan struct{}
 	last    Plan // the plan of the last Apply
 	lastErr error
-	// lastApplied and lastApplyErr: whether an Apply has run, and how the
-	// last one ended (lastErr is also set by a reconcile that stopped
-	// before its Apply).
-	lastApplied  bool
+	// lastApplyErr is how the last Apply ended (errNotApplied before the
+	// first); lastErr is also set by a reconcile that stopped before its
+	// Apply.
 	lastApplyErr error
 	pending      map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
 	hints        map[policy.PodKey]hintEntry          // Pods other helpers announced to us
@@ -130,6 +132,7 @@ func (a *Agent) initState() {
 	a.unanswered = map[netip.Addr]time.Time{}
 	a.started = time.Now()
 	a.statusCh = make(chan Plan, 1)
+	a.lastApplyErr = errNotApplied
 	if a.Resync == 0 {
 		a.Resync = 2 * time.Second
 	}
@@ -451,15 +454,15 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	a.mu.Lock()
 	last := a.last
 	a.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err // told to stop before anything was written
+	}
 	// Hints go out while the datapath is programmed, not before: after a
 	// failover every moved Egress's Pods are hinted to their new holder,
 	// whose helper answers while it is itself taking over, and a third
 	// Node's tunnel to the new holder waited for those answers (100–300 ms
 	// of a failover). The reconcile still ends only once both are done,
 	// so a new Pod's ADD is acknowledged after its hint has arrived.
-	if err := ctx.Err(); err != nil {
-		return err // told to stop before anything was written
-	}
 	hinted := make(chan struct{})
 	go func() {
 		defer close(hinted)
@@ -482,7 +485,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		"apply", appliedAt.Sub(probedAt), "announce+hints", time.Since(appliedAt), "alive", len(snap.Alive), "held", len(plan.Desired.HeldIPs))
 
 	a.mu.Lock()
-	a.last, a.lastApplied, a.lastApplyErr = plan, true, err
+	a.last, a.lastApplyErr = plan, err
 	a.mu.Unlock()
 	select { // hand the newest plan to the status writer, dropping a stale one
 	case <-a.statusCh:
@@ -492,8 +495,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	return err
 }
 
-// stopFinishFor bounds what finishOnStop adds to a helper's stop.
-const stopFinishFor = 1500 * time.Millisecond
+// StopFinishFor bounds what finishOnStop adds to a helper's stop.
+const StopFinishFor = 1500 * time.Millisecond
 
 // finishOnStop ends the planned moves under way when the helper is told
 // to stop (SIGTERM), before it leaves gossip. The kernel goes on with
@@ -513,12 +516,12 @@ const stopFinishFor = 1500 * time.Millisecond
 // after ctx has ended.
 func (a *Agent) finishOnStop() {
 	a.mu.Lock()
-	plan, ok := a.last, a.lastApplied && a.lastApplyErr == nil
+	plan, ok := a.last, a.lastApplyErr == nil
 	a.mu.Unlock()
 	if a.Grace <= 0 || !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), stopFinishFor)
+	ctx, cancel := context.WithTimeout(context.Background(), StopFinishFor)
 	defer cancel()
 	var taking, giving Plan
 	for _, ep := range plan.Egresses {

@@ -226,8 +226,10 @@ func TestStopClaimsAHandoffInFlight(t *testing.T) {
 	}
 }
 
-func testStopClaims(t *testing.T, midApply bool) {
-	ip := netip.MustParseAddr("198.51.100.5")
+// handoffFixture is a planned move about to begin: pooled Egress "prod"
+// with ip held by node-a, which is cordoned, so placement gives it to
+// node-b. It returns the Egress and the two API clients holding it all.
+func handoffFixture(ip netip.Addr) (*v1alpha1.Egress, *sluicefake.Clientset, *kubefake.Clientset) {
 	node := func(name string, ip netip.Addr, cordoned bool) *corev1.Node {
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"egress": "yes"}},
 			Spec:   corev1.NodeSpec{Unschedulable: cordoned},
@@ -238,8 +240,13 @@ func testStopClaims(t *testing.T, midApply bool) {
 		Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{CIDR: "198.51.100.0/28"}},
 			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"egress": "yes"}}}}
 	e := eg("prod", ip.String(), "pool", "prod")
-	e.Status.EgressIP, e.Status.EgressNode = ip.String(), "node-a" // node-a holds it, and is cordoned
-	client := sluicefake.NewSimpleClientset(pool, e)
+	e.Status.EgressIP, e.Status.EgressNode = ip.String(), "node-a"
+	return e, sluicefake.NewSimpleClientset(pool, e), kubefake.NewSimpleClientset(ns, node("node-a", ipA, true), node("node-b", ipB, false))
+}
+
+func testStopClaims(t *testing.T, midApply bool) {
+	ip := netip.MustParseAddr("198.51.100.5")
+	e, client, kube := handoffFixture(ip)
 	var mu sync.Mutex
 	refuse, claims := !midApply, 0
 	client.PrependReactor("patch", "egresses", func(act k8stesting.Action) (bool, runtime.Object, error) {
@@ -256,7 +263,7 @@ func testStopClaims(t *testing.T, midApply bool) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cache := NewCache(kubefake.NewSimpleClientset(ns, node("node-a", ipA, true), node("node-b", ipB, false)), client)
+	cache := NewCache(kube, client)
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -337,23 +344,12 @@ func (r *recordingDatapath) Stats(context.Context) (datapath.Stats, error) {
 // leave from here while the LAN's replies go to the new holder.
 func TestStopEndsAHandoffItGivesAway(t *testing.T) {
 	ip := netip.MustParseAddr("198.51.100.5")
-	node := func(name string, ip netip.Addr, cordoned bool) *corev1.Node {
-		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"egress": "yes"}},
-			Spec:   corev1.NodeSpec{Unschedulable: cordoned},
-			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}}}}
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod", Labels: map[string]string{"kubernetes.io/metadata.name": "prod"}}}
-	pool := &v1alpha1.ExternalIPPool{ObjectMeta: metav1.ObjectMeta{Name: "pool"},
-		Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{CIDR: "198.51.100.0/28"}},
-			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"egress": "yes"}}}}
-	e := eg("prod", ip.String(), "pool", "prod")
-	e.Status.EgressIP, e.Status.EgressNode = ip.String(), "node-a" // node-a holds it, and is cordoned
-	client := sluicefake.NewSimpleClientset(pool, e)
+	e, client, kube := handoffFixture(ip)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	informers, stopInformers := context.WithCancel(context.Background())
 	defer stopInformers()
-	cache := NewCache(kubefake.NewSimpleClientset(ns, node("node-a", ipA, true), node("node-b", ipB, false)), client)
+	cache := NewCache(kube, client)
 	if err := cache.Start(informers); err != nil {
 		t.Fatal(err)
 	}

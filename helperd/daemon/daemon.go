@@ -233,7 +233,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		// (Agent.finishOnStop): leave gossip only after it.
 		select {
 		case <-agentDone:
-		case <-time.After(3 * time.Second):
+		case <-time.After(2 * agent.StopFinishFor): // its bound, and an Apply under way
 		}
 		return nil
 	case err := <-errc:

@@ -14,7 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
+	"reflect"
 	"strings"
 )
 
@@ -76,11 +76,9 @@ type Attachment struct {
 	HostIfIndex  int      `json:"hostIfIndex,omitempty"`
 }
 
-// Same reports whether a and b are the same attachment in every field.
-func (a *Attachment) Same(b Attachment) bool {
-	return a.Key == b.Key && a.Netns == b.Netns && a.PodNamespace == b.PodNamespace && a.PodName == b.PodName &&
-		a.PodUID == b.PodUID && slices.Equal(a.PodIPs, b.PodIPs) && a.HostVeth == b.HostVeth && a.HostIfIndex == b.HostIfIndex
-}
+// Same reports whether a and b are the same attachment in every field,
+// fields added later included.
+func (a *Attachment) Same(b Attachment) bool { return reflect.DeepEqual(*a, b) }
 
 // Request is one message from the plugin to the helper.
 type Request struct {
