@@ -94,8 +94,7 @@ type Agent struct {
 	// first); lastErr is also set by a reconcile that stopped before its
 	// Apply.
 	lastApplyErr error
-	pending      map[cniproto.Key]cniproto.Attachment // ADDs being programmed before their ack
-	hints        map[policy.PodKey]hintEntry          // Pods other helpers announced to us
+	hints        map[policy.PodKey]hintEntry // Pods other helpers announced to us
 	held         map[netip.Addr]bool
 	lastAlive    string
 	// announcedAll is when every held IP was last announced.
@@ -124,7 +123,6 @@ func (a *Agent) init() { a.initOnce.Do(a.initState) }
 func (a *Agent) initState() {
 	a.trigger = make(chan struct{}, 1)
 	a.doneCh = make(chan struct{})
-	a.pending = map[cniproto.Key]cniproto.Attachment{}
 	a.hints = map[policy.PodKey]hintEntry{}
 	a.held = map[netip.Addr]bool{}
 	a.conflicts = map[netip.Addr]conflict{}
@@ -174,13 +172,11 @@ func (a *Agent) Sync(ctx context.Context) error {
 
 // OnCNIAdd is the registry's OnAdd hook: it programs the Pod's egress
 // before the plugin's ADD is acknowledged, so that even the Pod's first
-// packet leaves with the right IP.
+// packet leaves with the right IP. The registry lists att while this
+// runs, so a reconcile that starts now has it; one that this waits for.
 func (a *Agent) OnCNIAdd(ctx context.Context, att cniproto.Attachment) error {
 	a.init()
 	start := time.Now()
-	a.mu.Lock()
-	a.pending[att.Key] = att
-	a.mu.Unlock()
 	if att.PodNamespace != "" && att.PodName != "" {
 		a.Cache.EnsurePod(ctx, att.PodNamespace, att.PodName)
 	}
@@ -191,15 +187,8 @@ func (a *Agent) OnCNIAdd(ctx context.Context, att cniproto.Attachment) error {
 		a.Log.Warn("datapath apply failed; acking the ADD of a Pod no Egress selects", "pod", att.PodNamespace+"/"+att.PodName, "err", err)
 		err = nil
 	}
-	if err != nil {
-		// Refused or timed out: the runtime tears the sandbox down, so
-		// nothing of this ADD may stay. The next reconcile removes
-		// whatever it programmed, unless the API knows the Pod's IP.
-		a.mu.Lock()
-		delete(a.pending, att.Key)
-		a.mu.Unlock()
-		a.Poke()
-	}
+	// Refused or timed out, the registry drops att and says so, and the
+	// next reconcile removes whatever this one programmed for it.
 	a.Metrics.observeCNI("add", start, err)
 	return err
 }
@@ -360,16 +349,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.init()
 	if a.Registry != nil {
 		cancel := a.Registry.Subscribe(func(ev registry.Event) {
-			if ev.Type == registry.Added {
-				a.mu.Lock()
-				was, ok := a.pending[ev.Attachment.Key]
-				delete(a.pending, ev.Attachment.Key)
-				a.mu.Unlock()
-				if ok && was.Same(ev.Attachment) && !ev.Replaced {
-					// The ADD's own reconcile had it (as pending): the
-					// plan is the same without a second one.
-					return
-				}
+			if ev.Type == registry.Added && ev.Prepared {
+				// The ADD's own reconcile had it: the plan is the same
+				// without a second one.
+				return
 			}
 			a.Poke()
 		})
@@ -414,10 +397,6 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) reconcile(ctx context.Context) error {
 	start := time.Now()
 	a.mu.Lock()
-	pending := make([]cniproto.Attachment, 0, len(a.pending))
-	for _, att := range a.pending {
-		pending = append(pending, att)
-	}
 	prev := a.last.IDs
 	a.mu.Unlock()
 	if prev == nil {
@@ -427,7 +406,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if a.Registry != nil {
 		atts = a.Registry.List(ctx)
 	}
-	snap := a.Cache.Snapshot(a.Self, append(atts, pending...))
+	snap := a.Cache.Snapshot(a.Self, atts)
 	snap.Alive = a.alive()
 	a.noteDepartures(ctx, snap.Alive)
 	departuresAt := time.Now()

@@ -28,13 +28,28 @@ import (
 type fakeDatapath struct {
 	mu      sync.Mutex
 	applies int
+	last    datapath.Desired
 }
 
-func (f *fakeDatapath) Apply(context.Context, datapath.Desired) error {
+func (f *fakeDatapath) Apply(_ context.Context, d datapath.Desired) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applies++
+	f.last = d
 	return nil
+}
+
+// podIPs are the local Pod IPs the last Apply redirected or SNATed.
+func (f *fakeDatapath) podIPs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, e := range f.last.Egresses {
+		for _, ip := range e.LocalPodIPs {
+			out = append(out, ip.String())
+		}
+	}
+	return out
 }
 
 func (f *fakeDatapath) Stats(context.Context) (datapath.Stats, error) { return datapath.Stats{}, nil }
@@ -131,8 +146,8 @@ func (f *failingDatapath) Apply(ctx context.Context, d datapath.Desired) error {
 var errBroken = errors.New("iptables-restore: broken")
 
 // A failing Apply refuses the ADD of a Pod an Egress selects, but not of a
-// Pod no Egress selects; a refused or timed-out ADD leaves no pending
-// attachment behind.
+// Pod no Egress selects; the registry keeps no refused or timed-out ADD,
+// and the next Apply has nothing of it.
 func TestCNIAddFailuresContained(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -149,36 +164,49 @@ func TestCNIAddFailuresContained(t *testing.T) {
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &failingDatapath{}, Resync: time.Hour}
+	dp := &failingDatapath{}
+	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour}
+	a.Registry = registry.New(registry.Options{OnAdd: a.OnCNIAdd, Log: slog.New(slog.DiscardHandler)})
 	go a.Run(ctx)
-	add := func(ctx context.Context, name, ip string) error {
-		return a.OnCNIAdd(ctx, cniproto.Attachment{Key: cniproto.Key{ContainerID: name, IfName: "eth0"},
-			PodNamespace: "prod", PodName: name, PodIPs: []string{ip}})
+	attachment := func(name, ip string) cniproto.Attachment {
+		return cniproto.Attachment{Key: cniproto.Key{ContainerID: name, IfName: "eth0"}, Netns: "/proc/1/ns/net",
+			PodNamespace: "prod", PodName: name, PodIPs: []string{ip}}
 	}
-	if err := add(ctx, "db", "10.244.1.6"); err != nil {
+	listed := func(r *registry.Registry) []string {
+		var out []string
+		for _, att := range r.List(ctx) {
+			out = append(out, att.ContainerID)
+		}
+		return out
+	}
+	if err := a.Registry.Add(ctx, attachment("db", "10.244.1.6")); err != nil {
 		t.Errorf("ADD of a Pod no Egress selects: %v, want it acked despite the failing Apply", err)
 	}
-	if err := add(ctx, "web", "10.244.1.5"); err == nil || !strings.Contains(err.Error(), "broken") {
+	if err := a.Registry.Add(ctx, attachment("web", "10.244.1.5")); err == nil || !strings.Contains(err.Error(), "broken") {
 		t.Errorf("ADD of a selected Pod: %v, want the Apply error", err)
 	}
-	a.mu.Lock()
-	n := len(a.pending)
-	a.mu.Unlock()
-	if n != 1 { // db's stays until the registry records it; web's is gone
-		t.Errorf("%d pending attachments, want 1 (db's)", n)
+	if got := listed(a.Registry); !slices.Equal(got, []string{"db"}) {
+		t.Errorf("registry lists %v after a refused ADD, want [db]", got)
+	}
+	// The refused ADD's reconcile programmed web; the one its removal
+	// asks for takes it out again.
+	deadline := time.Now().Add(2 * time.Second)
+	for slices.Contains(dp.podIPs(), "10.244.1.5") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := dp.podIPs(); slices.Contains(got, "10.244.1.5") {
+		t.Errorf("the Apply after a refused ADD still has its Pod IP: %v", got)
 	}
 	// An ADD that times out leaves nothing either.
 	stuck := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &fakeDatapath{}, Resync: time.Hour}
+	stuck.Registry = registry.New(registry.Options{OnAdd: stuck.OnCNIAdd, Log: slog.New(slog.DiscardHandler)})
 	tctx, tcancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer tcancel()
-	if err := stuck.OnCNIAdd(tctx, cniproto.Attachment{Key: cniproto.Key{ContainerID: "late", IfName: "eth0"},
-		PodNamespace: "prod", PodName: "web", PodIPs: []string{"10.244.1.7"}}); err == nil {
+	if err := stuck.Registry.Add(tctx, attachment("late", "10.244.1.7")); err == nil {
 		t.Fatal("an ADD with no reconcile loop returned nil")
 	}
-	stuck.mu.Lock()
-	defer stuck.mu.Unlock()
-	if len(stuck.pending) != 0 {
-		t.Errorf("a timed-out ADD left %d pending attachments", len(stuck.pending))
+	if got := listed(stuck.Registry); len(got) != 0 {
+		t.Errorf("a timed-out ADD left %v in the registry", got)
 	}
 }
 
@@ -394,10 +422,11 @@ func TestStopEndsAHandoffItGivesAway(t *testing.T) {
 	}
 }
 
-// A Pod's ADD costs one reconcile: the one its ack waits for, which has
-// the attachment as pending. Its recording in the registry afterwards
-// changes nothing in the plan and asks for none; a repeated ADD with
-// other IPs does.
+// A Pod's ADD costs one reconcile: the one its ack waits for, in which
+// the registry already lists the attachment. Its recording afterwards
+// changes nothing in the plan and asks for none, and neither does a
+// repeated ADD with other IPs, whose record stood in for the old one in
+// that reconcile.
 func TestOneReconcilePerADD(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -427,7 +456,7 @@ func TestOneReconcilePerADD(t *testing.T) {
 	if err := a.Registry.Add(ctx, att); err != nil {
 		t.Fatal(err)
 	}
-	if n := applies() - before; n != 2 {
-		t.Fatalf("%d reconciles for a repeated ADD with another IP, want 2 (its own, and one without the old record)", n)
+	if n := applies() - before; n != 1 {
+		t.Fatalf("%d reconciles for a repeated ADD with another IP, want 1", n)
 	}
 }

@@ -5,9 +5,12 @@
 // and, at start-up, a scan of the host veths the plugin tagged. The kernel
 // tags make the helper restartable without any message from the plugin.
 //
-// The rest of the helper hooks in through OnAdd (called synchronously
-// before the plugin's ADD is acknowledged, so the Pod's datapath can be
-// programmed before its first packet) and Subscribe (told of every change).
+// The registry is the one owner of the attachments: an ADD is listed from
+// the moment it arrives, while OnAdd prepares it, and is dropped again if
+// OnAdd refuses it. The rest of the helper hooks in through OnAdd (called
+// synchronously before the plugin's ADD is acknowledged, so the Pod's
+// datapath can be programmed before its first packet) and Subscribe (told
+// of every change).
 package registry
 
 import (
@@ -41,16 +44,18 @@ const (
 type Event struct {
 	Type       EventType
 	Attachment Attachment
-	// Replaced: an Added attachment took the place of a different record
-	// under the same key (a repeated ADD with other IPs, say).
-	Replaced bool
+	// Prepared: List already showed this attachment, as it is, while
+	// OnAdd ran; a reconcile OnAdd waited for has seen it.
+	Prepared bool
 }
 
 // Options configures a Registry.
 type Options struct {
-	// OnAdd runs before an attachment is recorded and before the plugin's
-	// ADD is acked. An error refuses the ADD (the plugin then fails with
-	// "try again later"). It must not call back into the Registry.
+	// OnAdd runs before the plugin's ADD is acked, while List already
+	// shows the attachment (in place of any record under its key). An
+	// error refuses the ADD (the plugin then fails with "try again
+	// later"), and List no longer shows it. OnAdd may call List; it must
+	// not change the Registry.
 	OnAdd func(ctx context.Context, a Attachment) error
 	Log   *slog.Logger
 }
@@ -61,8 +66,19 @@ type Registry struct {
 
 	mu    sync.Mutex
 	byKey map[Key]Attachment
-	subs  map[int]func(Event)
-	next  int
+	// preparing are the ADDs whose OnAdd runs; List shows them in place
+	// of byKey's record under the same key.
+	preparing map[Key]prepared
+	seq       uint64
+	subs      map[int]func(Event)
+	next      int
+}
+
+// prepared is an ADD whose OnAdd runs; seq tells a later ADD of the same
+// key apart.
+type prepared struct {
+	att Attachment
+	seq uint64
 }
 
 var _ cniproto.Handler = (*Registry)(nil)
@@ -72,7 +88,7 @@ func New(opts Options) *Registry {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Registry{opts: opts, byKey: map[Key]Attachment{}, subs: map[int]func(Event){}}
+	return &Registry{opts: opts, byKey: map[Key]Attachment{}, preparing: map[Key]prepared{}, subs: map[int]func(Event){}}
 }
 
 // Subscribe registers fn for every later change and returns a function
@@ -109,18 +125,44 @@ func (r *Registry) notify(evs []Event) {
 	}
 }
 
-// Add runs OnAdd, then records a. A repeated ADD replaces the record.
+// Add lists a while OnAdd runs, then records it, or drops it again when
+// OnAdd refuses it. A repeated ADD replaces the record.
 func (r *Registry) Add(ctx context.Context, a Attachment) error {
 	if err := a.Validate(); err != nil {
 		return fmt.Errorf("invalid attachment: %w", err)
 	}
+	r.mu.Lock()
+	r.seq++
+	p := prepared{att: a, seq: r.seq}
+	r.preparing[a.Key] = p
+	r.mu.Unlock()
+	var err error
 	if r.opts.OnAdd != nil {
-		if err := r.opts.OnAdd(ctx, a); err != nil {
-			return fmt.Errorf("prepare %s: %w", a.Key, err)
+		err = r.opts.OnAdd(ctx, a)
+	}
+	r.mu.Lock()
+	current := r.preparing[a.Key].seq == p.seq
+	if current {
+		delete(r.preparing, a.Key)
+		if err == nil {
+			r.byKey[a.Key] = a
 		}
 	}
-	r.opts.Log.Info("attachment added", "key", a.Key.String(), "veth", a.HostVeth, "ips", a.PodIPs)
-	r.record(a)
+	r.mu.Unlock()
+	if err != nil {
+		if current {
+			// What OnAdd prepared must go again (and a record it stood in
+			// for comes back).
+			r.notify([]Event{{Type: Removed, Attachment: a}})
+		}
+		return fmt.Errorf("prepare %s: %w", a.Key, err)
+	}
+	if current {
+		r.opts.Log.Info("attachment added", "key", a.Key.String(), "veth", a.HostVeth, "ips", a.PodIPs)
+		r.notify([]Event{{Type: Added, Attachment: a, Prepared: true}})
+	}
+	// Not current: a DEL, or a later ADD of the same key, came while OnAdd
+	// ran, and that one stands.
 	return nil
 }
 
@@ -129,19 +171,23 @@ func (r *Registry) record(as ...Attachment) {
 	evs := make([]Event, 0, len(as))
 	r.mu.Lock()
 	for _, a := range as {
-		prev, had := r.byKey[a.Key]
 		r.byKey[a.Key] = a
-		evs = append(evs, Event{Type: Added, Attachment: a, Replaced: had && !prev.Same(a)})
+		evs = append(evs, Event{Type: Added, Attachment: a})
 	}
 	r.mu.Unlock()
 	r.notify(evs)
 }
 
-// Del forgets k. Unknown keys are not an error: DEL comes more than once.
+// Del forgets k, and an ADD of k being prepared. Unknown keys are not an
+// error: DEL comes more than once.
 func (r *Registry) Del(_ context.Context, k Key) error {
 	r.mu.Lock()
 	a, ok := r.byKey[k]
+	if p, preparing := r.preparing[k]; preparing {
+		a, ok = p.att, true
+	}
 	delete(r.byKey, k)
+	delete(r.preparing, k)
 	r.mu.Unlock()
 	if ok {
 		r.opts.Log.Info("attachment removed", "key", k.String())
@@ -150,7 +196,7 @@ func (r *Registry) Del(_ context.Context, k Key) error {
 	return nil
 }
 
-// Check tells whether k is known.
+// Check tells whether k is recorded (an ADD being prepared is not yet).
 func (r *Registry) Check(_ context.Context, k Key) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -158,7 +204,8 @@ func (r *Registry) Check(_ context.Context, k Key) (bool, error) {
 	return ok, nil
 }
 
-// GC forgets every attachment not in valid and returns how many it forgot.
+// GC forgets every recorded attachment not in valid and returns how many
+// it forgot. ADDs being prepared are left to their own outcome.
 func (r *Registry) GC(_ context.Context, valid []Key) (int, error) {
 	keep := make(map[Key]bool, len(valid))
 	for _, k := range valid {
@@ -178,12 +225,18 @@ func (r *Registry) GC(_ context.Context, valid []Key) (int, error) {
 	return len(evs), nil
 }
 
-// List returns the attachments sorted by key.
+// List returns the attachments sorted by key, those being prepared
+// included.
 func (r *Registry) List(context.Context) []Attachment {
 	r.mu.Lock()
-	out := make([]Attachment, 0, len(r.byKey))
-	for _, a := range r.byKey {
-		out = append(out, a)
+	out := make([]Attachment, 0, len(r.byKey)+len(r.preparing))
+	for k, a := range r.byKey {
+		if _, ok := r.preparing[k]; !ok {
+			out = append(out, a)
+		}
+	}
+	for _, p := range r.preparing {
+		out = append(out, p.att)
 	}
 	r.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {

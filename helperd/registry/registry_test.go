@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -79,6 +81,65 @@ func TestOnAddRunsBeforeRecordAndCanRefuse(t *testing.T) {
 	}
 	if err := r.Add(ctx, att("good")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The registry is the one owner of an ADD being prepared: List shows it
+// while OnAdd runs (in place of the record it replaces), a refused one is
+// gone again with the old record back and a Removed event, and a DEL that
+// comes meanwhile wins.
+func TestListShowsTheADDBeingPrepared(t *testing.T) {
+	ctx := context.Background()
+	var r *Registry
+	var during [][]string
+	refuse := map[string]bool{}
+	del := false
+	r = New(Options{Log: quiet(), OnAdd: func(ctx context.Context, a Attachment) error {
+		var ips []string
+		for _, l := range r.List(ctx) {
+			ips = append(ips, l.PodIPs...)
+		}
+		during = append(during, ips)
+		if del {
+			_ = r.Del(ctx, a.Key)
+		}
+		if refuse[a.PodIPs[0]] {
+			return errors.New("datapath not ready")
+		}
+		return nil
+	}})
+	var events []Event
+	r.Subscribe(func(e Event) { events = append(events, e) })
+	ips := func() []string {
+		var out []string
+		for _, l := range r.List(ctx) {
+			out = append(out, l.PodIPs...)
+		}
+		return out
+	}
+	if err := r.Add(ctx, att("c1", "10.244.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	refuse["10.244.0.3"] = true
+	if err := r.Add(ctx, att("c1", "10.244.0.3")); err == nil {
+		t.Fatal("refused ADD returned nil")
+	}
+	if want := [][]string{{"10.244.0.2"}, {"10.244.0.3"}}; !reflect.DeepEqual(during, want) {
+		t.Errorf("List during OnAdd: %v, want %v", during, want)
+	}
+	if got := ips(); !slices.Equal(got, []string{"10.244.0.2"}) {
+		t.Errorf("List after a refused repeated ADD: %v, want the old record [10.244.0.2]", got)
+	}
+	want := []Event{{Type: Added, Attachment: att("c1", "10.244.0.2"), Prepared: true}, {Type: Removed, Attachment: att("c1", "10.244.0.3")}}
+	if !reflect.DeepEqual(events, want) {
+		t.Errorf("events %+v, want %+v", events, want)
+	}
+	del = true
+	if err := r.Add(ctx, att("c2", "10.244.0.4")); err != nil {
+		t.Fatal(err)
+	}
+	if got := ips(); !slices.Equal(got, []string{"10.244.0.2"}) {
+		t.Errorf("List after a DEL during the ADD: %v, want the DEL to win", got)
 	}
 }
 

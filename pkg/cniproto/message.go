@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"reflect"
 	"strings"
 )
 
@@ -75,10 +74,6 @@ type Attachment struct {
 	HostVeth     string   `json:"hostVeth,omitempty"`
 	HostIfIndex  int      `json:"hostIfIndex,omitempty"`
 }
-
-// Same reports whether a and b are the same attachment in every field,
-// fields added later included.
-func (a *Attachment) Same(b Attachment) bool { return reflect.DeepEqual(*a, b) }
 
 // Request is one message from the plugin to the helper.
 type Request struct {
