@@ -6,26 +6,25 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/sluicenet/sluice/bench"
-	"github.com/sluicenet/sluice/helperd/agent"
+	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/election"
 	"github.com/sluicenet/sluice/pkg/policy"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // scaleSnapshot is TestScale's shape as node-a's helper sees it: 1,000
 // static Egresses whose 500 IPs node-a holds, 10,000 Pods on 10 other
 // Nodes.
-func scaleSnapshot() agent.Snapshot {
-	s := agent.Snapshot{Self: "node-a", Namespaces: map[string]map[string]string{},
-		Nodes:      map[string]agent.NodeInfo{"node-a": {IP: netip.MustParseAddr("192.0.2.11")}},
+func scaleSnapshot() placement.Snapshot {
+	s := placement.Snapshot{Self: "node-a", Namespaces: map[string]map[string]string{},
+		Nodes:      map[string]placement.NodeInfo{"node-a": {IP: netip.MustParseAddr("192.0.2.11")}},
 		Alive:      []string{"node-a"},
 		LocalAddrs: map[netip.Addr]bool{}, Election: election.Rebalance}
 	for j := range scaleFakeNodes {
-		s.Nodes[scaleNodeName(j)] = agent.NodeInfo{IP: netip.AddrFrom4([4]byte{192, 0, 2, byte(30 + j)})}
+		s.Nodes[scaleNodeName(j)] = placement.NodeInfo{IP: netip.AddrFrom4([4]byte{192, 0, 2, byte(30 + j)})}
 	}
 	for k := range scaleNS {
 		s.Namespaces[scaleNSName(k)] = map[string]string{"kubernetes.io/metadata.name": scaleNSName(k)}
@@ -46,19 +45,19 @@ func scaleSnapshot() agent.Snapshot {
 }
 
 // TestPlanAtScale checks the shape TestScale relies on (every Pod in its
-// Egress, a return route per remote Pod) and logs what one Compute and
-// one policy.Compute cost at that scale, since the helper runs Compute on
+// Egress, a return route per remote Pod) and logs what one placement.Decide and
+// one policy.Compute cost at that scale, since the helper runs placement.Decide on
 // every event.
 func TestPlanAtScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scale in -short mode")
 	}
 	s := scaleSnapshot()
-	var plan agent.Plan
+	var plan placement.Plan
 	var full, pol []float64
 	for range 5 {
 		t0 := time.Now()
-		plan = agent.Compute(s)
+		plan = placement.Decide(s)
 		full = append(full, ms(time.Since(t0)))
 		t0 = time.Now()
 		policy.Compute(policy.View{Egresses: s.Egresses, Pods: s.Pods, Namespaces: s.Namespaces})

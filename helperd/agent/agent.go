@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicenet/sluice/helperd/alloc"
 	"github.com/sluicenet/sluice/helperd/hint"
+	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/helperd/registry"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/cniproto"
@@ -88,7 +89,7 @@ type Agent struct {
 	mu      sync.Mutex
 	done    uint64
 	doneCh  chan struct{}
-	last    Plan // the plan of the last Apply
+	last    placement.Plan // the plan of the last Apply
 	lastErr error
 	// lastApplyErr is how the last Apply ended (errNotApplied before the
 	// first); lastErr is also set by a reconcile that stopped before its
@@ -99,11 +100,11 @@ type Agent struct {
 	lastAlive    string
 	// announcedAll is when every held IP was last announced.
 	announcedAll time.Time
-	statusCh     chan Plan
+	statusCh     chan placement.Plan
 	conflicts    map[netip.Addr]conflict  // IPs another host answers for
 	departed     map[string]*departure    // members in their restart grace
 	unanswered   map[netip.Addr]time.Time // IPs a departure probe found nobody answering for, and when
-	ipSeen       map[string]seen          // Egress → its IP and since when (Snapshot.Settling)
+	ipSeen       map[string]seen          // Egress → its IP and since when (placement.Snapshot.Settling)
 	handoffs     map[string]seen          // Egress → its planned move and since when
 	prevAlive    map[string]bool
 	started      time.Time
@@ -129,7 +130,7 @@ func (a *Agent) initState() {
 	a.departed = map[string]*departure{}
 	a.unanswered = map[netip.Addr]time.Time{}
 	a.started = time.Now()
-	a.statusCh = make(chan Plan, 1)
+	a.statusCh = make(chan placement.Plan, 1)
 	a.lastApplyErr = errNotApplied
 	if a.Resync == 0 {
 		a.Resync = 2 * time.Second
@@ -204,14 +205,14 @@ func (a *Agent) selected(att cniproto.Attachment) bool {
 }
 
 type hintEntry struct {
-	HintedIP
+	placement.HintedIP
 	expires time.Time
 }
 
 // ReceiveHint records the IP of a Pod that another helper announced, once
 // the API confirms that the Pod runs on the announcing Node and the IP can
 // be its, and returns when the datapath has it. Which Egress selects the
-// Pod is decided by Compute from the API's labels, never by the hint.
+// Pod is decided by placement.Decide from the API's labels, never by the hint.
 func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
 	a.init()
 	seen, err := a.checkHint(ctx, h)
@@ -220,7 +221,7 @@ func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
 	}
 	key := policy.PodKey{Namespace: h.Namespace, Name: h.Pod}
 	a.mu.Lock()
-	a.hints[key] = hintEntry{HintedIP{PodIP: h.PodIP.Unmap(), Node: h.Sender, Seen: seen}, time.Now().Add(hint.TTL)}
+	a.hints[key] = hintEntry{placement.HintedIP{PodIP: h.PodIP.Unmap(), Node: h.Sender, Seen: seen}, time.Now().Add(hint.TTL)}
 	a.mu.Unlock()
 	return a.Sync(ctx)
 }
@@ -256,7 +257,7 @@ const hintTimeout = 300 * time.Millisecond
 // programmed them. Called before the mark is applied, it orders the two
 // Nodes: the holder SNATs a Pod before the Pod's first packet reaches it,
 // whether the Pod is new (CNI ADD) or was just selected by a label change.
-func (a *Agent) sendHints(ctx context.Context, prev, next Plan) {
+func (a *Agent) sendHints(ctx context.Context, prev, next placement.Plan) {
 	if a.HintClient == nil || prev.IDs == nil {
 		return // no previous plan (a restart): the kernel already holds the state
 	}
@@ -308,11 +309,11 @@ func (a *Agent) sendHints(ctx context.Context, prev, next Plan) {
 }
 
 // liveHints drops expired hints and returns the rest.
-func (a *Agent) liveHints() map[policy.PodKey]HintedIP {
+func (a *Agent) liveHints() map[policy.PodKey]placement.HintedIP {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
-	out := make(map[policy.PodKey]HintedIP, len(a.hints))
+	out := make(map[policy.PodKey]placement.HintedIP, len(a.hints))
 	for key, h := range a.hints {
 		if now.After(h.expires) {
 			delete(a.hints, key)
@@ -422,10 +423,10 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	snap.Hints = a.liveHints()
 	snap.Conflicts = a.liveConflicts()
 	snap.HandoffExpired = a.handoffExpired(time.Now())
-	plan := Compute(snap)
+	plan := placement.Decide(snap)
 	if found := a.probe(ctx, plan); len(found) > 0 {
 		snap.Conflicts = found
-		plan = Compute(snap)
+		plan = placement.Decide(snap)
 	}
 	probedAt := time.Now()
 	a.noteHandoffs(plan, time.Now())
@@ -502,7 +503,7 @@ func (a *Agent) finishOnStop() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), StopFinishFor)
 	defer cancel()
-	var taking, giving Plan
+	var taking, giving placement.Plan
 	for _, ep := range plan.Egresses {
 		switch {
 		case ep.HandoffFrom != "" && ep.Owner == a.Self:
@@ -540,7 +541,7 @@ func (a *Agent) finishOnStop() {
 
 // awaitClaims waits until the cache shows each of the moves in plan
 // claimed by its new holder, and reports whether they all were.
-func (a *Agent) awaitClaims(ctx context.Context, plan Plan) bool {
+func (a *Agent) awaitClaims(ctx context.Context, plan placement.Plan) bool {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -573,7 +574,7 @@ const probeCovers = 500 * time.Millisecond
 // returns every live conflict when it found a new one (nil otherwise). A
 // probe that fails is logged and the IPs are held: a broken probe must not
 // stop a failover.
-func (a *Agent) probe(ctx context.Context, plan Plan) map[netip.Addr]string {
+func (a *Agent) probe(ctx context.Context, plan placement.Plan) map[netip.Addr]string {
 	if a.Probe == nil {
 		return nil
 	}
@@ -634,7 +635,7 @@ func (a *Agent) alive() []string {
 // hand is announced too: Linux sends no gratuitous ARP for a new IPv4
 // address, and the documented recovery of a static IP (configure it on
 // another Node) would otherwise wait for neighbours' ARP caches to expire.
-func ownedIPs(plan Plan, self string) []netip.Addr {
+func ownedIPs(plan placement.Plan, self string) []netip.Addr {
 	out := append([]netip.Addr(nil), plan.Desired.HeldIPs...)
 	for _, ep := range plan.Egresses {
 		if ep.Static && ep.Owner == self && ep.IP.Is4() {
@@ -645,7 +646,7 @@ func ownedIPs(plan Plan, self string) []netip.Addr {
 }
 
 // settleFor is how long after an Egress's IP changes a static Egress
-// whose IP is on no Node fails closed (see Snapshot.Settling).
+// whose IP is on no Node fails closed (see placement.Snapshot.Settling).
 const settleFor = 5 * time.Second
 
 // seen is a value (an Egress's IP, a planned move "from>to") and since
@@ -687,12 +688,12 @@ func (a *Agent) settling(egs []*v1alpha1.Egress, now time.Time) map[string]bool 
 	return out
 }
 
-// handoffExpired are the Egresses whose planned move began HandoffMax ago
+// handoffExpired are the Egresses whose planned move began placement.HandoffMax ago
 // or more. Reconcile's goroutine only.
 func (a *Agent) handoffExpired(now time.Time) map[string]bool {
 	out := map[string]bool{}
 	for name, h := range a.handoffs {
-		if now.Sub(h.since) >= HandoffMax {
+		if now.Sub(h.since) >= placement.HandoffMax {
 			out[name] = true
 		}
 	}
@@ -701,23 +702,23 @@ func (a *Agent) handoffExpired(now time.Time) map[string]bool {
 
 // noteHandoffs times the planned moves the plan has due, and asks for a
 // reconcile when a new one will expire. Reconcile's goroutine only.
-func (a *Agent) noteHandoffs(plan Plan, now time.Time) {
+func (a *Agent) noteHandoffs(plan placement.Plan, now time.Time) {
 	if a.handoffs == nil {
 		a.handoffs = map[string]seen{}
 	}
 	due := map[string]bool{}
 	for _, ep := range plan.Egresses {
-		if ep.moving == "" {
+		if ep.Moving == "" {
 			continue
 		}
 		due[ep.Name] = true
-		if h, ok := a.handoffs[ep.Name]; ok && h.value == ep.moving {
+		if h, ok := a.handoffs[ep.Name]; ok && h.value == ep.Moving {
 			continue
 		}
-		a.handoffs[ep.Name] = seen{value: ep.moving, since: now}
+		a.handoffs[ep.Name] = seen{value: ep.Moving, since: now}
 		a.Log.Info("planned move: the new holder takes the egress IP before the old one lets go",
-			"egress", ep.Name, "ip", ep.IP, "move", ep.moving)
-		time.AfterFunc(HandoffMax, a.Poke)
+			"egress", ep.Name, "ip", ep.IP, "move", ep.Moving)
+		time.AfterFunc(placement.HandoffMax, a.Poke)
 	}
 	for name := range a.handoffs {
 		if !due[name] {
@@ -795,7 +796,7 @@ func (a *Agent) isLeader() bool {
 }
 
 // LastPlan returns the last computed plan.
-func (a *Agent) LastPlan() Plan {
+func (a *Agent) LastPlan() placement.Plan {
 	a.init()
 	a.mu.Lock()
 	defer a.mu.Unlock()

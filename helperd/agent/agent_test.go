@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/hint"
+	"github.com/sluicenet/sluice/helperd/placement/placementtest"
 	"github.com/sluicenet/sluice/helperd/registry"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
@@ -23,6 +24,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+)
+
+var (
+	eg, pod, snapshot = placementtest.Egress, placementtest.Pod, placementtest.Snapshot
+	ipA, ipB          = placementtest.IPA, placementtest.IPB
 )
 
 type fakeDatapath struct {

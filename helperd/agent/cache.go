@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
 	sluiceinformers "github.com/sluicenet/sluice/pkg/client/informers/externalversions"
@@ -175,11 +176,11 @@ func (c *Cache) Egress(name string) *v1alpha1.Egress {
 }
 
 // Nodes returns every Node's IP and labels.
-func (c *Cache) Nodes() map[string]NodeInfo {
+func (c *Cache) Nodes() map[string]placement.NodeInfo {
 	nodes, _ := c.nodes.List(labels.Everything())
-	out := make(map[string]NodeInfo, len(nodes))
+	out := make(map[string]placement.NodeInfo, len(nodes))
 	for _, n := range nodes {
-		info := NodeInfo{IP: NodeIP(n), Labels: n.Labels, Unschedulable: n.Spec.Unschedulable, NotReady: notReady(n)}
+		info := placement.NodeInfo{IP: NodeIP(n), Labels: n.Labels, Unschedulable: n.Spec.Unschedulable, NotReady: notReady(n)}
 		for _, c := range n.Spec.PodCIDRs {
 			if p, err := netip.ParsePrefix(c); err == nil {
 				info.PodCIDRs = append(info.PodCIDRs, p.Masked())
@@ -202,7 +203,7 @@ func notReady(n *corev1.Node) bool {
 }
 
 // NodeIPs maps every Node to its IP (NodeIP): what no pool hands out.
-func (c *Cache) NodeIPs() map[string]netip.Addr { return nodeIPs(c.Nodes()) }
+func (c *Cache) NodeIPs() map[string]netip.Addr { return placement.NodeIPs(c.Nodes()) }
 
 // NodeIP is a Node's first IPv4 InternalIP, or else its first InternalIP.
 func NodeIP(n *corev1.Node) netip.Addr {
@@ -227,8 +228,8 @@ func NodeIP(n *corev1.Node) netip.Addr {
 
 // Snapshot assembles the inputs of one reconcile. Attachments are this
 // Node's CNI reports: they supply IPs that the Pod object may not carry yet.
-func (c *Cache) Snapshot(self string, atts []cniproto.Attachment) Snapshot {
-	s := Snapshot{Self: self, Egresses: c.Egresses(), Pools: map[string]*v1alpha1.ExternalIPPool{},
+func (c *Cache) Snapshot(self string, atts []cniproto.Attachment) placement.Snapshot {
+	s := placement.Snapshot{Self: self, Egresses: c.Egresses(), Pools: map[string]*v1alpha1.ExternalIPPool{},
 		Namespaces: map[string]map[string]string{}, Nodes: c.Nodes()}
 	for _, p := range c.Pools() {
 		s.Pools[p.Name] = p
@@ -265,7 +266,7 @@ func (c *Cache) Snapshot(self string, atts []cniproto.Attachment) Snapshot {
 // IPs count. An IP that a sandbox of one Pod holds is taken from every other
 // local Pod object still naming it (a deleted Pod's stale status), so a
 // reused IP never carries its previous owner's Egress.
-func mergeAttachments(s *Snapshot, byKey map[policy.PodKey]int, self string, atts []cniproto.Attachment) {
+func mergeAttachments(s *placement.Snapshot, byKey map[policy.PodKey]int, self string, atts []cniproto.Attachment) {
 	fresh := map[policy.PodKey][]netip.Addr{}
 	var order []policy.PodKey
 	for _, att := range atts {

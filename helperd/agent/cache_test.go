@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/policy"
 	corev1 "k8s.io/api/core/v1"
@@ -51,7 +52,7 @@ func TestMergeAttachmentsCNIWins(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := Snapshot{Self: self, Pods: []policy.PodInfo{stale, gone, old, elsewhere}}
+			s := placement.Snapshot{Self: self, Pods: []policy.PodInfo{stale, gone, old, elsewhere}}
 			byKey := map[policy.PodKey]int{}
 			for i, p := range s.Pods {
 				byKey[policy.PodKey{Namespace: p.Namespace, Name: p.Name}] = i
@@ -67,37 +68,5 @@ func TestMergeAttachmentsCNIWins(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// On the holder, a hint from the Pod's Node stands in for the Pod object's
-// IPs of its family while the object still shows what it showed when the
-// hint came (a recreated sandbox the kubelet has not written yet), and
-// stops counting once the object changes.
-func TestWithHintsRecreatedSandbox(t *testing.T) {
-	key := policy.PodKey{Namespace: "t", Name: "p"}
-	pod := func(ips ...string) policy.PodInfo {
-		return policy.PodInfo{Namespace: "t", Name: "p", Node: "node-c", Phase: corev1.PodRunning, IPs: addrs(ips...)}
-	}
-	hintFrom := func(node, ip string, seen ...string) map[policy.PodKey]HintedIP {
-		return map[policy.PodKey]HintedIP{key: {PodIP: netip.MustParseAddr(ip), Node: node, Seen: addrs(seen...)}}
-	}
-	for _, c := range []struct {
-		name  string
-		pod   policy.PodInfo
-		hints map[policy.PodKey]HintedIP
-		want  []netip.Addr
-	}{
-		{"new pod without ips", pod(), hintFrom("node-c", "10.244.2.3"), addrs("10.244.2.3")},
-		{"stale status", pod("10.244.2.2"), hintFrom("node-c", "10.244.2.3", "10.244.2.2"), addrs("10.244.2.3")},
-		{"status caught up", pod("10.244.2.3"), hintFrom("node-c", "10.244.2.3", "10.244.2.2"), addrs("10.244.2.3")},
-		{"status moved past the hint", pod("10.244.2.4"), hintFrom("node-c", "10.244.2.3", "10.244.2.2"), addrs("10.244.2.4")},
-		{"other family kept", pod("10.244.2.2", "fd00::2"), hintFrom("node-c", "10.244.2.3", "10.244.2.2", "fd00::2"), addrs("fd00::2", "10.244.2.3")},
-		{"hint from another node", pod("10.244.2.2"), hintFrom("node-b", "10.244.1.3", "10.244.2.2"), addrs("10.244.2.2")},
-	} {
-		got := withHints([]policy.PodInfo{c.pod}, c.hints)[0].IPs
-		if !slices.Equal(got, c.want) {
-			t.Errorf("%s: IPs %v, want %v", c.name, got, c.want)
-		}
 	}
 }

@@ -5,9 +5,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluicenet/sluice/pkg/datapath"
-
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluicenet/sluice/pkg/datapath"
 )
 
 var (

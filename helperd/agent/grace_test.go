@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/gossip"
 )
@@ -40,7 +41,7 @@ func TestGraceFollowsTheKernel(t *testing.T) {
 			return out, nil
 		}}
 	a.init()
-	a.last = Plan{Egresses: []EgressPlan{{Name: "e", IP: ip, Owner: "node-b"}}}
+	a.last = placement.Plan{Egresses: []placement.Egress{{Name: "e", IP: ip, Owner: "node-b"}}}
 	ctx := context.Background()
 	a.noteDepartures(ctx, []string{"node-a", "node-b"})
 	a.noteDepartures(ctx, []string{"node-a"})
@@ -119,11 +120,11 @@ func TestDepartureProbeCoversTheHoldProbe(t *testing.T) {
 			return nil, nil
 		}}
 	a.init()
-	a.last = Plan{Egresses: []EgressPlan{{Name: "q", IP: quiet, Owner: "node-b"}, {Name: "l", IP: loud, Owner: "node-b"}}}
+	a.last = placement.Plan{Egresses: []placement.Egress{{Name: "q", IP: quiet, Owner: "node-b"}, {Name: "l", IP: loud, Owner: "node-b"}}}
 	ctx := context.Background()
 	a.noteDepartures(ctx, []string{"node-a", "node-b"})
 	a.noteDepartures(ctx, []string{"node-a"})
-	take := Plan{Desired: datapath.Desired{HeldIPs: []netip.Addr{quiet, loud}}}
+	take := placement.Plan{Desired: datapath.Desired{HeldIPs: []netip.Addr{quiet, loud}}}
 	a.probe(ctx, take)
 	if !slices.Equal(probed, []netip.Addr{loud}) {
 		t.Fatalf("probed %v before holding, want only %v (another host answered for it)", probed, loud)
@@ -152,7 +153,7 @@ func TestDepartingHandoffTargetIsGraced(t *testing.T) {
 	a.init()
 	// node-c holds the IP and hands it over to node-a, whose claim has not
 	// arrived.
-	a.last = Plan{Egresses: []EgressPlan{{Name: "e", IP: ip, Owner: "node-c", HandoffTo: "node-a"}}}
+	a.last = placement.Plan{Egresses: []placement.Egress{{Name: "e", IP: ip, Owner: "node-c", HandoffTo: "node-a"}}}
 	ctx := context.Background()
 	a.noteDepartures(ctx, []string{"node-a", "node-c"})
 	a.noteDepartures(ctx, []string{"node-c"})

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluicenet/sluice/helperd/placement"
 )
 
 // Metrics are the helper's own Prometheus metrics. Per-Egress packet and
@@ -59,7 +60,7 @@ func (m *Metrics) setHeld(n int) {
 	}
 }
 
-func (m *Metrics) setQuorum(q Quorum) {
+func (m *Metrics) setQuorum(q placement.Quorum) {
 	if m == nil {
 		return
 	}

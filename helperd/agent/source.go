@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/helperd/statusapi"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/policy"
@@ -147,7 +148,7 @@ func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi
 		ex.Why = append(ex.Why, fmt.Sprintf("also selected by %s; %s wins as the oldest (then by name)",
 			strings.Join(a.Losers, ", "), a.Egress))
 	}
-	var ep EgressPlan
+	var ep placement.Egress
 	for _, e := range plan.Egresses {
 		if e.Name == a.Egress {
 			ep = e

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/pkg/datapath"
 )
 
@@ -25,7 +26,7 @@ func TestExplainReadsTheDesiredState(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := snapshot(tc.self, e)
 			s.Alive = tc.alive
-			plan := Compute(s)
+			plan := placement.Decide(s)
 			a := &Agent{Self: tc.self, Datapath: &fakeDatapath{}}
 			a.init()
 			a.last = plan

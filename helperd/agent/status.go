@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/egstatus"
+	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
@@ -20,7 +21,7 @@ import (
 //
 // Who writes what:
 //   - the Node that holds an IP writes itself as egressNode, IPAssigned=True;
-//     during a planned move (EgressPlan.HandoffTo) only the new holder
+//     during a planned move (placement.Egress.HandoffTo) only the new holder
 //     writes, after it has programmed and announced the IP;
 //   - a Node that stops holding an IP while status still names it writes the
 //     unassigned status, conditional on the object not having changed (so it
@@ -40,7 +41,7 @@ type StatusWriter struct {
 }
 
 // Write brings the status of every Egress in the plan up to date.
-func (w *StatusWriter) Write(ctx context.Context, plan Plan, leader bool) error {
+func (w *StatusWriter) Write(ctx context.Context, plan placement.Plan, leader bool) error {
 	var errs []error
 	for _, ep := range plan.Egresses {
 		eg := w.Cache.Egress(ep.Name)
@@ -54,7 +55,7 @@ func (w *StatusWriter) Write(ctx context.Context, plan Plan, leader bool) error 
 	return errors.Join(errs...)
 }
 
-func (w *StatusWriter) writeOne(ctx context.Context, eg *v1alpha1.Egress, ep EgressPlan, leader bool) error {
+func (w *StatusWriter) writeOne(ctx context.Context, eg *v1alpha1.Egress, ep placement.Egress, leader bool) error {
 	if ep.HandoffTo != "" {
 		// A planned move in progress: the new holder writes its claim; the
 		// old holder, which still holds the IP, must not write itself back
@@ -124,7 +125,7 @@ func (w *StatusWriter) event(eg *v1alpha1.Egress, want egstatus.Assignment) {
 // Overlaps emits a Warning Event on each Egress that selects Pods another,
 // older Egress applies to, once per change of that set. The leader alone
 // calls it, so the cluster gets one Event, not one per Node.
-func (w *StatusWriter) Overlaps(plan Plan) {
+func (w *StatusWriter) Overlaps(plan placement.Plan) {
 	if w.lastOverlap == nil {
 		w.lastOverlap = map[string]string{}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicenet/sluice/helperd/placement"
 	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubefake "k8s.io/client-go/kubernetes/fake"
@@ -24,7 +25,7 @@ func TestOverlapEventOncePerChange(t *testing.T) {
 	}
 	rec := record.NewFakeRecorder(10)
 	w := &StatusWriter{Self: "node-c", Cache: cache, Recorder: rec}
-	plan := Compute(snapshot("node-c", older, newer))
+	plan := placement.Decide(snapshot("node-c", older, newer))
 	w.Overlaps(plan)
 	w.Overlaps(plan) // unchanged: no second Event
 	if len(rec.Events) != 1 {
@@ -54,7 +55,7 @@ func TestHandoffWritesOnlyTheNewHoldersClaim(t *testing.T) {
 	n := s.Nodes["node-a"]
 	n.Unschedulable = true
 	s.Nodes["node-a"] = n
-	plan := Compute(s)
+	plan := placement.Decide(s)
 	if plan.Egresses[0].Owner != "node-a" || plan.Egresses[0].HandoffTo != "node-b" {
 		t.Fatalf("plan %+v, want node-a handing over to node-b", plan.Egresses[0])
 	}

@@ -1,18 +1,13 @@
-package agent
+package placement_test
 
 import (
 	"strings"
 	"testing"
 
+	"github.com/sluicenet/sluice/helperd/placement"
+	"github.com/sluicenet/sluice/helperd/placement/placementtest"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 )
-
-// heldBy returns e with its status naming node as the holder of its IP.
-func heldBy(e *v1alpha1.Egress, node string) *v1alpha1.Egress {
-	e = e.DeepCopy()
-	e.Status.EgressIP, e.Status.EgressNode = e.Spec.EgressIP, node
-	return e
-}
 
 // A helper that sees only itself (a wrong gossip key) holds nothing and
 // sends its Pods to the holder the API names.
@@ -21,7 +16,7 @@ func TestIsolatedHelperClaimsNothing(t *testing.T) {
 	for _, self := range []string{"node-a", "node-b", "node-c"} {
 		s := snapshot(self, heldBy(e, "node-b"))
 		s.Alive = []string{self}
-		p := Compute(s)
+		p := placement.Decide(s)
 		if p.Quorum.OK || p.Quorum.Alive != 1 || p.Quorum.Voters != 3 {
 			t.Errorf("%s: quorum = %+v, want 1 of 3, none", self, p.Quorum)
 		}
@@ -51,58 +46,58 @@ func TestIsolatedHelperClaimsNothing(t *testing.T) {
 func TestIsolatedHelperWithoutHolderInAPI(t *testing.T) {
 	s := snapshot("node-a", eg("prod", "198.51.100.5", "pool", "prod"))
 	s.Alive = []string{"node-a"}
-	p := Compute(s)
+	p := placement.Decide(s)
 	if ep := p.Egresses[0]; ep.Owner != "" || ep.Reason != v1alpha1.ReasonNoQuorum || len(p.Desired.HeldIPs) != 0 {
 		t.Fatalf("plan = %+v, held %v; want no owner, NoQuorum", ep, p.Desired.HeldIPs)
 	}
 }
 
 func TestQuorumRule(t *testing.T) {
-	three := nodes()
-	two := map[string]NodeInfo{"node-a": three["node-a"], "node-b": three["node-b"]}
-	downA := nodes()
+	three := placementtest.Nodes()
+	two := map[string]placement.NodeInfo{"node-a": three["node-a"], "node-b": three["node-b"]}
+	downA := placementtest.Nodes()
 	a := downA["node-a"]
 	a.NotReady = true
 	downA["node-a"] = a
-	downAB := nodes()
+	downAB := placementtest.Nodes()
 	downAB["node-a"] = a
 	b := downAB["node-b"]
 	b.NotReady = true
 	downAB["node-b"] = b
-	cordoned := nodes()
+	cordoned := placementtest.Nodes()
 	c := cordoned["node-c"]
 	c.Unschedulable = true
 	cordoned["node-c"] = c
 	for _, tc := range []struct {
 		name  string
-		nodes map[string]NodeInfo
+		nodes map[string]placement.NodeInfo
 		alive []string
-		want  Quorum
+		want  placement.Quorum
 	}{
-		{"all three", three, []string{"node-a", "node-b", "node-c"}, Quorum{OK: true, Alive: 3, Voters: 3}},
-		{"one of three dead", three, []string{"node-b", "node-c"}, Quorum{OK: true, Alive: 2, Voters: 3}},
-		{"alone of three", three, []string{"node-c"}, Quorum{OK: false, Alive: 1, Voters: 3}},
+		{"all three", three, []string{"node-a", "node-b", "node-c"}, placement.Quorum{OK: true, Alive: 3, Voters: 3}},
+		{"one of three dead", three, []string{"node-b", "node-c"}, placement.Quorum{OK: true, Alive: 2, Voters: 3}},
+		{"alone of three", three, []string{"node-c"}, placement.Quorum{OK: false, Alive: 1, Voters: 3}},
 		// A cordoned Node holds no IP but still gossips and votes.
-		{"alone with a cordoned Node", cordoned, []string{"node-a"}, Quorum{OK: false, Alive: 1, Voters: 3}},
-		{"two Nodes, the first alone", two, []string{"node-a"}, Quorum{OK: true, Alive: 1, Voters: 2}},
-		{"two Nodes, the second alone", two, []string{"node-b"}, Quorum{OK: false, Alive: 1, Voters: 2}},
+		{"alone with a cordoned Node", cordoned, []string{"node-a"}, placement.Quorum{OK: false, Alive: 1, Voters: 3}},
+		{"two Nodes, the first alone", two, []string{"node-a"}, placement.Quorum{OK: true, Alive: 1, Voters: 2}},
+		{"two Nodes, the second alone", two, []string{"node-b"}, placement.Quorum{OK: false, Alive: 1, Voters: 2}},
 		// A NotReady Node stops voting: node-b and node-c are half of
 		// two each, and node-b sorts first.
-		{"node-a NotReady, node-b alone", downA, []string{"node-b"}, Quorum{OK: true, Alive: 1, Voters: 2}},
-		{"node-a NotReady, node-c alone", downA, []string{"node-c"}, Quorum{OK: false, Alive: 1, Voters: 2}},
-		{"two NotReady, the last one alone", downAB, []string{"node-c"}, Quorum{OK: true, Alive: 1, Voters: 1}},
+		{"node-a NotReady, node-b alone", downA, []string{"node-b"}, placement.Quorum{OK: true, Alive: 1, Voters: 2}},
+		{"node-a NotReady, node-c alone", downA, []string{"node-c"}, placement.Quorum{OK: false, Alive: 1, Voters: 2}},
+		{"two NotReady, the last one alone", downAB, []string{"node-c"}, placement.Quorum{OK: true, Alive: 1, Voters: 1}},
 		// Members the API does not list do not count.
-		{"strangers", three, []string{"node-c", "x", "y"}, Quorum{OK: false, Alive: 1, Voters: 3}},
+		{"strangers", three, []string{"node-c", "x", "y"}, placement.Quorum{OK: false, Alive: 1, Voters: 3}},
 	} {
 		s := snapshot(tc.alive[0], eg("prod", "198.51.100.5", "pool", "prod"))
 		s.Nodes, s.Alive = tc.nodes, tc.alive
-		if got := quorum(s); got != tc.want {
+		if got := placement.Decide(s).Quorum; got != tc.want {
 			t.Errorf("%s: quorum = %+v, want %+v", tc.name, got, tc.want)
 		}
 	}
 	s := snapshot("node-c")
 	s.Pools, s.Alive = nil, []string{"node-c"}
-	if got := quorum(s); !got.OK {
+	if got := placement.Decide(s).Quorum; !got.OK {
 		t.Errorf("no pools: quorum = %+v, want ok", got)
 	}
 }
@@ -113,11 +108,11 @@ func TestUnhealthyHelperHasNoQuorum(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
 	s := snapshot("node-a", heldBy(e, "node-b"))
 	s.Health = 1
-	if q := quorum(s); !q.OK {
+	if q := placement.Decide(s).Quorum; !q.OK {
 		t.Fatalf("health 1: quorum = %+v, want ok (one failed probe is noise)", q)
 	}
-	s.Health = unhealthyScore
-	p := Compute(s)
+	s.Health = placement.UnhealthyScore
+	p := placement.Decide(s)
 	if p.Quorum.OK || len(p.Desired.HeldIPs) != 0 || p.Egresses[0].Owner != "node-b" {
 		t.Fatalf("health %d: quorum %+v, held %v, owner %q; want no quorum, nothing held, node-b from the API",
 			s.Health, p.Quorum, p.Desired.HeldIPs, p.Egresses[0].Owner)

@@ -1,4 +1,4 @@
-package agent
+package placement_test
 
 import (
 	"fmt"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/alloc"
+	"github.com/sluicenet/sluice/helperd/placement"
+	"github.com/sluicenet/sluice/helperd/placement/placementtest"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/policy"
@@ -17,56 +19,15 @@ import (
 )
 
 var (
-	ipA = netip.MustParseAddr("192.0.2.11")
-	ipB = netip.MustParseAddr("192.0.2.12")
-	ipC = netip.MustParseAddr("192.0.2.13")
+	eg, pod, snapshot, heldBy = placementtest.Egress, placementtest.Pod, placementtest.Snapshot, placementtest.HeldBy
+	ipA, ipB, ipC             = placementtest.IPA, placementtest.IPB, placementtest.IPC
 )
-
-func nodes() map[string]NodeInfo {
-	return map[string]NodeInfo{
-		"node-a": {IP: ipA, Labels: map[string]string{"egress": "yes"}},
-		"node-b": {IP: ipB, Labels: map[string]string{"egress": "yes"}},
-		"node-c": {IP: ipC},
-	}
-}
-
-func eg(name string, ip, pool string, ns string) *v1alpha1.Egress {
-	return &v1alpha1.Egress{
-		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(time.Unix(1e9, 0))},
-		Spec: v1alpha1.EgressSpec{EgressIP: ip, ExternalIPPool: pool, AppliedTo: v1alpha1.AppliedTo{
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}}},
-	}
-}
-
-func pod(ns, name, node, ip string) policy.PodInfo {
-	return policy.PodInfo{Namespace: ns, Name: name, Node: node, Phase: corev1.PodRunning,
-		IPs: []netip.Addr{netip.MustParseAddr(ip)}, Labels: map[string]string{"app": "web"}}
-}
-
-func snapshot(self string, egresses ...*v1alpha1.Egress) Snapshot {
-	return Snapshot{
-		Self:     self,
-		Egresses: egresses,
-		Pools: map[string]*v1alpha1.ExternalIPPool{"pool": {ObjectMeta: metav1.ObjectMeta{Name: "pool"},
-			Spec: v1alpha1.ExternalIPPoolSpec{IPRanges: []v1alpha1.IPRange{{CIDR: "198.51.100.0/28"}},
-				NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"egress": "yes"}}}}},
-		Pods: []policy.PodInfo{
-			pod("prod", "web-a", "node-a", "10.244.1.5"),
-			pod("prod", "web-c", "node-c", "10.244.3.5"),
-			pod("dev", "web-b", "node-b", "10.244.2.5"),
-		},
-		Namespaces: map[string]map[string]string{"prod": nil, "dev": nil},
-		Nodes:      nodes(),
-		Alive:      []string{"node-a", "node-b", "node-c"},
-		LocalAddrs: map[netip.Addr]bool{},
-	}
-}
 
 func TestPoolEgressAllNodesAgreeOnTheOwner(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
 	owners := map[string]bool{}
 	for _, self := range []string{"node-a", "node-b", "node-c"} {
-		p := Compute(snapshot(self, e))
+		p := placement.Decide(snapshot(self, e))
 		owners[p.Egresses[0].Owner] = true
 	}
 	if len(owners) != 1 || owners[""] || owners["node-c"] {
@@ -76,9 +37,9 @@ func TestPoolEgressAllNodesAgreeOnTheOwner(t *testing.T) {
 
 func TestOwnerHoldsAndSNATsSourcesRedirect(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
-	owner := Compute(snapshot("node-a", e)).Egresses[0].Owner
+	owner := placement.Decide(snapshot("node-a", e)).Egresses[0].Owner
 
-	po := Compute(snapshot(owner, e))
+	po := placement.Decide(snapshot(owner, e))
 	if fmt.Sprint(po.Desired.HeldIPs) != "[198.51.100.5]" {
 		t.Fatalf("owner %s holds %v, want [198.51.100.5]", owner, po.Desired.HeldIPs)
 	}
@@ -99,12 +60,12 @@ func TestOwnerHoldsAndSNATsSourcesRedirect(t *testing.T) {
 		t.Fatalf("RemotePods %v lack web-c on node-c", po.Desired.RemotePods)
 	}
 
-	ps := Compute(snapshot("node-c", e))
+	ps := placement.Decide(snapshot("node-c", e))
 	if len(ps.Desired.HeldIPs) != 0 {
 		t.Fatalf("node-c holds %v", ps.Desired.HeldIPs)
 	}
 	st := ps.Desired.Egresses[0]
-	if st.Local || st.OwnerNodeIP != nodes()[owner].IP || st.ID == 0 {
+	if st.Local || st.OwnerNodeIP != placementtest.Nodes()[owner].IP || st.ID == 0 {
 		t.Fatalf("source state = %+v, want redirect to %s", st, owner)
 	}
 	if fmt.Sprint(st.LocalPodIPs) != "[10.244.3.5]" {
@@ -114,7 +75,7 @@ func TestOwnerHoldsAndSNATsSourcesRedirect(t *testing.T) {
 
 func TestFailoverWhenOwnerDies(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
-	owner := Compute(snapshot("node-c", e)).Egresses[0].Owner
+	owner := placement.Decide(snapshot("node-c", e)).Egresses[0].Owner
 	s := snapshot("node-c", e)
 	s.Alive = []string{"node-c"}
 	for _, n := range []string{"node-a", "node-b"} {
@@ -122,7 +83,7 @@ func TestFailoverWhenOwnerDies(t *testing.T) {
 			s.Alive = append(s.Alive, n)
 		}
 	}
-	p := Compute(s)
+	p := placement.Decide(s)
 	if p.Egresses[0].Owner == owner || p.Egresses[0].Owner == "" || p.Egresses[0].Owner == "node-c" {
 		t.Fatalf("after %s died the owner is %q", owner, p.Egresses[0].Owner)
 	}
@@ -134,7 +95,7 @@ func TestNoEligibleNodeFallsBackToNodeIP(t *testing.T) {
 		n.Labels = nil
 		s.Nodes[name] = n
 	}
-	p := Compute(s)
+	p := placement.Decide(s)
 	if p.Egresses[0].Owner != "" || p.Egresses[0].Reason != v1alpha1.ReasonNoEligibleNode {
 		t.Fatalf("plan = %+v, want NoEligibleNode", p.Egresses[0])
 	}
@@ -149,7 +110,7 @@ func TestCordonedNodeIsNotEligible(t *testing.T) {
 	n.Unschedulable = true
 	s.Nodes["node-a"] = n
 	for range 3 {
-		if got := Compute(s).Egresses[0].Owner; got != "node-b" {
+		if got := placement.Decide(s).Egresses[0].Owner; got != "node-b" {
 			t.Fatalf("owner = %q, want node-b while node-a is cordoned", got)
 		}
 	}
@@ -161,21 +122,21 @@ func TestStaticEgress(t *testing.T) {
 	// node-b has the IP on an interface.
 	sb := snapshot("node-b", e)
 	sb.LocalAddrs[static] = true
-	pb := Compute(sb)
+	pb := placement.Decide(sb)
 	if pb.Egresses[0].Owner != "node-b" || len(pb.Desired.HeldIPs) != 0 || !pb.Desired.Egresses[0].Local {
 		t.Fatalf("holder's plan = %+v / %+v", pb.Egresses[0], pb.Desired)
 	}
 	// node-a learns it from the status node-b wrote.
 	e2 := e.DeepCopy()
 	e2.Status.EgressNode, e2.Status.EgressIP = "node-b", static.String()
-	pa := Compute(snapshot("node-a", e2))
+	pa := placement.Decide(snapshot("node-a", e2))
 	if pa.Egresses[0].Owner != "node-b" || pa.Desired.Egresses[0].OwnerNodeIP != ipB {
 		t.Fatalf("source's plan = %+v", pa.Egresses[0])
 	}
 	// Status naming node-a, which no longer has the IP: not found.
 	e3 := e.DeepCopy()
 	e3.Status.EgressNode, e3.Status.EgressIP = "node-a", static.String()
-	if got := Compute(snapshot("node-a", e3)).Egresses[0]; got.Owner != "" || got.Reason != v1alpha1.ReasonNotFound {
+	if got := placement.Decide(snapshot("node-a", e3)).Egresses[0]; got.Owner != "" || got.Reason != v1alpha1.ReasonNotFound {
 		t.Fatalf("stale self status: %+v", got)
 	}
 }
@@ -184,9 +145,9 @@ func TestIDsSurvive(t *testing.T) {
 	e1 := eg("a", "198.51.100.5", "pool", "prod")
 	e2 := eg("b", "198.51.100.6", "pool", "dev")
 	s := snapshot("node-c", e1, e2)
-	first := Compute(s).IDs
+	first := placement.Decide(s).IDs
 	s.PrevIDs = map[netip.Addr]uint16{netip.MustParseAddr("198.51.100.6"): 7}
-	second := Compute(s).IDs
+	second := placement.Decide(s).IDs
 	if second[netip.MustParseAddr("198.51.100.6")] != 7 || len(first) != 2 {
 		t.Fatalf("ids %v then %v", first, second)
 	}
@@ -198,8 +159,8 @@ func TestIDsSurvive(t *testing.T) {
 // and counts only from the Pod's own Node.
 func TestHintedPodIsProgrammedOnTheHolder(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
-	owner := Compute(snapshot("node-c", e)).Egresses[0].Owner
-	withNew := func(self string) Snapshot {
+	owner := placement.Decide(snapshot("node-c", e)).Egresses[0].Owner
+	withNew := func(self string) placement.Snapshot {
 		s := snapshot(self, e)
 		fresh := pod("prod", "web-new", "node-c", "10.244.3.77")
 		fresh.IPs, fresh.Phase = nil, corev1.PodPending
@@ -209,13 +170,13 @@ func TestHintedPodIsProgrammedOnTheHolder(t *testing.T) {
 	}
 	fresh, devIP := netip.MustParseAddr("10.244.3.77"), netip.MustParseAddr("10.244.3.78")
 	s := withNew(owner)
-	s.Hints = map[policy.PodKey]HintedIP{
+	s.Hints = map[policy.PodKey]placement.HintedIP{
 		{Namespace: "prod", Name: "web-new"}: {PodIP: fresh, Node: "node-c"},
 		{Namespace: "dev", Name: "web-dev"}:  {PodIP: devIP, Node: "node-c"}, // selected by no Egress
 		{Namespace: "prod", Name: "web-a"}:   {PodIP: devIP, Node: "node-a"}, // has its IP already
 		{Namespace: "prod", Name: "web-c"}:   {PodIP: devIP, Node: "node-b"}, // not the Pod's Node
 	}
-	p := Compute(s)
+	p := placement.Decide(s)
 	all := p.Desired.Egresses[0].AllPodIPs
 	if !slices.Contains(all, fresh) {
 		t.Fatalf("AllPodIPs %v lack the hinted %s", all, fresh)
@@ -229,7 +190,7 @@ func TestHintedPodIsProgrammedOnTheHolder(t *testing.T) {
 	// A Node that does not hold the IP gets no hints, and without one the
 	// new Pod is nowhere yet.
 	other := map[string]string{"node-a": "node-b", "node-b": "node-a"}[owner]
-	if slices.Contains(Compute(withNew(other)).Desired.Egresses[0].AllPodIPs, fresh) {
+	if slices.Contains(placement.Decide(withNew(other)).Desired.Egresses[0].AllPodIPs, fresh) {
 		t.Fatal("a Pod without an IP was programmed without a hint")
 	}
 }
@@ -241,7 +202,7 @@ func TestPooledEgressesSpreadOverNodes(t *testing.T) {
 	s := snapshot("node-c", eg("prod", "192.0.2.211", "pool", "prod"), eg("dev", "192.0.2.212", "pool", "dev"))
 	s.Pools["pool"].Spec.IPRanges = []v1alpha1.IPRange{{Start: "192.0.2.211", End: "192.0.2.220"}}
 	s.Pools["pool"].Spec.NodeSelector = metav1.LabelSelector{}
-	p := Compute(s)
+	p := placement.Decide(s)
 	if p.Egresses[0].Owner == p.Egresses[1].Owner || p.Egresses[0].Owner == "" {
 		t.Fatalf("owners %q and %q, want two different Nodes", p.Egresses[0].Owner, p.Egresses[1].Owner)
 	}
@@ -271,7 +232,7 @@ func TestConflictingEgressIsSetAside(t *testing.T) {
 		if self == "node-b" {
 			s.LocalAddrs[netip.MustParseAddr("198.51.100.5")] = true
 		}
-		p := Compute(s)
+		p := placement.Decide(s)
 		cfg := datapath.Config{Uplink: "eth0", NodeIP: s.Nodes[self].IP,
 			ClusterCIDRs: s.ClusterCIDRs}.WithDefaults()
 		if err := p.Desired.Validate(cfg); err != nil {
@@ -313,10 +274,10 @@ func TestConflictingEgressIsSetAside(t *testing.T) {
 // it; the Egress says why, and other Nodes' plans do not change.
 func TestConflictKeepsTheOwnerFromHolding(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
-	owner := Compute(snapshot("node-c", e)).Egresses[0].Owner
+	owner := placement.Decide(snapshot("node-c", e)).Egresses[0].Owner
 	s := snapshot(owner, e)
 	s.Conflicts = map[netip.Addr]string{netip.MustParseAddr("198.51.100.5"): "the host at MAC 02:00:00:00:00:99"}
-	p := Compute(s)
+	p := placement.Decide(s)
 	if ep := p.Egresses[0]; ep.Owner != "" || ep.Reason != v1alpha1.ReasonIPConflict || !strings.Contains(ep.Message, "02:00:00:00:00:99") {
 		t.Fatalf("plan = %+v, want no owner, IPConflict naming the MAC", ep)
 	}
@@ -334,11 +295,11 @@ func TestConflictKeepsTheOwnerFromHolding(t *testing.T) {
 // claims the IP in status, node-a keeps it and its SNAT, node-c keeps
 // tunnelling to node-a, and only node-b takes it, so that some Node holds
 // the IP at every moment. The claim ends it everywhere; so does
-// HandoffMax; a holder that left gossip hands nothing over.
+// placement.HandoffMax; a holder that left gossip hands nothing over.
 func TestPlannedMoveMakesBeforeBreaks(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
 	e.Status.EgressIP, e.Status.EgressNode = "198.51.100.5", "node-a"
-	cordoned := func(self string, e *v1alpha1.Egress) Snapshot {
+	cordoned := func(self string, e *v1alpha1.Egress) placement.Snapshot {
 		s := snapshot(self, e)
 		n := s.Nodes["node-a"]
 		n.Unschedulable = true
@@ -350,8 +311,8 @@ func TestPlannedMoveMakesBeforeBreaks(t *testing.T) {
 		held            bool
 		ownerIP         netip.Addr // Desired's OwnerNodeIP (invalid when Local)
 	}
-	look := func(s Snapshot) view {
-		p := Compute(s)
+	look := func(s placement.Snapshot) view {
+		p := placement.Decide(s)
 		ep := p.Egresses[0]
 		v := view{owner: ep.Owner, to: ep.HandoffTo, from: ep.HandoffFrom, held: len(p.Desired.HeldIPs) == 1}
 		if len(p.Desired.Egresses) == 1 {
@@ -370,8 +331,8 @@ func TestPlannedMoveMakesBeforeBreaks(t *testing.T) {
 		}
 	}
 	// The agent times the handoff by the move, on every Node.
-	if p := Compute(cordoned("node-a", e)); p.Egresses[0].moving != "node-a>node-b" {
-		t.Errorf("moving = %q", p.Egresses[0].moving)
+	if p := placement.Decide(cordoned("node-a", e)); p.Egresses[0].Moving != "node-a>node-b" {
+		t.Errorf("moving = %q", p.Egresses[0].Moving)
 	}
 
 	claimed := e.DeepCopy()

@@ -1,4 +1,4 @@
-package agent
+package placement
 
 import (
 	"fmt"
@@ -28,7 +28,7 @@ import (
 // while the peers, confirming each other, take its IPs within a second. In
 // between, a stale majority could let it claim an IP from a peer it already
 // declared dead. So a helper whose gossip health score (gossip.Health) is
-// unhealthyScore or more, which a cut-off Node reaches within about 0.6 s,
+// UnhealthyScore or more, which a cut-off Node reaches within about 0.6 s,
 // has no quorum either, whatever its view says.
 //
 // Without quorum a helper holds no pool IP and routes its Pods to the Node
@@ -43,9 +43,9 @@ type Quorum struct {
 	Health int // gossip health score; 0 is healthy
 }
 
-// unhealthyScore is the gossip health score from which a helper takes
+// UnhealthyScore is the gossip health score from which a helper takes
 // itself for cut off.
-const unhealthyScore = 2
+const UnhealthyScore = 2
 
 // quorum computes the Quorum of s. With no pool there is nothing to hold
 // and quorum is trivially there.
@@ -64,7 +64,7 @@ func quorum(s Snapshot) Quorum {
 			q.Alive++
 		}
 	}
-	q.OK = (2*q.Alive > q.Voters || 2*q.Alive == q.Voters && alive[vs[0]]) && q.Health < unhealthyScore
+	q.OK = (2*q.Alive > q.Voters || 2*q.Alive == q.Voters && alive[vs[0]]) && q.Health < UnhealthyScore
 	return q
 }
 
@@ -85,7 +85,7 @@ func voters(s Snapshot) []string {
 
 // withoutQuorum replaces the owners of pooled IPs, which this helper could
 // not decide alone, by the holders the API names; it holds none itself.
-func withoutQuorum(s Snapshot, plans []EgressPlan, egresses map[string]*v1alpha1.Egress, q Quorum) {
+func withoutQuorum(s Snapshot, plans []Egress, egresses map[string]*v1alpha1.Egress, q Quorum) {
 	for i := range plans {
 		ep := &plans[i]
 		if ep.Static || ep.blocked || !ep.inPool {
@@ -93,7 +93,7 @@ func withoutQuorum(s Snapshot, plans []EgressPlan, egresses map[string]*v1alpha1
 		}
 		if s.Keep[ep.IP] && s.Nodes[s.Self].IP.IsValid() {
 			// A restarting helper keeps what its kernel held until it
-			// has gathered its peers (see grace.go).
+			// has gathered its peers (helperd/agent/grace.go).
 			ep.Owner, ep.OwnerIP = s.Self, s.Nodes[s.Self].IP
 			continue
 		}
@@ -105,7 +105,7 @@ func withoutQuorum(s Snapshot, plans []EgressPlan, egresses map[string]*v1alpha1
 			}
 		}
 		ep.Reason = v1alpha1.ReasonNoQuorum
-		if q.Health >= unhealthyScore {
+		if q.Health >= UnhealthyScore {
 			ep.Message = fmt.Sprintf("Node %s gets no answers to its gossip probes (health score %d), and no other Node holds %s", s.Self, q.Health, ep.IP)
 		} else {
 			ep.Message = fmt.Sprintf("Node %s sees %d of the %d Nodes that may hold pool IPs, not a majority, and no other Node holds %s", s.Self, q.Alive, q.Voters, ep.IP)

@@ -1,7 +1,10 @@
-// Package agent is sluice-helperd's controller: informers, the CNI
-// registry and gossip feed one reconcile loop that computes the whole
-// desired state (Plan, pure) and hands it to the datapath's Apply.
-package agent
+// Package placement is the helper's one decision, and it is pure: from a
+// Snapshot of everything one reconcile knows (the API's objects, the CNI's
+// attachments, the gossip members alive, hints, probes), Decide says who
+// holds each Egress's IP and what this Node's kernel must hold
+// (datapath.Desired). Every helper decides from the same inputs, so every
+// Node agrees on each IP's holder without talking.
+package placement
 
 import (
 	"fmt"
@@ -44,15 +47,15 @@ type Snapshot struct {
 	// Alive are the gossip members that are alive, this Node included.
 	Alive []string
 	// Graced are members that left gossip within the restart grace while
-	// their kernel still answers for their egress IPs (see grace.go):
-	// placement counts them, quorum does not.
+	// their kernel still answers for their egress IPs (see
+	// helperd/agent/grace.go): placement counts them, quorum does not.
 	Graced []string
 	// Keep are IPs a restarting helper keeps holding until it has quorum.
 	Keep map[netip.Addr]bool
 	// Settling are Egresses whose IP changed (or that appeared) moments
-	// ago (settleFor): a static one whose IP is on no Node yet fails
-	// closed instead of leaving with the Node IP, since its new holder is
-	// most likely about to be known.
+	// ago (5 s, the agent's settleFor): a static one whose IP is on no
+	// Node yet fails closed instead of leaving with the Node IP, since its
+	// new holder is most likely about to be known.
 	Settling map[string]bool
 	// Health is this Node's gossip health score (see Quorum).
 	Health int
@@ -86,8 +89,8 @@ type HintedIP struct {
 	Seen []netip.Addr
 }
 
-// EgressPlan is one Egress's decided state.
-type EgressPlan struct {
+// Egress is one Egress's decided state.
+type Egress struct {
 	Name   string
 	IP     netip.Addr // invalid until allocated
 	Pool   string
@@ -107,7 +110,7 @@ type EgressPlan struct {
 	HandoffTo, HandoffFrom string
 	// moving is "from>to" while a planned move is due, whether or not its
 	// handoff has expired (the agent times handoffs by it).
-	moving string
+	Moving string
 
 	eligible []string // pooled: the Nodes that may hold IP
 	current  string   // pooled: the Node status.egressNode names for IP
@@ -121,14 +124,14 @@ type EgressPlan struct {
 type Plan struct {
 	Desired  datapath.Desired
 	IDs      map[netip.Addr]uint16
-	Egresses []EgressPlan // sorted by name
+	Egresses []Egress // sorted by name
 	Policy   policy.Result
 	// Quorum says whether this helper may hold pool IPs (see Quorum).
 	Quorum Quorum
 }
 
-// Compute decides everything for one Node. It is pure.
-func Compute(s Snapshot) Plan {
+// Decide decides everything for one Node. It is pure.
+func Decide(s Snapshot) Plan {
 	live := make([]*v1alpha1.Egress, 0, len(s.Egresses))
 	for _, eg := range s.Egresses {
 		if eg.DeletionTimestamp == nil {
@@ -148,7 +151,7 @@ func Compute(s Snapshot) Plan {
 	res := policy.Compute(policy.View{Egresses: usable, Pods: withHints(s.Pods, s.Hints), Namespaces: s.Namespaces})
 	local := res.LocalIPs(s.Self)
 	podsHere, remote := perEgress(s, res)
-	var plans []EgressPlan
+	var plans []Egress
 	for _, eg := range live {
 		ep, ok := blocked[eg.Name]
 		if !ok {
@@ -161,7 +164,7 @@ func Compute(s Snapshot) Plan {
 		ep.PodsHere = podsHere[eg.Name]
 		plans = append(plans, ep)
 	}
-	slices.SortFunc(plans, func(a, b EgressPlan) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(plans, func(a, b Egress) int { return strings.Compare(a.Name, b.Name) })
 	placePooled(s, plans)
 	q := quorum(s)
 	if !q.OK {
@@ -242,20 +245,20 @@ func Compute(s Snapshot) Plan {
 // kept by another Egress (alloc.Claims: the same winner on every Node and
 // in the allocator). A static Egress may use a Node's address: it is on
 // that Node already, and nobody announces it.
-func blockedEgresses(s Snapshot, live []*v1alpha1.Egress) map[string]EgressPlan {
+func blockedEgresses(s Snapshot, live []*v1alpha1.Egress) map[string]Egress {
 	pools := make([]*v1alpha1.ExternalIPPool, 0, len(s.Pools))
 	for _, p := range s.Pools {
 		pools = append(pools, p)
 	}
 	claims := alloc.NewClaims(pools, live)
-	pooledRes, staticRes := alloc.Reserved(nodeIPs(s.Nodes), s.ClusterCIDRs), alloc.Reserved(nil, s.ClusterCIDRs)
-	out := map[string]EgressPlan{}
+	pooledRes, staticRes := alloc.Reserved(NodeIPs(s.Nodes), s.ClusterCIDRs), alloc.Reserved(nil, s.ClusterCIDRs)
+	out := map[string]Egress{}
 	for _, eg := range live {
 		ip, err := netip.ParseAddr(eg.Spec.EgressIP)
 		if err != nil {
 			continue
 		}
-		ep := EgressPlan{Name: eg.Name, IP: ip.Unmap(), Pool: eg.Spec.ExternalIPPool, Static: eg.Spec.ExternalIPPool == "", blocked: true}
+		ep := Egress{Name: eg.Name, IP: ip.Unmap(), Pool: eg.Spec.ExternalIPPool, Static: eg.Spec.ExternalIPPool == "", blocked: true}
 		res := pooledRes
 		if ep.Static {
 			res = staticRes
@@ -267,8 +270,8 @@ func blockedEgresses(s Snapshot, live []*v1alpha1.Egress) map[string]EgressPlan 
 	return out
 }
 
-// nodeIPs maps each Node to its IP.
-func nodeIPs(nodes map[string]NodeInfo) map[string]netip.Addr {
+// NodeIPs maps each Node to its IP.
+func NodeIPs(nodes map[string]NodeInfo) map[string]netip.Addr {
 	out := make(map[string]netip.Addr, len(nodes))
 	for name, n := range nodes {
 		out[name] = n.IP
@@ -277,8 +280,8 @@ func nodeIPs(nodes map[string]NodeInfo) map[string]netip.Addr {
 }
 
 // owner decides who holds an Egress's IP.
-func owner(s Snapshot, eg *v1alpha1.Egress) EgressPlan {
-	ep := EgressPlan{Name: eg.Name, Pool: eg.Spec.ExternalIPPool, Static: eg.Spec.ExternalIPPool == ""}
+func owner(s Snapshot, eg *v1alpha1.Egress) Egress {
+	ep := Egress{Name: eg.Name, Pool: eg.Spec.ExternalIPPool, Static: eg.Spec.ExternalIPPool == ""}
 	ip, err := netip.ParseAddr(eg.Spec.EgressIP)
 	if err != nil {
 		ep.Reason, ep.Message = "NoIP", "no egress IP yet: waiting for allocation"
@@ -326,7 +329,7 @@ func owner(s Snapshot, eg *v1alpha1.Egress) EgressPlan {
 // departed Node's IPs. With election.Sticky ("stay") it stays there even
 // past the share: a returning Node takes nothing back; with Rebalance
 // ("failback", the default) it takes back what the share gives it.
-func placePooled(s Snapshot, plans []EgressPlan) {
+func placePooled(s Snapshot, plans []Egress) {
 	var reqs []election.Request
 	seen := map[netip.Addr]bool{}
 	for _, ep := range plans {
@@ -359,7 +362,7 @@ const HandoffMax = 3 * time.Second
 // others keep tunnelling to it. The claim ends the handoff everywhere,
 // and the old holder lets go. A holder that is gone (failover) hands
 // nothing over: its IP moves at once, as before.
-func handoff(s Snapshot, plans []EgressPlan) {
+func handoff(s Snapshot, plans []Egress) {
 	alive := map[string]bool{}
 	for _, n := range s.Alive {
 		alive[n] = true
@@ -377,7 +380,7 @@ func handoff(s Snapshot, plans []EgressPlan) {
 		if !ok || !info.IP.IsValid() {
 			continue
 		}
-		if ep.moving = from + ">" + ep.Owner; s.HandoffExpired[ep.Name] {
+		if ep.Moving = from + ">" + ep.Owner; s.HandoffExpired[ep.Name] {
 			continue
 		}
 		if ep.Owner == s.Self {
@@ -392,7 +395,7 @@ func handoff(s Snapshot, plans []EgressPlan) {
 // staticOwner: the Node that has the IP on an interface holds it. This
 // Node knows that of itself from netlink; of others, from status.egressNode
 // written by the Node that found it.
-func staticOwner(s Snapshot, eg *v1alpha1.Egress, ep EgressPlan) EgressPlan {
+func staticOwner(s Snapshot, eg *v1alpha1.Egress, ep Egress) Egress {
 	if s.LocalAddrs[ep.IP] {
 		ep.Owner, ep.OwnerIP = s.Self, s.Nodes[s.Self].IP
 		return ep
