@@ -16,7 +16,7 @@ import (
 
 	"github.com/sluicenet/sluice/helperd/config"
 	"github.com/sluicenet/sluice/helperd/daemon"
-	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/helperd/inspect"
 )
 
 // defaultMemoryLimit is the helper's soft heap limit (see main).
@@ -28,13 +28,13 @@ func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "egresses", "pods", "datapath", "explain":
-			if err := statusapi.RunCLI(ctx, os.Args[1], os.Args[2:], os.Stdout); err != nil {
+			if err := inspect.RunCLI(ctx, os.Args[1], os.Args[2:], os.Stdout); err != nil {
 				fmt.Fprintln(os.Stderr, "sluice-helperd:", err)
 				os.Exit(1)
 			}
 			return
 		case "help":
-			fmt.Print(statusapi.CLIUsage)
+			fmt.Print(inspect.CLIUsage)
 			return
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/helperd/registry"
+	"github.com/sluicenet/sluice/helperd/view"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
@@ -55,7 +56,7 @@ type Agent struct {
 	Self      string
 	NodeIP    netip.Addr
 	Log       *slog.Logger
-	Cache     *Cache
+	Cache     *view.Cache
 	Datapath  Datapath
 	Members   Members // nil: this Node alone is alive
 	Registry  *registry.Registry

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/helperd/placement/placementtest"
 	"github.com/sluicenet/sluice/helperd/registry"
+	"github.com/sluicenet/sluice/helperd/view"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
 	"github.com/sluicenet/sluice/pkg/cniproto"
@@ -66,7 +67,7 @@ func (f *fakeDatapath) Stats(context.Context) (datapath.Stats, error) { return d
 // not yet running; ctx bounds its cache.
 func emptyAgent(t *testing.T, ctx context.Context) (*Agent, *fakeDatapath) {
 	t.Helper()
-	cache := NewCache(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset())
+	cache := view.New(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset())
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,7 @@ func TestCheckHint(t *testing.T) {
 	oldPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web-old"}, Spec: corev1.PodSpec{NodeName: "node-c"},
 		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.3.5"}}}}
 	kube := kubefake.NewSimpleClientset(nodeC, oldPod)
-	cache := NewCache(kube, sluicefake.NewSimpleClientset())
+	cache := view.New(kube, sluicefake.NewSimpleClientset())
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestCNIAddFailuresContained(t *testing.T) {
 		Spec: corev1.PodSpec{NodeName: "node-a"}}
 	e := eg("web", "192.0.2.50", "", "prod")
 	e.Spec.AppliedTo.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
-	cache := NewCache(kubefake.NewSimpleClientset(ns, node, selected, other), sluicefake.NewSimpleClientset(e))
+	cache := view.New(kubefake.NewSimpleClientset(ns, node, selected, other), sluicefake.NewSimpleClientset(e))
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +298,7 @@ func testStopClaims(t *testing.T, midApply bool) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cache := NewCache(kube, client)
+	cache := view.New(kube, client)
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +384,7 @@ func TestStopEndsAHandoffItGivesAway(t *testing.T) {
 	defer cancel()
 	informers, stopInformers := context.WithCancel(context.Background())
 	defer stopInformers()
-	cache := NewCache(kube, client)
+	cache := view.New(kube, client)
 	if err := cache.Start(informers); err != nil {
 		t.Fatal(err)
 	}

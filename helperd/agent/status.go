@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicenet/sluice/helperd/egstatus"
 	"github.com/sluicenet/sluice/helperd/placement"
+	"github.com/sluicenet/sluice/helperd/view"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
@@ -32,7 +33,7 @@ import (
 type StatusWriter struct {
 	Self     string
 	Client   versioned.Interface
-	Cache    *Cache
+	Cache    *view.Cache
 	Recorder record.EventRecorder // may be nil
 	Metrics  *Metrics
 	Now      func() time.Time

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/placement"
+	"github.com/sluicenet/sluice/helperd/view"
 	sluicefake "github.com/sluicenet/sluice/pkg/client/clientset/versioned/fake"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubefake "k8s.io/client-go/kubernetes/fake"
@@ -19,7 +20,7 @@ func TestOverlapEventOncePerChange(t *testing.T) {
 	newer.CreationTimestamp.Time = older.CreationTimestamp.Add(time.Hour)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cache := NewCache(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset(older, newer))
+	cache := view.New(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset(older, newer))
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestHandoffWritesOnlyTheNewHoldersClaim(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	client := sluicefake.NewSimpleClientset(claimed)
-	cache := NewCache(kubefake.NewSimpleClientset(), client)
+	cache := view.New(kubefake.NewSimpleClientset(), client)
 	if err := cache.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

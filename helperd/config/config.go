@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/helperd/inspect"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/election"
@@ -105,7 +105,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.IntVar(&c.TunnelPort, "tunnel-port", datapath.DefaultTunnelPort, "UDP port of the VXLAN tunnel")
 	fs.IntVar(&c.VNI, "tunnel-vni", datapath.DefaultVNI, "VXLAN network identifier")
 	fs.StringVar(&c.CNISocket, "cni-socket", cniproto.DefaultSocketPath, "Unix socket the CNI plugin reports to")
-	fs.StringVar(&c.StatusSocket, "status-socket", statusapi.DefaultSocket, "Unix socket the CLI queries")
+	fs.StringVar(&c.StatusSocket, "status-socket", inspect.DefaultSocket, "Unix socket the CLI queries")
 	fs.StringVar(&c.SpoolDir, "spool-dir", cniproto.DefaultSpoolDir, "where the CNI plugin spools reports while the helper is down")
 	fs.StringVar(&c.StateDir, "state-dir", DefaultStateDir, "state directory")
 	fs.IntVar(&c.GossipPort, "gossip-port", DefaultGossipPort, "memberlist port, bound on the Node IP")

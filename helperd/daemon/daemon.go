@@ -17,8 +17,9 @@ import (
 	"github.com/sluicenet/sluice/helperd/alloc"
 	"github.com/sluicenet/sluice/helperd/config"
 	"github.com/sluicenet/sluice/helperd/hint"
+	"github.com/sluicenet/sluice/helperd/inspect"
 	"github.com/sluicenet/sluice/helperd/registry"
-	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/helperd/view"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
 	"github.com/sluicenet/sluice/pkg/cniplugin"
@@ -67,7 +68,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	uplink := cfg.Uplink
 	if uplink == "" {
-		if uplink, err = agent.UplinkFor(nodeIP); err != nil {
+		if uplink, err = view.UplinkFor(nodeIP); err != nil {
 			return err
 		}
 	}
@@ -102,7 +103,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	reg.MustRegister(collector)
 	recorder := eventRecorder(kube, cfg.NodeName)
 
-	cache := agent.NewCache(kube, sl)
+	cache := view.New(kube, sl)
 	// The informers outlive the stop signal, until Run returns: a helper
 	// stopped in the middle of a planned move waits in its cache for the
 	// move's claim (Agent.finishOnStop).
@@ -179,7 +180,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	if _, err := agent.RefreshAddrs(cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev); err != nil {
+	if _, err := view.RefreshAddrs(cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev); err != nil {
 		return err
 	}
 	// The kernel's Pods first, so that the agent's first plan has them all.
@@ -197,7 +198,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 	}()
 	run("addresses", func() error {
-		return agent.WatchAddrs(ctx, cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev, a.Poke)
+		return view.WatchAddrs(ctx, cache, dcfg.WithDefaults().Label(), dcfg.WithDefaults().TunnelDev, a.Poke)
 	})
 	if err := a.Registry.FinishStart(ctx, cfg.SpoolDir, found); err != nil {
 		log.Warn("registry start", "err", err)
@@ -221,7 +222,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			Receive: a.ReceiveHint, Observe: metrics.ObserveHint}).Serve(ctx)
 	})
 	run("status socket", func() error {
-		return (&statusapi.Server{Path: cfg.StatusSocket, Source: &agent.Source{Agent: a, Config: dcfg.WithDefaults()},
+		return (&inspect.Server{Path: cfg.StatusSocket, Source: &inspect.State{Self: cfg.NodeName, Plan: a.LastPlan, Attachments: a.Registry,
+			Cache: cache, Counters: dp, Config: dcfg.WithDefaults()},
 			Log: log}).Serve(ctx)
 	})
 	if cfg.MetricsAddr != "" {
@@ -262,7 +264,7 @@ func waitNodeIP(ctx context.Context, kube kubernetes.Interface, name string) (ne
 	for {
 		n, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
-			if ip := agent.NodeIP(n); ip.IsValid() {
+			if ip := view.NodeIP(n); ip.IsValid() {
 				return ip, nil
 			}
 			err = errors.New("it has no InternalIP yet")
@@ -276,7 +278,7 @@ func waitNodeIP(ctx context.Context, kube kubernetes.Interface, name string) (ne
 	}
 }
 
-func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, uplinkMAC string, keys [][]byte, cache *agent.Cache, log *slog.Logger) (*gossip.Gossip, error) {
+func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, uplinkMAC string, keys [][]byte, cache *view.Cache, log *slog.Logger) (*gossip.Gossip, error) {
 	gc := gossip.Config{NodeName: cfg.NodeName, BindAddr: nodeIP, BindPort: cfg.GossipPort, AllowInsecure: cfg.GossipInsecure, MAC: uplinkMAC}
 	if len(keys) > 0 {
 		gc.SecretKey, gc.OtherKeys = keys[0], keys[1:]

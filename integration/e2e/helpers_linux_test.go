@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/helperd/inspect"
 	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/nstest"
@@ -135,7 +135,7 @@ func cli(t *testing.T, c *cluster.Cluster, node string, v any, args ...string) {
 // connection's first.
 func rulePackets(t *testing.T, c *cluster.Cluster, node, table string, ip netip.Addr) uint64 {
 	t.Helper()
-	var rep statusapi.DatapathReport
+	var rep inspect.DatapathReport
 	cli(t, c, node, &rep, "datapath")
 	var n uint64
 	for _, ctr := range rep.Counters {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/helperd/egstatus"
-	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/helperd/inspect"
 	"github.com/sluicenet/sluice/integration/cluster"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/nstest"
@@ -247,7 +247,7 @@ func TestStaticEgress(t *testing.T) {
 	t.Run("metrics", func(t *testing.T) { checkMetrics(t, c) })
 
 	t.Run("CLI", func(t *testing.T) {
-		var rows []statusapi.EgressRow
+		var rows []inspect.EgressRow
 		cli(t, c, "node-c", &rows, "egresses")
 		found := false
 		for _, r := range rows {
@@ -258,7 +258,7 @@ func TestStaticEgress(t *testing.T) {
 		if !found {
 			t.Fatalf("egresses on node-c: %+v", rows)
 		}
-		var ex statusapi.Explanation
+		var ex inspect.Explanation
 		cli(t, c, "node-c", &ex, "explain", "prod/web-c")
 		if ex.Egress != "egress-prod" || ex.TunnelPeer != c.Node("node-a").IP.String() || ex.Table == 0 || ex.Mark == "" {
 			t.Fatalf("explain prod/web-c: %+v", ex)

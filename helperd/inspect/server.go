@@ -1,10 +1,10 @@
-// Package statusapi serves sluice-helperd's status to the CLI over a
+// Package inspect serves sluice-helperd's status to the CLI over a
 // root-only Unix socket, and holds the CLI's side.
 //
 // The wire is plain HTTP/1.1 with JSON bodies: it gives request size limits,
 // timeouts and clear errors for free, and `curl --unix-socket` works for
 // debugging.
-package statusapi
+package inspect
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package statusapi
+package inspect
 
 import "errors"
 

@@ -1,4 +1,4 @@
-package agent
+package inspect
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sluicenet/sluice/helperd/placement"
+	"github.com/sluicenet/sluice/helperd/placement/placementtest"
 	"github.com/sluicenet/sluice/pkg/datapath"
 )
 
@@ -13,6 +14,13 @@ import (
 // state, as the datapath builds it: the tunnel's mark and table, SNAT
 // here, or the exit guard's drop when no holder is known (never "the Node
 // IP" then).
+var eg, snapshot = placementtest.Egress, placementtest.Snapshot
+
+// noCounters is a kernel with no counters yet.
+type noCounters struct{}
+
+func (noCounters) Stats(context.Context) (datapath.Stats, error) { return datapath.Stats{}, nil }
+
 func TestExplainReadsTheDesiredState(t *testing.T) {
 	e := eg("prod", "198.51.100.5", "pool", "prod")
 	for _, tc := range []struct {
@@ -27,10 +35,8 @@ func TestExplainReadsTheDesiredState(t *testing.T) {
 			s := snapshot(tc.self, e)
 			s.Alive = tc.alive
 			plan := placement.Decide(s)
-			a := &Agent{Self: tc.self, Datapath: &fakeDatapath{}}
-			a.init()
-			a.last = plan
-			src := &Source{Agent: a, Config: datapath.Config{Uplink: "eth0", TunnelDev: datapath.DefaultTunnelDev}}
+			src := &State{Self: tc.self, Plan: func() placement.Plan { return plan }, Counters: noCounters{},
+				Config: datapath.Config{Uplink: "eth0", TunnelDev: datapath.DefaultTunnelDev}}
 			ex, err := src.Explain(context.Background(), "prod", "web-c")
 			if err != nil {
 				t.Fatal(err)

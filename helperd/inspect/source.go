@@ -1,4 +1,4 @@
-package agent
+package inspect
 
 import (
 	"context"
@@ -7,18 +7,30 @@ import (
 	"strings"
 
 	"github.com/sluicenet/sluice/helperd/placement"
-	"github.com/sluicenet/sluice/helperd/statusapi"
+	"github.com/sluicenet/sluice/helperd/view"
+	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/datapath"
 	"github.com/sluicenet/sluice/pkg/policy"
 )
 
-// Source answers the CLI from the last reconciled plan.
-type Source struct {
-	Agent  *Agent
+// State answers the CLI from the helper's live state: the agent's last
+// applied plan, the CNI attachments, the API cache and the kernel's
+// counters.
+type State struct {
+	Self string
+	// Plan returns the plan of the agent's last Apply.
+	Plan        func() placement.Plan
+	Attachments interface {
+		List(ctx context.Context) []cniproto.Attachment
+	}
+	Cache    *view.Cache
+	Counters interface {
+		Stats(ctx context.Context) (datapath.Stats, error)
+	}
 	Config datapath.Config
 }
 
-var _ statusapi.Source = (*Source)(nil)
+var _ Source = (*State)(nil)
 
 // markString prints an egress-IP id's mark as the CLI shows it ("" for
 // none).
@@ -30,11 +42,11 @@ func markString(m uint32) string {
 }
 
 // Egresses lists every Egress with this Node's view of it.
-func (s *Source) Egresses() []statusapi.EgressRow {
-	plan := s.Agent.LastPlan()
-	var rows []statusapi.EgressRow
+func (s *State) Egresses() []EgressRow {
+	plan := s.Plan()
+	var rows []EgressRow
 	for _, ep := range plan.Egresses {
-		row := statusapi.EgressRow{Name: ep.Name, Pool: ep.Pool, Node: ep.Owner, HeldHere: ep.Owner == s.Agent.Self,
+		row := EgressRow{Name: ep.Name, Pool: ep.Pool, Node: ep.Owner, HeldHere: ep.Owner == s.Self,
 			PodsHere: ep.PodsHere, PodsCluster: ep.PodsCluster, ConditionsNote: ep.Reason}
 		if ep.IP.IsValid() {
 			row.EgressIP = ep.IP.String()
@@ -53,22 +65,22 @@ func (s *Source) Egresses() []statusapi.EgressRow {
 
 // Pods lists this Node's Pods that the CNI plugin reported or that an
 // Egress selects.
-func (s *Source) Pods() []statusapi.PodRow {
-	plan := s.Agent.LastPlan()
-	rows := map[policy.PodKey]*statusapi.PodRow{}
-	if s.Agent.Registry != nil {
-		for _, att := range s.Agent.Registry.List(context.Background()) {
+func (s *State) Pods() []PodRow {
+	plan := s.Plan()
+	rows := map[policy.PodKey]*PodRow{}
+	if s.Attachments != nil {
+		for _, att := range s.Attachments.List(context.Background()) {
 			k := policy.PodKey{Namespace: att.PodNamespace, Name: att.PodName}
-			rows[k] = &statusapi.PodRow{Namespace: k.Namespace, Name: k.Name, IPs: att.PodIPs, HostVeth: att.HostVeth, FromCNI: true}
+			rows[k] = &PodRow{Namespace: k.Namespace, Name: k.Name, IPs: att.PodIPs, HostVeth: att.HostVeth, FromCNI: true}
 		}
 	}
 	for k, a := range plan.Policy.Pods {
-		if a.Node != s.Agent.Self {
+		if a.Node != s.Self {
 			continue
 		}
 		r := rows[k]
 		if r == nil {
-			r = &statusapi.PodRow{Namespace: k.Namespace, Name: k.Name}
+			r = &PodRow{Namespace: k.Namespace, Name: k.Name}
 			for _, ip := range a.IPs {
 				r.IPs = append(r.IPs, ip.String())
 			}
@@ -76,20 +88,20 @@ func (s *Source) Pods() []statusapi.PodRow {
 		}
 		r.Egress, r.Losers = a.Egress, a.Losers
 	}
-	out := make([]statusapi.PodRow, 0, len(rows))
+	out := make([]PodRow, 0, len(rows))
 	for _, r := range rows {
 		out = append(out, *r)
 	}
-	slices.SortFunc(out, func(a, b statusapi.PodRow) int {
+	slices.SortFunc(out, func(a, b PodRow) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
 	return out
 }
 
 // Datapath lists what Sluice installed here, with counters.
-func (s *Source) Datapath(ctx context.Context) (statusapi.DatapathReport, error) {
-	plan := s.Agent.LastPlan()
-	rep := statusapi.DatapathReport{Node: s.Agent.Self,
+func (s *State) Datapath(ctx context.Context) (DatapathReport, error) {
+	plan := s.Plan()
+	rep := DatapathReport{Node: s.Self,
 		Tunnel: fmt.Sprintf("%s (VXLAN VNI %d, UDP %d, via %s)", s.Config.TunnelDev, s.Config.VNI, s.Config.TunnelPort, s.Config.Uplink)}
 	for _, ip := range plan.Desired.HeldIPs {
 		rep.HeldIPs = append(rep.HeldIPs, ip.String())
@@ -100,7 +112,7 @@ func (s *Source) Datapath(ctx context.Context) (statusapi.DatapathReport, error)
 	for _, r := range datapath.BuildRoutes(plan.Desired) {
 		rep.Routes = append(rep.Routes, r.String())
 	}
-	st, err := s.Agent.Datapath.Stats(ctx)
+	st, err := s.Counters.Stats(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -108,7 +120,7 @@ func (s *Source) Datapath(ctx context.Context) (statusapi.DatapathReport, error)
 		rep.IPSets = append(rep.IPSets, fmt.Sprintf("%s: %d members", set.Name, set.Members))
 	}
 	for _, r := range st.Rules {
-		rep.Counters = append(rep.Counters, statusapi.Counter{Object: r.Table + "/" + r.Chain, Detail: r.Rule,
+		rep.Counters = append(rep.Counters, Counter{Object: r.Table + "/" + r.Chain, Detail: r.Rule,
 			Packets: r.Packets, Bytes: r.Bytes})
 	}
 	rep.Counters = append(rep.Counters, exitCounters(st)...)
@@ -116,13 +128,13 @@ func (s *Source) Datapath(ctx context.Context) (statusapi.DatapathReport, error)
 }
 
 // Explain walks one Pod's path.
-func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi.Explanation, error) {
-	plan := s.Agent.LastPlan()
+func (s *State) Explain(ctx context.Context, namespace, name string) (Explanation, error) {
+	plan := s.Plan()
 	key := policy.PodKey{Namespace: namespace, Name: name}
-	ex := statusapi.Explanation{Namespace: namespace, Name: name}
+	ex := Explanation{Namespace: namespace, Name: name}
 	a, selected := plan.Policy.Pods[key]
 	if !selected {
-		snap := s.Agent.Cache.Snapshot(s.Agent.Self, nil)
+		snap := s.Cache.Snapshot(s.Self, nil)
 		found := false
 		for _, p := range snap.Pods {
 			if p.Namespace == namespace && p.Name == name {
@@ -133,7 +145,7 @@ func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi
 			}
 		}
 		if !found {
-			return ex, fmt.Errorf("pod %s/%s: %w", namespace, name, statusapi.ErrNotFound)
+			return ex, fmt.Errorf("pod %s/%s: %w", namespace, name, ErrNotFound)
 		}
 		ex.Why = []string{"no Egress selects this Pod"}
 		ex.Path = "Node IP: the primary CNI's own masquerade, Sluice does nothing"
@@ -168,7 +180,7 @@ func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi
 		}
 	}
 	switch {
-	case a.Node != s.Agent.Self:
+	case a.Node != s.Self:
 		ex.Path = fmt.Sprintf("the Pod runs on %s; ask the helper there for its first hop", a.Node)
 	case path.SNATHere:
 		ex.Path = "local: SNAT on this Node's uplink " + s.Config.Uplink
@@ -182,10 +194,10 @@ func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi
 	default:
 		ex.Path = "Node IP: the Egress has no holder (" + ep.Reason + ": " + ep.Message + ")"
 	}
-	if st, err := s.Agent.Datapath.Stats(ctx); err == nil {
+	if st, err := s.Counters.Stats(ctx); err == nil {
 		for _, r := range st.Rules {
 			if r.EgressIP == ep.IP && ep.IP.IsValid() {
-				ex.Counters = append(ex.Counters, statusapi.Counter{Object: r.Table + "/" + r.Chain, Detail: r.Rule,
+				ex.Counters = append(ex.Counters, Counter{Object: r.Table + "/" + r.Chain, Detail: r.Rule,
 					Packets: r.Packets, Bytes: r.Bytes})
 			}
 		}
@@ -196,9 +208,9 @@ func (s *Source) Explain(ctx context.Context, namespace, name string) (statusapi
 
 // exitCounters are the exit guard's drops on this Node (all Pods): what
 // would have left the uplink with a wrong source.
-func exitCounters(st datapath.Stats) []statusapi.Counter {
+func exitCounters(st datapath.Stats) []Counter {
 	obj := "nft/" + datapath.ExitGuardTable + "/" + datapath.ExitGuardChain
-	return []statusapi.Counter{
+	return []Counter{
 		{Object: obj, Detail: "drop " + datapath.ExitDropInvalid + ": a selected Pod's INVALID or untracked packet (Node-wide)",
 			Packets: st.ExitDrops[datapath.ExitDropInvalid]},
 		{Object: obj, Detail: "drop " + datapath.ExitDropWrongSource + ": a selected Pod's packet not SNATed to its egress IP here (Node-wide)",

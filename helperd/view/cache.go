@@ -1,4 +1,7 @@
-package agent
+// Package view is what the helper sees: the API's objects, through shared
+// informers (Cache), and the addresses configured on its Node
+// (WatchAddrs). The agent reads both into each reconcile's Snapshot.
+package view
 
 import (
 	"context"
@@ -42,8 +45,8 @@ type Cache struct {
 	localAddrs map[netip.Addr]bool
 }
 
-// NewCache builds the informers; Start runs them.
-func NewCache(kube kubernetes.Interface, sl versioned.Interface) *Cache {
+// New builds the informers; Start runs them.
+func New(kube kubernetes.Interface, sl versioned.Interface) *Cache {
 	c := &Cache{kube: kube, direct: map[string]*corev1.Pod{}, localAddrs: map[netip.Addr]bool{}}
 	c.kubeF = informers.NewSharedInformerFactoryWithOptions(kube, 0,
 		informers.WithTransform(stripManagedFields))
