@@ -6,18 +6,13 @@ import (
 	"testing"
 
 	"github.com/sluicenet/sluice/helperd/placement"
+	"github.com/sluicenet/sluice/helperd/placement/placementtest"
 	"github.com/sluicenet/sluice/pkg/cniproto"
 	"github.com/sluicenet/sluice/pkg/policy"
 	corev1 "k8s.io/api/core/v1"
 )
 
-func addrs(ss ...string) []netip.Addr {
-	out := make([]netip.Addr, 0, len(ss))
-	for _, s := range ss {
-		out = append(out, netip.MustParseAddr(s))
-	}
-	return out
-}
+var addrs = placementtest.Addrs
 
 func att(id, ns, name string, ips ...string) cniproto.Attachment {
 	return cniproto.Attachment{Key: cniproto.Key{ContainerID: id, IfName: "eth0"}, PodNamespace: ns, PodName: name, PodIPs: ips}

@@ -22,6 +22,15 @@ var (
 	IPC = netip.MustParseAddr("192.0.2.13")
 )
 
+// Addrs parses each of ss.
+func Addrs(ss ...string) []netip.Addr {
+	out := make([]netip.Addr, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
 // Nodes are node-a and node-b, labelled egress=yes, and node-c.
 func Nodes() map[string]placement.NodeInfo {
 	return map[string]placement.NodeInfo{
