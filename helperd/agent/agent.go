@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sluicenet/sluice/helperd/alloc"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/helperd/placement"
 	"github.com/sluicenet/sluice/helperd/registry"
@@ -51,39 +51,75 @@ var errNotApplied = errors.New("no Apply yet")
 // probed again.
 const conflictRetry = 10 * time.Second
 
-// Agent runs the helper's reconcile loop.
-type Agent struct {
-	Self      string
-	NodeIP    netip.Addr
-	Log       *slog.Logger
-	Cache     *view.Cache
-	Datapath  Datapath
-	Members   Members // nil: this Node alone is alive
-	Registry  *registry.Registry
-	Allocator *alloc.Allocator
-	Status    *StatusWriter
-	Announce  Announcer // may be nil
-	Probe     Prober    // may be nil: no probing
-	Election  election.Policy
-	Resync    time.Duration
+// Status writes Egress status from each plan (StatusWriter).
+type Status interface {
+	Write(ctx context.Context, plan placement.Plan, leader bool) error
+	Overlaps(plan placement.Plan)
+}
+
+// Allocator hands out pool IPs (alloc.Allocator); the allocator leader's
+// status loop runs it.
+type Allocator interface {
+	Sync(ctx context.Context, pools []*v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress) error
+}
+
+// HintSender tells another helper about a Pod of this Node (hint.Client).
+type HintSender interface {
+	Send(ctx context.Context, addr string, h hint.Hint) error
+}
+
+// Config is what an Agent is made of. Self, Log, Cache and Datapath are
+// required; New stands in for every other part left out with one that does
+// nothing, as said at each.
+type Config struct {
+	Self     string
+	NodeIP   netip.Addr
+	Log      *slog.Logger
+	Cache    *view.Cache
+	Datapath Datapath
+	// Members is the gossip view; without it this Node alone is alive.
+	Members Members
+	// Allocator and Status write the API; without them nothing is
+	// allocated or written.
+	Allocator Allocator
+	Status    Status
+	// Announce sends gratuitous ARP for an IP taken; Probe asks who
+	// answers for IPs before they are held. Without them nothing is sent.
+	Announce Announcer
+	Probe    Prober
+	Election election.Policy
+	// Resync is the period of the reconcile that runs whatever changed;
+	// 2 s without it.
+	Resync time.Duration
 	// ClusterCIDRs are the Pod and Service CIDRs, never egress IPs.
 	ClusterCIDRs []netip.Prefix
 	// PrevIDs are the mark ids found in the kernel at start.
 	PrevIDs map[netip.Addr]uint16
-	Metrics *Metrics // may be nil
+	// Metrics are registered nowhere without it.
+	Metrics *Metrics
 	// HintClient tells the helper holding an Egress's IP about a new Pod
-	// at its ADD (see package hint); nil disables hints.
-	HintClient *hint.Client
+	// at its ADD (see package hint), at HintPort; without it no hints go
+	// out.
+	HintClient HintSender
 	HintPort   int
 	// Grace is the restart grace (see grace.go); 0 moves a departed
-	// member's IPs at once.
-	Grace time.Duration
-	// KernelProbe finds who answers ARP for IPs; nil disables the grace.
+	// member's IPs at once. It needs KernelProbe, which finds who answers
+	// ARP for IPs.
+	Grace       time.Duration
 	KernelProbe KernelProber
 	// Kept are the egress IPs found held on the uplink at start.
 	Kept map[netip.Addr]bool
+	// RegistryLog logs the registry's records; Log without it.
+	RegistryLog *slog.Logger
+}
 
-	initOnce  sync.Once
+// Agent runs the helper's reconcile loop.
+type Agent struct {
+	Config
+	// Registry is the Node's CNI attachments; its OnAdd is the agent's
+	// OnCNIAdd.
+	Registry *registry.Registry
+
 	trigger   chan struct{}
 	requested atomic.Uint64
 
@@ -117,30 +153,83 @@ type conflict struct {
 	at  time.Time
 }
 
-// init prepares the channels and maps, once. Every entry point calls it:
-// the registry replays tagged veths through OnCNIAdd while Run's goroutine
-// may not have started yet (a helper restart crashed on a nil map before).
-func (a *Agent) init() { a.initOnce.Do(a.initState) }
-
-func (a *Agent) initState() {
-	a.trigger = make(chan struct{}, 1)
-	a.doneCh = make(chan struct{})
-	a.hints = map[policy.PodKey]hintEntry{}
-	a.held = map[netip.Addr]bool{}
-	a.conflicts = map[netip.Addr]conflict{}
-	a.departed = map[string]*departure{}
-	a.unanswered = map[netip.Addr]time.Time{}
-	a.started = time.Now()
-	a.statusCh = make(chan placement.Plan, 1)
-	a.lastApplyErr = errNotApplied
-	if a.Resync == 0 {
-		a.Resync = 2 * time.Second
+// New returns an agent ready to Run, with its registry.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.Self == "":
+		return nil, errors.New("agent: Self (the Node's name) is required")
+	case cfg.Log == nil || cfg.Cache == nil || cfg.Datapath == nil:
+		return nil, errors.New("agent: Log, Cache and Datapath are required")
+	case cfg.Grace > 0 && cfg.KernelProbe == nil:
+		return nil, errors.New("agent: a restart grace needs a KernelProbe")
 	}
+	if cfg.Members == nil {
+		cfg.Members = alone{}
+	}
+	if cfg.Allocator == nil {
+		cfg.Allocator = noAllocator{}
+	}
+	if cfg.Status == nil {
+		cfg.Status = noStatus{}
+	}
+	if cfg.Announce == nil {
+		cfg.Announce = func(context.Context, netip.Addr) {}
+	}
+	if cfg.Probe == nil {
+		cfg.Probe = func(context.Context, []netip.Addr) (map[netip.Addr]string, error) { return nil, nil }
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	if cfg.HintClient == nil {
+		cfg.HintClient = noHints{}
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 2 * time.Second
+	}
+	if cfg.RegistryLog == nil {
+		cfg.RegistryLog = cfg.Log
+	}
+	a := &Agent{
+		Config:       cfg,
+		trigger:      make(chan struct{}, 1),
+		doneCh:       make(chan struct{}),
+		hints:        map[policy.PodKey]hintEntry{},
+		held:         map[netip.Addr]bool{},
+		conflicts:    map[netip.Addr]conflict{},
+		departed:     map[string]*departure{},
+		unanswered:   map[netip.Addr]time.Time{},
+		ipSeen:       map[string]seen{},
+		handoffs:     map[string]seen{},
+		started:      time.Now(),
+		statusCh:     make(chan placement.Plan, 1),
+		lastApplyErr: errNotApplied,
+	}
+	a.Registry = registry.New(registry.Options{OnAdd: a.OnCNIAdd, Log: cfg.RegistryLog})
+	return a, nil
 }
+
+// The parts New stands in for those left out.
+type (
+	alone       struct{}
+	noAllocator struct{}
+	noStatus    struct{}
+	noHints     struct{}
+)
+
+func (alone) Members() []gossip.Member { return nil }
+func (alone) Changes() <-chan struct{} { return nil }
+func (noAllocator) Sync(context.Context, []*v1alpha1.ExternalIPPool, []*v1alpha1.Egress) error {
+	return nil
+}
+func (noStatus) Write(context.Context, placement.Plan, bool) error { return nil }
+func (noStatus) Overlaps(placement.Plan)                           {}
+func (noHints) Send(context.Context, string, hint.Hint) error      { return errNoHints }
+
+var errNoHints = errors.New("hints are off")
 
 // Poke asks for a reconcile without waiting.
 func (a *Agent) Poke() {
-	a.init()
 	a.requested.Add(1)
 	select {
 	case a.trigger <- struct{}{}:
@@ -151,7 +240,6 @@ func (a *Agent) Poke() {
 // Sync asks for a reconcile and waits until one that started after the
 // request has applied the datapath.
 func (a *Agent) Sync(ctx context.Context) error {
-	a.init()
 	gen := a.requested.Add(1)
 	select {
 	case a.trigger <- struct{}{}:
@@ -177,7 +265,6 @@ func (a *Agent) Sync(ctx context.Context) error {
 // packet leaves with the right IP. The registry lists att while this
 // runs, so a reconcile that starts now has it; one that this waits for.
 func (a *Agent) OnCNIAdd(ctx context.Context, att cniproto.Attachment) error {
-	a.init()
 	start := time.Now()
 	if att.PodNamespace != "" && att.PodName != "" {
 		a.Cache.EnsurePod(ctx, att.PodNamespace, att.PodName)
@@ -215,7 +302,6 @@ type hintEntry struct {
 // be its, and returns when the datapath has it. Which Egress selects the
 // Pod is decided by placement.Decide from the API's labels, never by the hint.
 func (a *Agent) ReceiveHint(ctx context.Context, h hint.Hint) error {
-	a.init()
 	seen, err := a.checkHint(ctx, h)
 	if err != nil {
 		return fmt.Errorf("%w: %w", hint.ErrRefused, err)
@@ -259,7 +345,7 @@ const hintTimeout = 300 * time.Millisecond
 // Nodes: the holder SNATs a Pod before the Pod's first packet reaches it,
 // whether the Pod is new (CNI ADD) or was just selected by a label change.
 func (a *Agent) sendHints(ctx context.Context, prev, next placement.Plan) {
-	if a.HintClient == nil || prev.IDs == nil {
+	if _, off := a.HintClient.(noHints); off || prev.IDs == nil {
 		return // no previous plan (a restart): the kernel already holds the state
 	}
 	type target struct {
@@ -348,25 +434,19 @@ func (a *Agent) renewHeld(ctx context.Context) {
 
 // Run runs until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
-	a.init()
-	if a.Registry != nil {
-		cancel := a.Registry.Subscribe(func(ev registry.Event) {
-			if ev.Type == registry.Added && ev.Prepared {
-				// The ADD's own reconcile had it: the plan is the same
-				// without a second one.
-				return
-			}
-			a.Poke()
-		})
-		defer cancel()
-	}
+	cancel := a.Registry.Subscribe(func(ev registry.Event) {
+		if ev.Type == registry.Added && ev.Prepared {
+			// The ADD's own reconcile had it: the plan is the same
+			// without a second one.
+			return
+		}
+		a.Poke()
+	})
+	defer cancel()
 	a.Cache.OnChange(a.Poke)
 	go a.statusLoop(ctx)
 	go a.graceLoop(ctx)
-	var changes <-chan struct{}
-	if a.Members != nil {
-		changes = a.Members.Changes()
-	}
+	changes := a.Members.Changes()
 	ticker := time.NewTicker(a.Resync)
 	defer ticker.Stop()
 	renew := time.NewTicker(renewEvery)
@@ -404,11 +484,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if prev == nil {
 		prev = a.PrevIDs
 	}
-	var atts []cniproto.Attachment
-	if a.Registry != nil {
-		atts = a.Registry.List(ctx)
-	}
-	snap := a.Cache.Snapshot(a.Self, atts)
+	snap := a.Cache.Snapshot(a.Self, a.Registry.List(ctx))
 	snap.Alive = a.alive()
 	a.noteDepartures(ctx, snap.Alive)
 	departuresAt := time.Now()
@@ -513,12 +589,10 @@ func (a *Agent) finishOnStop() {
 			giving.Egresses = append(giving.Egresses, ep)
 		}
 	}
-	if len(taking.Egresses) > 0 && a.Status != nil {
+	if len(taking.Egresses) > 0 {
 		var wg sync.WaitGroup
-		if a.Announce != nil {
-			for _, ep := range taking.Egresses {
-				wg.Go(func() { a.Announce(ctx, ep.IP) })
-			}
+		for _, ep := range taking.Egresses {
+			wg.Go(func() { a.Announce(ctx, ep.IP) })
 		}
 		err := a.Status.Write(ctx, taking, false)
 		wg.Wait()
@@ -576,9 +650,6 @@ const probeCovers = 500 * time.Millisecond
 // probe that fails is logged and the IPs are held: a broken probe must not
 // stop a failover.
 func (a *Agent) probe(ctx context.Context, plan placement.Plan) map[netip.Addr]string {
-	if a.Probe == nil {
-		return nil
-	}
 	var fresh []netip.Addr
 	a.mu.Lock()
 	for _, ip := range plan.Desired.HeldIPs {
@@ -619,9 +690,6 @@ func (a *Agent) liveConflicts() map[netip.Addr]string {
 }
 
 func (a *Agent) alive() []string {
-	if a.Members == nil {
-		return []string{a.Self}
-	}
 	out := []string{a.Self}
 	for _, m := range a.Members.Members() {
 		if m.Alive() && m.Name != a.Self {
@@ -661,9 +729,6 @@ type seen struct {
 // returns those that changed less than settleFor ago. Reconcile's goroutine
 // only.
 func (a *Agent) settling(egs []*v1alpha1.Egress, now time.Time) map[string]bool {
-	if a.ipSeen == nil {
-		a.ipSeen = map[string]seen{}
-	}
 	out := map[string]bool{}
 	live := map[string]bool{}
 	for _, eg := range egs {
@@ -704,9 +769,6 @@ func (a *Agent) handoffExpired(now time.Time) map[string]bool {
 // noteHandoffs times the planned moves the plan has due, and asks for a
 // reconcile when a new one will expire. Reconcile's goroutine only.
 func (a *Agent) noteHandoffs(plan placement.Plan, now time.Time) {
-	if a.handoffs == nil {
-		a.handoffs = map[string]seen{}
-	}
 	due := map[string]bool{}
 	for _, ep := range plan.Egresses {
 		if ep.Moving == "" {
@@ -750,7 +812,7 @@ func (a *Agent) announce(ctx context.Context, held []netip.Addr, all bool) {
 	now := map[netip.Addr]bool{}
 	for _, ip := range held {
 		now[ip] = true
-		if (all || !a.held[ip]) && a.Announce != nil {
+		if all || !a.held[ip] {
 			go a.Announce(ctx, ip)
 		}
 	}
@@ -770,14 +832,12 @@ func (a *Agent) statusLoop(ctx context.Context) {
 			// Without quorum this helper may see itself as the only member:
 			// it neither allocates nor writes status for IPs no one holds.
 			leader := plan.Quorum.OK && a.isLeader()
-			if leader && a.Allocator != nil {
+			if leader {
 				errs = append(errs, a.Allocator.Sync(ctx, a.Cache.Pools(), a.Cache.Egresses()))
 			}
-			if a.Status != nil {
-				errs = append(errs, a.Status.Write(ctx, plan, leader))
-				if leader {
-					a.Status.Overlaps(plan)
-				}
+			errs = append(errs, a.Status.Write(ctx, plan, leader))
+			if leader {
+				a.Status.Overlaps(plan)
 			}
 			if err := errors.Join(errs...); err != nil && ctx.Err() == nil {
 				a.Log.Info("status write (will retry)", "err", err)
@@ -798,7 +858,6 @@ func (a *Agent) isLeader() bool {
 
 // LastPlan returns the last computed plan.
 func (a *Agent) LastPlan() placement.Plan {
-	a.init()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.last
@@ -806,7 +865,6 @@ func (a *Agent) LastPlan() placement.Plan {
 
 // Ready reports whether the agent has applied the datapath at least once.
 func (a *Agent) Ready() bool {
-	a.init()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.done > 0

@@ -61,6 +61,30 @@ func (f *fakeDatapath) podIPs() []string {
 
 func (f *fakeDatapath) Stats(context.Context) (datapath.Stats, error) { return datapath.Stats{}, nil }
 
+// testAgent is New(cfg) with what a test leaves out: a quiet log, an
+// empty cache (not started), a fake datapath and, with a grace, a kernel
+// probe that finds nobody answering.
+func testAgent(t *testing.T, cfg Config) *Agent {
+	t.Helper()
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Cache == nil {
+		cfg.Cache = view.New(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset())
+	}
+	if cfg.Datapath == nil {
+		cfg.Datapath = &fakeDatapath{}
+	}
+	if cfg.Grace > 0 && cfg.KernelProbe == nil {
+		cfg.KernelProbe = func(context.Context, []netip.Addr) (map[netip.Addr]string, error) { return nil, nil }
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 // The registry replays tagged veths through OnCNIAdd at start, possibly
 // before Run's goroutine has begun: that once crashed on a nil map.
 // emptyAgent is node-a's agent over an empty API and a fake datapath,
@@ -72,7 +96,7 @@ func emptyAgent(t *testing.T, ctx context.Context) (*Agent, *fakeDatapath) {
 		t.Fatal(err)
 	}
 	dp := &fakeDatapath{}
-	return &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour}, dp
+	return testAgent(t, Config{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour}), dp
 }
 
 func TestCNIAddBeforeRunWaitsForTheFirstReconcile(t *testing.T) {
@@ -119,7 +143,7 @@ func TestCheckHint(t *testing.T) {
 	if _, err := kube.CoreV1().Pods("prod").Create(ctx, newPod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &fakeDatapath{}}
+	a := testAgent(t, Config{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &fakeDatapath{}})
 	h := func(pod, ip, sender string) hint.Hint {
 		return hint.Hint{Namespace: "prod", Pod: pod, PodIP: netip.MustParseAddr(ip), Sender: sender}
 	}
@@ -172,8 +196,7 @@ func TestCNIAddFailuresContained(t *testing.T) {
 		t.Fatal(err)
 	}
 	dp := &failingDatapath{}
-	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour}
-	a.Registry = registry.New(registry.Options{OnAdd: a.OnCNIAdd, Log: slog.New(slog.DiscardHandler)})
+	a := testAgent(t, Config{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour})
 	go a.Run(ctx)
 	attachment := func(name, ip string) cniproto.Attachment {
 		return cniproto.Attachment{Key: cniproto.Key{ContainerID: name, IfName: "eth0"}, Netns: "/proc/1/ns/net",
@@ -205,8 +228,7 @@ func TestCNIAddFailuresContained(t *testing.T) {
 		t.Errorf("the Apply after a refused ADD still has its Pod IP: %v", got)
 	}
 	// An ADD that times out leaves nothing either.
-	stuck := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &fakeDatapath{}, Resync: time.Hour}
-	stuck.Registry = registry.New(registry.Options{OnAdd: stuck.OnCNIAdd, Log: slog.New(slog.DiscardHandler)})
+	stuck := testAgent(t, Config{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &fakeDatapath{}, Resync: time.Hour})
 	tctx, tcancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer tcancel()
 	if err := stuck.Registry.Add(tctx, attachment("late", "10.244.1.7")); err == nil {
@@ -308,7 +330,7 @@ func testStopClaims(t *testing.T, midApply bool) {
 	if midApply {
 		dp = blocking
 	}
-	a := &Agent{Self: "node-b", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour,
+	a := testAgent(t, Config{Self: "node-b", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour,
 		Members: staticMembers{{Name: "node-a", State: gossip.StateAlive}, {Name: "node-b", State: gossip.StateAlive}},
 		Status:  &StatusWriter{Self: "node-b", Client: client, Cache: cache},
 		Grace:   30 * time.Second,
@@ -316,7 +338,7 @@ func testStopClaims(t *testing.T, midApply bool) {
 			mu.Lock()
 			defer mu.Unlock()
 			announced = append(announced, ip)
-		}}
+		}})
 	stopped := make(chan error, 1)
 	go func() { stopped <- a.Run(ctx) }()
 	if midApply {
@@ -389,9 +411,9 @@ func TestStopEndsAHandoffItGivesAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	dp := &recordingDatapath{}
-	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour,
+	a := testAgent(t, Config{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: dp, Resync: time.Hour,
 		Members: staticMembers{{Name: "node-a", State: gossip.StateAlive}, {Name: "node-b", State: gossip.StateAlive}},
-		Grace:   30 * time.Second}
+		Grace:   30 * time.Second})
 	stopped := make(chan error, 1)
 	go func() { stopped <- a.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Second)
@@ -438,7 +460,6 @@ func TestOneReconcilePerADD(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, dp := emptyAgent(t, ctx)
-	a.Registry = registry.New(registry.Options{OnAdd: a.OnCNIAdd, Log: slog.New(slog.DiscardHandler)})
 	go a.Run(ctx)
 	if err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -465,5 +486,30 @@ func TestOneReconcilePerADD(t *testing.T) {
 	}
 	if n := applies() - before; n != 1 {
 		t.Fatalf("%d reconciles for a repeated ADD with another IP, want 1", n)
+	}
+}
+
+// New names the part that is missing.
+func TestNewRefusesAMissingPart(t *testing.T) {
+	cache := view.New(kubefake.NewSimpleClientset(), sluicefake.NewSimpleClientset())
+	full := Config{Self: "node-a", Log: slog.New(slog.DiscardHandler), Cache: cache, Datapath: &fakeDatapath{}}
+	for _, tc := range []struct {
+		name string
+		cut  func(*Config)
+		want string
+	}{
+		{"no name", func(c *Config) { c.Self = "" }, "Self"},
+		{"no cache", func(c *Config) { c.Cache = nil }, "Cache"},
+		{"no datapath", func(c *Config) { c.Datapath = nil }, "Datapath"},
+		{"a grace without a probe", func(c *Config) { c.Grace = time.Second }, "KernelProbe"},
+	} {
+		cfg := full
+		tc.cut(&cfg)
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.want)
+		}
+	}
+	if _, err := New(full); err != nil {
+		t.Fatal(err)
 	}
 }

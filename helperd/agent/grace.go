@@ -45,7 +45,7 @@ type departure struct {
 // uplink then costs one probe, not a second reconcile), and forgets those
 // that returned or whose grace ran out.
 func (a *Agent) noteDepartures(ctx context.Context, alive []string) {
-	if a.Grace <= 0 || a.KernelProbe == nil {
+	if a.Grace <= 0 {
 		return
 	}
 	fresh := a.recordDepartures(alive)
@@ -59,10 +59,8 @@ func (a *Agent) recordDepartures(alive []string) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	macs := map[string]string{}
-	if a.Members != nil {
-		for _, m := range a.Members.Members() {
-			macs[m.Name] = m.MAC
-		}
+	for _, m := range a.Members.Members() {
+		macs[m.Name] = m.MAC
 	}
 	var fresh []string
 	for name := range a.prevAlive {
@@ -161,7 +159,7 @@ func (a *Agent) graced() []string {
 // graceLoop probes the departed members' kernels, and reconciles when one
 // stops answering or its grace runs out.
 func (a *Agent) graceLoop(ctx context.Context) {
-	if a.Grace <= 0 || a.KernelProbe == nil {
+	if a.Grace <= 0 {
 		return
 	}
 	tick := time.NewTicker(graceProbeEvery)

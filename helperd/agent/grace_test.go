@@ -27,7 +27,7 @@ func TestGraceFollowsTheKernel(t *testing.T) {
 	ip := netip.MustParseAddr("192.0.2.210")
 	var mu sync.Mutex
 	answer := map[netip.Addr]string{ip: "02:00:00:00:00:0b"}
-	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
+	a := testAgent(t, Config{Self: "node-a", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
 		Members: staticMembers{{Name: "node-a", MAC: "02:00:00:00:00:0a"}, {Name: "node-b", MAC: "02:00:00:00:00:0b", State: gossip.StateDead}},
 		KernelProbe: func(_ context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
 			mu.Lock()
@@ -39,8 +39,7 @@ func TestGraceFollowsTheKernel(t *testing.T) {
 				}
 			}
 			return out, nil
-		}}
-	a.init()
+		}})
 	a.last = placement.Plan{Egresses: []placement.Egress{{Name: "e", IP: ip, Owner: "node-b"}}}
 	ctx := context.Background()
 	a.noteDepartures(ctx, []string{"node-a", "node-b"})
@@ -88,8 +87,7 @@ func TestGraceFollowsTheKernel(t *testing.T) {
 // for half the grace at most.
 func TestKeptAtStart(t *testing.T) {
 	ip := netip.MustParseAddr("192.0.2.210")
-	a := &Agent{Self: "node-a", Grace: 30 * time.Second, Kept: map[netip.Addr]bool{ip: true}}
-	a.init()
+	a := testAgent(t, Config{Self: "node-a", Grace: 30 * time.Second, Kept: map[netip.Addr]bool{ip: true}})
 	if !a.keptAtStart()[ip] {
 		t.Fatal("not kept right after the start")
 	}
@@ -110,7 +108,7 @@ func TestKeptAtStart(t *testing.T) {
 func TestDepartureProbeCoversTheHoldProbe(t *testing.T) {
 	quiet, loud := netip.MustParseAddr("192.0.2.210"), netip.MustParseAddr("192.0.2.211")
 	var probed []netip.Addr
-	a := &Agent{Self: "node-a", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
+	a := testAgent(t, Config{Self: "node-a", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
 		Members: staticMembers{{Name: "node-a", MAC: "02:00:00:00:00:0a"}, {Name: "node-b", MAC: "02:00:00:00:00:0b", State: gossip.StateDead}},
 		KernelProbe: func(_ context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
 			return map[netip.Addr]string{loud: "02:00:00:00:00:99"}, nil
@@ -118,8 +116,7 @@ func TestDepartureProbeCoversTheHoldProbe(t *testing.T) {
 		Probe: func(_ context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
 			probed = append(probed, ips...)
 			return nil, nil
-		}}
-	a.init()
+		}})
 	a.last = placement.Plan{Egresses: []placement.Egress{{Name: "q", IP: quiet, Owner: "node-b"}, {Name: "l", IP: loud, Owner: "node-b"}}}
 	ctx := context.Background()
 	a.noteDepartures(ctx, []string{"node-a", "node-b"})
@@ -145,12 +142,11 @@ func TestDepartureProbeCoversTheHoldProbe(t *testing.T) {
 // while the LAN's replies go to the departed Node).
 func TestDepartingHandoffTargetIsGraced(t *testing.T) {
 	ip := netip.MustParseAddr("192.0.2.210")
-	a := &Agent{Self: "node-c", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
+	a := testAgent(t, Config{Self: "node-c", Log: slog.New(slog.DiscardHandler), Grace: 30 * time.Second,
 		Members: staticMembers{{Name: "node-c", MAC: "02:00:00:00:00:0c"}, {Name: "node-a", MAC: "02:00:00:00:00:0a", State: gossip.StateDead}},
 		KernelProbe: func(_ context.Context, ips []netip.Addr) (map[netip.Addr]string, error) {
 			return map[netip.Addr]string{ip: "02:00:00:00:00:0a"}, nil
-		}}
-	a.init()
+		}})
 	// node-c holds the IP and hands it over to node-a, whose claim has not
 	// arrived.
 	a.last = placement.Plan{Egresses: []placement.Egress{{Name: "e", IP: ip, Owner: "node-c", HandoffTo: "node-a"}}}

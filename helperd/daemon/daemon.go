@@ -18,7 +18,6 @@ import (
 	"github.com/sluicenet/sluice/helperd/config"
 	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/helperd/inspect"
-	"github.com/sluicenet/sluice/helperd/registry"
 	"github.com/sluicenet/sluice/helperd/view"
 	"github.com/sluicenet/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluicenet/sluice/pkg/client/clientset/versioned"
@@ -132,7 +131,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		w.start(keys)
 		go w.run(ctx)
 	}
-	a := &agent.Agent{Self: cfg.NodeName, NodeIP: nodeIP, Log: log.With("part", "agent"), Cache: cache,
+	a, err := agent.New(agent.Config{Self: cfg.NodeName, NodeIP: nodeIP, Log: log.With("part", "agent"), Cache: cache,
 		Datapath: dp, Members: g, Election: cfg.Election(), Resync: cfg.Resync, PrevIDs: prevIDs,
 		Metrics:    metrics,
 		HintClient: &hint.Client{Keys: hintKeys, HTTP: hintHTTP(nodeIP)}, HintPort: cfg.HintPort,
@@ -168,9 +167,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 				log.Warn("gratuitous ARP", "ip", ip, "err", err)
 			}
 		},
+		RegistryLog: log.With("part", "registry"),
+	})
+	if err != nil {
+		return err
 	}
 	collector.Agent = a
-	a.Registry = registry.New(registry.Options{OnAdd: a.OnCNIAdd, Log: log.With("part", "registry")})
 
 	errc := make(chan error, 8)
 	run := func(name string, fn func() error) {
