@@ -19,7 +19,7 @@ GOTEST_FLAGS ?= -race -count=1 -timeout 40m
 # time runs out (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 60000x
 FUZZMINIMIZE ?= 5000x
-FUZZ_TARGETS := ./conflist:FuzzAppend ./pkg/cniproto:FuzzDecodeRequest ./pkg/cniproto:FuzzDecodeExec ./pkg/ipam:FuzzParseRanges ./pkg/policy:FuzzSelects
+FUZZ_TARGETS := ./conflist:FuzzAppend ./pkg/cniproto:FuzzDecodeRequest ./pkg/cniproto:FuzzDecodeExec ./pkg/ipam:FuzzParseRanges ./pkg/policy:FuzzSelects ./plugin/shim/fuzz:FuzzFrontSocket ./plugin/shim/fuzz:FuzzFrontReply
 
 .PHONY: all build generate verify tools test unit fuzz bench demo clean
 

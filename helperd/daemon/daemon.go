@@ -212,7 +212,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	run("cni socket", func() error {
 		clog := log.With("part", "cni")
-		return (&cniproto.Server{Handler: a.Registry, Exec: &cniplugin.InProcess{Handler: a.Registry, Log: clog},
+		return (&cniproto.Server{Handler: a.Registry, Exec: &cniplugin.InProcess{Handler: a.Registry, Socket: cfg.CNISocket, Log: clog},
 			Log: clog}).Serve(ctx, ln)
 	})
 	run("hints", func() error {

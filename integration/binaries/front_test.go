@@ -19,15 +19,18 @@ func TestFrontConstantsMatchTheProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(root, "plugin/shim/sluice.c"))
-	if err != nil {
-		t.Fatal(err)
+	var src string
+	for _, f := range []string{"plugin/shim/front.h", "plugin/shim/sluice.c"} {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src += string(b)
 	}
-	src := string(b)
 	define := func(name string) string {
 		m := regexp.MustCompile(`(?m)^#define ` + name + ` (.+)$`).FindStringSubmatch(src)
 		if m == nil {
-			t.Fatalf("sluice.c defines no %s", name)
+			t.Fatalf("the front (front.h, sluice.c) defines no %s", name)
 		}
 		return strings.TrimSpace(m[1])
 	}

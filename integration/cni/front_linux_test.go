@@ -62,6 +62,32 @@ func TestFrontRunsCallsInHelper(t *testing.T) {
 	}
 }
 
+// TestFrontLeavesAnotherHelpersCall: the front dials the first "socket"
+// key it finds, here a nested one naming the live helper, while the
+// configuration's own socket is another. The helper does not run the
+// call but hands it back, and with no sluice-full beside the front the
+// call fails: it never ran in the wrong helper.
+func TestFrontLeavesAnotherHelpersCall(t *testing.T) {
+	nstest.RequireRoot(t)
+	e := NewEnv(t, frontOnly(t), "nested")
+	e.StartHelper(t)
+	p := e.NewPod(t, "np")
+	sock, _ := json.Marshal(e.Socket)
+	other, _ := json.Marshal(filepath.Join(t.TempDir(), "other.sock"))
+	c := e.Node.Cmd(filepath.Join(e.Bins.Sluice, "sluice"))
+	c.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + p.RT.ContainerID, "CNI_NETNS=" + p.NS.Path,
+		"CNI_IFNAME=eth0", "CNI_PATH=" + bins.Reference}
+	c.Stdin = strings.NewReader(`{"cniVersion":"1.0.0","name":"sltest","type":"sluice","x-nested":{"socket":` + string(sock) +
+		`},"socket":` + string(other) + `,"spoolDir":"` + e.Spool + `"}`)
+	out, err := c.Output()
+	if err == nil || !strings.Contains(string(out), "sluice-full cannot be run") {
+		t.Fatalf("front with another helper's socket: err %v, output %s; want the hand-back to sluice-full", err, out)
+	}
+	if got := listHelper(t, e); len(got) != 0 {
+		t.Fatalf("the helper recorded %v for a call that was not its own", keys(got))
+	}
+}
+
 // TestFrontHelperWithoutSysAdmin: the helper container has NET_ADMIN and
 // NET_RAW, not SYS_ADMIN, so it may not setns into a Pod's netns. ADD,
 // CHECK and DEL must still run in the helper (sluice-full is absent).
@@ -118,6 +144,12 @@ func TestFrontMatchesFullPlugin(t *testing.T) {
 	}
 	sock, _ := json.Marshal(e.Socket)
 	escaped := strings.ReplaceAll(string(sock), "/", `\/`) // same path; the front leaves escapes to Go
+	// The front dials the first "socket" key it finds, here a nested one
+	// naming this helper; the helper sees that the configuration's own
+	// socket is another, and hands the call back to sluice-full.
+	other, _ := json.Marshal(filepath.Join(t.TempDir(), "other.sock"))
+	nested := []byte(`{"cniVersion":"1.0.0","name":"sltest","type":"sluice","x-nested":{"socket":` + string(sock) +
+		`},"socket":` + string(other) + `,"spoolDir":"` + e.Spool + `","timeout":"2s","prevResult":` + string(prevJSON) + `}`)
 	env := map[string]string{
 		"CNI_CONTAINERID": p.RT.ContainerID, "CNI_NETNS": p.NS.Path, "CNI_IFNAME": "eth0",
 		"CNI_PATH": bins.Reference, "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=sp;K8S_POD_UID=u1",
@@ -132,6 +164,7 @@ func TestFrontMatchesFullPlugin(t *testing.T) {
 		{"check", "CHECK", conf("1.0.0", string(sock), true), ""},
 		{"add 0.4.0", "ADD", conf("0.4.0", string(sock), true), ""},
 		{"escaped socket", "ADD", conf("1.0.0", escaped, true), ""},
+		{"nested socket first", "ADD", nested, ""},
 		{"100 KiB config", "ADD", conf("1.0.0", string(sock), true, 100<<10), ""},
 		{"17 MiB config", "ADD", conf("1.0.0", string(sock), true, 17<<20), ""},
 		{"no prevResult", "ADD", conf("1.0.0", string(sock), false), ""},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +32,12 @@ import (
 // helper's own): the exec'd plugin then prints its own error.
 type InProcess struct {
 	Handler cniproto.Handler
-	Log     *slog.Logger
+	// Socket is the path this helper listens on. A configuration that
+	// names another (the front's pick of its "socket" is not exact; see
+	// plugin/shim/front.h) falls back, so the plugin binary reports to
+	// the helper the configuration names. "" accepts any.
+	Socket string
+	Log    *slog.Logger
 	// Kernel builds the Kernel for a Pod netns given as a path the helper
 	// can open; nil means netlink.
 	Kernel func(netnsPath string) Kernel
@@ -61,6 +67,10 @@ func (x *InProcess) Exec(ctx context.Context, req cniproto.ExecRequest) cniproto
 	c, err := ParseConfig(req.Stdin)
 	if err != nil {
 		x.log().Debug("exec falls back to the plugin binary", "cmd", cmd, "why", "invalid configuration", "err", err)
+		return cniproto.ExecReply{Fallback: true}
+	}
+	if x.Socket != "" && filepath.Clean(c.Socket) != filepath.Clean(x.Socket) {
+		x.log().Debug("exec falls back to the plugin binary", "cmd", cmd, "why", "the configuration names another socket", "socket", c.Socket)
 		return cniproto.ExecReply{Fallback: true}
 	}
 	args, why := skelArgs(cmd, req, c.Name, c.CNIVersion)

@@ -110,6 +110,23 @@ func TestInProcessExec(t *testing.T) {
 			t.Fatalf("reply %+v %s, helper got %v", r, r.Stdout, h.added)
 		}
 	})
+	// The front picks the socket by a plain scan (plugin/shim/front.h);
+	// the helper it reached runs the call only when the configuration's
+	// socket is its own, and the plugin binary reports to any other.
+	t.Run("another helper's socket falls back", func(t *testing.T) {
+		for sock, want := range map[string]bool{"/run/sluice/a.sock": false, "/run/sluice//a.sock": false, "/run/sluice/b.sock": true, "": true} {
+			h := &slowHandler{}
+			x := &InProcess{Handler: h, Kernel: kernel, Socket: "/run/sluice/a.sock"}
+			conf := extra
+			if sock != "" {
+				conf += `,"socket":"` + sock + `"`
+			}
+			r := x.Exec(context.Background(), cniproto.ExecRequest{Env: env("ADD"), Stdin: stdin("1.0.0", conf, true), Netns: podNS})
+			if r.Fallback != want || (want && len(h.added) != 0) {
+				t.Errorf("socket %q: fallback %v (helper got %d), want %v", sock, r.Fallback, len(h.added), want)
+			}
+		}
+	})
 	for name, req := range map[string]cniproto.ExecRequest{
 		"VERSION":               {Env: env("VERSION"), Stdin: stdin("1.0.0", extra, true)},
 		"no CNI_PATH":           {Env: env("ADD", "CNI_PATH"), Stdin: stdin("1.0.0", extra, true), Netns: podNS},

@@ -10,8 +10,8 @@
  * helper that is already up:
  *
  *   1. read stdin (the network configuration) and the CNI_* environment;
- *   2. find the helper socket: the top-level "socket" field of the
- *      configuration, or /var/run/sluice/cni.sock;
+ *   2. find the helper socket: the "socket" the configuration names, or
+ *      /var/run/sluice/cni.sock (front.h; the helper checks the pick);
  *   3. send one exec frame (pkg/cniproto/exec.go) with the Pod's netns fd
  *      attached (SCM_RIGHTS), so the helper needs no view of the host's
  *      mounts or PIDs;
@@ -23,8 +23,9 @@
  * keeps every behaviour of the Go plugin (fail-open and the spool,
  * failClosed, VERSION, GC, STATUS, skel's error messages) in one place.
  *
- * The shim never interprets the configuration beyond the socket path and
- * never writes partial output: stdout is either the helper's complete answer
+ * The shim never interprets the configuration beyond the socket path (all
+ * its parsing is in front.h, which plugin/shim/fuzz fuzzes) and never
+ * writes partial output: stdout is either the helper's complete answer
  * or sluice-full's.
  */
 #define _GNU_SOURCE
@@ -40,16 +41,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define DEFAULT_SOCKET "/var/run/sluice/cni.sock"
+#include "front.h"
+
 #define FULL_NAME "sluice-full"
-/* pkg/cniproto's DefaultSocketPath, MaxMessageSize, exec magic, reply
- * statuses and ExecEnv: integration/binaries TestFrontConstantsMatchTheProtocol
- * fails when one differs. Built with the flags in plugin/shim/cflags. */
-#define MAX_MESSAGE (64 * 1024)
-#define EXEC_MAGIC "\0SX1"
-#define EXEC_MAGIC_LEN 4
-#define REPLY_DONE 0
-#define REPLY_FALLBACK 1
+/* pkg/cniproto's ExecEnv: integration/binaries
+ * TestFrontConstantsMatchTheProtocol fails when it differs, as for the
+ * constants in front.h. Built with the flags in plugin/shim/cflags. */
 /* The helper bounds ADD by the configured timeout (at most 30 s). */
 #define REPLY_TIMEOUT_S 40
 
@@ -73,17 +70,6 @@ static size_t stdin_cap;
 static size_t stdin_len;
 static int stdin_read; /* read_stdin ran: fd 0 is partly consumed */
 static int stdin_eof;  /* stdin_buf holds all of stdin */
-
-/* copy_str copies src into out (cap bytes); 0 when it does not fit. Not
- * snprintf: printf's code would be two more pages to fault in. */
-static int copy_str(char *out, size_t cap, const char *src)
-{
-	size_t l = strlen(src);
-	if (l >= cap)
-		return 0;
-	memcpy(out, src, l + 1);
-	return 1;
-}
 
 static void die_cni(const char *msg, const char *details)
 {
@@ -167,122 +153,6 @@ static int read_stdin(void)
 	return -1;
 }
 
-/* --- A JSON skipper, just enough to find the top-level "socket" string. --- */
-
-static const char *ws(const char *p, const char *e)
-{
-	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	return p;
-}
-
-/* p at '"'; returns past the closing quote, or NULL. *esc tells if any
- * escape appeared. */
-static const char *str(const char *p, const char *e, int *esc)
-{
-	*esc = 0;
-	for (p++; p < e; p++) {
-		if (*p == '\\') {
-			*esc = 1;
-			p++;
-		} else if (*p == '"') {
-			return p + 1;
-		}
-	}
-	return NULL;
-}
-
-static const char *value(const char *p, const char *e, int depth)
-{
-	int esc;
-	p = ws(p, e);
-	if (p >= e || depth > 64)
-		return NULL;
-	if (*p == '"')
-		return str(p, e, &esc);
-	if (*p == '{' || *p == '[') {
-		char close = *p == '{' ? '}' : ']';
-		p = ws(p + 1, e);
-		if (p < e && *p == close)
-			return p + 1;
-		for (;;) {
-			if (close == '}') {
-				p = ws(p, e);
-				if (p >= e || *p != '"' || !(p = str(p, e, &esc)))
-					return NULL;
-				p = ws(p, e);
-				if (p >= e || *p++ != ':')
-					return NULL;
-			}
-			if (!(p = value(p, e, depth + 1)))
-				return NULL;
-			p = ws(p, e);
-			if (p >= e)
-				return NULL;
-			if (*p == close)
-				return p + 1;
-			if (*p++ != ',')
-				return NULL;
-		}
-	}
-	/* number, true, false, null */
-	const char *s = p;
-	while (p < e && (strchr("+-.eE", *p) || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')))
-		p++;
-	return p > s ? p : NULL;
-}
-
-/* socket_path finds the top-level "socket" string (the last one, as Go's
- * decoder does). 1: found or defaulted; 0: not plain enough - fall back. */
-static int socket_path(char *out, size_t cap)
-{
-	const char *p = stdin_buf, *e = stdin_buf + stdin_len;
-	int esc, found = 0;
-	p = ws(p, e);
-	if (p >= e || *p++ != '{')
-		return 0;
-	p = ws(p, e);
-	if (p < e && *p == '}')
-		goto dflt;
-	for (;;) {
-		p = ws(p, e);
-		if (p >= e || *p != '"')
-			return 0;
-		const char *k = p + 1, *ke = str(p, e, &esc);
-		if (!ke)
-			return 0;
-		int is_socket = !esc && ke - 1 - k == 6 && memcmp(k, "socket", 6) == 0;
-		p = ws(ke, e);
-		if (p >= e || *p++ != ':')
-			return 0;
-		p = ws(p, e);
-		if (is_socket) {
-			if (p >= e || *p != '"')
-				return 0; /* not a string: let the Go plugin say so */
-			const char *v = p + 1, *ve = str(p, e, &esc);
-			if (!ve || esc || (size_t)(ve - 1 - v) >= cap)
-				return 0;
-			memcpy(out, v, (size_t)(ve - 1 - v));
-			out[ve - 1 - v] = 0;
-			found = 1;
-			p = ve;
-		} else if (!(p = value(p, e, 1))) {
-			return 0;
-		}
-		p = ws(p, e);
-		if (p >= e)
-			return 0;
-		if (*p == '}')
-			break;
-		if (*p++ != ',')
-			return 0;
-	}
-	if (found)
-		return out[0] != 0 ? 1 : 0; /* "" means default in Go; rare, let it decide */
-dflt:
-	return copy_str(out, cap, DEFAULT_SOCKET);
-}
-
 int main(void)
 {
 	const char *cmd = getenv("CNI_COMMAND");
@@ -315,7 +185,7 @@ int main(void)
 	n += stdin_len;
 
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	if (!socket_path(path, sizeof(path)))
+	if (!front_socket(stdin_buf, stdin_len, path, sizeof(path)))
 		fallback();
 	uint32_t body = (uint32_t)(n - 4);
 	frame[0] = (char)(body >> 24);
@@ -334,7 +204,7 @@ int main(void)
 
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	memcpy(sa.sun_path, path, sizeof(path)); /* NUL-terminated by socket_path */
+	memcpy(sa.sun_path, path, sizeof(path)); /* NUL-terminated by front_socket */
 	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0)
 		fallback();
 
@@ -375,33 +245,23 @@ int main(void)
 	 * magic, status, exit code, stdout bytes. Usually one read returns all
 	 * of it. */
 	char *rep = frame + n;
-	size_t repcap = sizeof(frame) - n; /* >= REQUEST_MAX */
+	size_t repcap = sizeof(frame) - n; /* >= REQUEST_MAX: a whole reply fits */
 	size_t got = 0;
-	uint32_t rl = 0;
-	for (;;) {
+	int code = 0, done;
+	const char *out = NULL;
+	size_t outn = 0;
+	while ((done = front_reply(rep, got, &code, &out, &outn)) < 0) {
+		if (got == repcap)
+			fallback();
 		ssize_t r = read(s, rep + got, repcap - got);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			fallback();
 		got += (size_t)r;
-		if (got < 4)
-			continue;
-		unsigned char *h = (unsigned char *)rep;
-		rl = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-		if (rl < EXEC_MAGIC_LEN + 2 || rl > MAX_MESSAGE)
-			fallback();
-		if (got >= 4 + (size_t)rl)
-			break;
 	}
-	rep += 4;
-	if (memcmp(rep, EXEC_MAGIC, EXEC_MAGIC_LEN) != 0)
+	if (!done)
 		fallback();
-	if (rep[EXEC_MAGIC_LEN] != REPLY_DONE)
-		fallback();
-	int code = (unsigned char)rep[EXEC_MAGIC_LEN + 1];
-	const char *out = rep + EXEC_MAGIC_LEN + 2;
-	size_t outn = rl - EXEC_MAGIC_LEN - 2;
 	while (outn > 0) {
 		ssize_t k = write(1, out, outn);
 		if (k < 0 && errno == EINTR)

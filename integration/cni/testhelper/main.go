@@ -53,5 +53,5 @@ func run(socket, spool string, addDelay time.Duration) error {
 		return err
 	}
 	fmt.Println("ready") // the test waits for this line
-	return (&cniproto.Server{Handler: reg, Exec: &cniplugin.InProcess{Handler: reg, Log: log}, Log: log}).Serve(ctx, l)
+	return (&cniproto.Server{Handler: reg, Exec: &cniplugin.InProcess{Handler: reg, Socket: socket, Log: log}, Log: log}).Serve(ctx, l)
 }
