@@ -57,10 +57,10 @@ func (a *Allocator) Sync(ctx context.Context, pools []*v1alpha1.ExternalIPPool, 
 			errs = append(errs, err)
 		}
 	}
-	setIP, conds := OrphanPlan(names, egresses)
+	setIP, conds := Orphans(names, egresses)
 	// A static Egress may use a Node's address (it is on that Node
 	// already), but nothing else a pool may not give.
-	for name, c := range StaticPlan(egresses, w.Claims, Reserved(nil, a.ClusterCIDRs)) {
+	for name, c := range StaticConditions(egresses, w.Claims, Reserved(nil, a.ClusterCIDRs)) {
 		conds[name] = c
 	}
 	byName := index(egresses)
@@ -79,7 +79,7 @@ func (a *Allocator) syncPool(ctx context.Context, pool *v1alpha1.ExternalIPPool,
 		retries = 8
 	}
 	for attempt := 0; ; attempt++ {
-		plan := Plan(pool, egresses, w)
+		plan := Allocate(pool, egresses, w)
 		err := a.commitPool(ctx, pool, plan)
 		if err == nil {
 			// The pools planned next must not hand these out again, even
@@ -105,7 +105,7 @@ func (a *Allocator) syncPool(ctx context.Context, pool *v1alpha1.ExternalIPPool,
 }
 
 // commitPool writes allocations and usage: the step that takes IPs.
-func (a *Allocator) commitPool(ctx context.Context, pool *v1alpha1.ExternalIPPool, plan PoolPlan) error {
+func (a *Allocator) commitPool(ctx context.Context, pool *v1alpha1.ExternalIPPool, plan Allocation) error {
 	if slices.Equal(pool.Status.Allocations, plan.Allocations) && pool.Status.Usage == plan.Usage {
 		return nil
 	}
@@ -118,7 +118,7 @@ func (a *Allocator) commitPool(ctx context.Context, pool *v1alpha1.ExternalIPPoo
 }
 
 // finish writes the Egresses' IPs and conditions once the pool holds them.
-func (a *Allocator) finish(ctx context.Context, pool *v1alpha1.ExternalIPPool, plan PoolPlan, byName map[string]*v1alpha1.Egress) error {
+func (a *Allocator) finish(ctx context.Context, pool *v1alpha1.ExternalIPPool, plan Allocation, byName map[string]*v1alpha1.Egress) error {
 	var errs []error
 	for name, ip := range plan.SetIP {
 		from := pool.Name

@@ -62,11 +62,11 @@ func TestClaimsWinner(t *testing.T) {
 
 // planAll plans every pool in turn the way Allocator.Sync does, each
 // committed plan's allocations taken before the next pool plans.
-func planAll(pools []*v1alpha1.ExternalIPPool, egs []*v1alpha1.Egress, reserved World) map[string]PoolPlan {
+func planAll(pools []*v1alpha1.ExternalIPPool, egs []*v1alpha1.Egress, reserved World) map[string]Allocation {
 	w := World{Claims: NewClaims(pools, egs), Reserved: reserved.Reserved}
-	out := map[string]PoolPlan{}
+	out := map[string]Allocation{}
 	for _, p := range pools {
-		plan := Plan(p, egs, w)
+		plan := Allocate(p, egs, w)
 		for _, a := range plan.Allocations {
 			w.Claims.Take(netip.MustParseAddr(a.IP), a.Egress)
 		}
@@ -75,7 +75,7 @@ func planAll(pools []*v1alpha1.ExternalIPPool, egs []*v1alpha1.Egress, reserved 
 	return out
 }
 
-func TestPlanNeverHijacks(t *testing.T) {
+func TestAllocateNeverHijacks(t *testing.T) {
 	nodes := map[string]netip.Addr{"node-a": netip.MustParseAddr("192.0.2.11"), "node-b": netip.MustParseAddr("198.51.100.2")}
 	w := World{Reserved: Reserved(nodes, []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")})}
 	for _, tc := range []struct {
@@ -188,14 +188,14 @@ func TestPlanNeverHijacks(t *testing.T) {
 	}
 }
 
-func TestStaticPlan(t *testing.T) {
+func TestStaticConditions(t *testing.T) {
 	egs := []*v1alpha1.Egress{
 		egress("s", 1, "", "192.0.2.20", ""), egress("t", 2, "", "192.0.2.20", ""),
 		egress("lo", 1, "", "127.0.0.9", ""), egress("node", 1, "", "192.0.2.11", ""),
 		egress("pooled", 1, "p", "", ""),
 	}
 	egs = append(egs, egress("late", 3, "p", "192.0.2.20", ""))
-	conds := StaticPlan(egs, NewClaims(nil, egs), Reserved(nil, nil))
+	conds := StaticConditions(egs, NewClaims(nil, egs), Reserved(nil, nil))
 	// Static Egresses may share an IP; a pooled one naming it may not.
 	if lost := NewClaims(nil, egs).Lost("late", netip.MustParseAddr("192.0.2.20")); !strings.Contains(lost, "Egress s") {
 		t.Errorf("a pooled Egress naming a static IP: Lost = %q, want it to name s", lost)

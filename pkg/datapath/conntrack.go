@@ -24,15 +24,15 @@ type natWant struct {
 	Tunnel bool       // sent into the tunnel: no NAT here
 }
 
-// natPlan is every selected Pod's natWant on this Node, and the egress IPs
+// natState is every selected Pod's natWant on this Node, and the egress IPs
 // it holds.
-type natPlan struct {
+type natState struct {
 	Pods map[netip.Addr]natWant
 	Held map[netip.Addr]bool
 }
 
-func buildNATPlan(d Desired) natPlan {
-	p := natPlan{Pods: map[netip.Addr]natWant{}, Held: map[netip.Addr]bool{}}
+func buildNATState(d Desired) natState {
+	p := natState{Pods: map[netip.Addr]natWant{}, Held: map[netip.Addr]bool{}}
 	for _, ip := range d.HeldIPs {
 		p.Held[ip] = true
 	}
@@ -51,7 +51,7 @@ func buildNATPlan(d Desired) natPlan {
 	return p
 }
 
-func (p natPlan) equal(o natPlan) bool {
+func (p natState) equal(o natState) bool {
 	return maps.Equal(p.Pods, o.Pods) && maps.Equal(p.Held, o.Held)
 }
 
@@ -63,7 +63,7 @@ func (p natPlan) equal(o natPlan) bool {
 // packets the exit guard drops (a connection cannot survive a change of
 // its source anyway). With no prev (a restarted helper) every entry is
 // checked once.
-func needsScan(prev *natPlan, next natPlan) bool {
+func needsScan(prev *natState, next natState) bool {
 	if prev == nil {
 		return len(next.Pods) > 0
 	}
@@ -89,7 +89,7 @@ type flow struct{ Src, Dst, ReplyDst netip.Addr }
 // (nil after a restart: then only entries that contradict next are stale).
 // except says whether a destination is inside the cluster (SLUICE-EXCEPT),
 // where Sluice redirects nothing.
-func staleFlow(prev *natPlan, next natPlan, except func(netip.Addr) bool, f flow) bool {
+func staleFlow(prev *natState, next natState, except func(netip.Addr) bool, f flow) bool {
 	if prev != nil && prev.Held[f.ReplyDst] && !next.Held[f.ReplyDst] {
 		return true // SNATed to an egress IP this Node let go of
 	}

@@ -10,8 +10,8 @@ import (
 
 // staleFilter selects the conntrack entries staleFlow calls stale.
 type staleFilter struct {
-	prev   *natPlan
-	next   natPlan
+	prev   *natState
+	next   natState
 	except func(netip.Addr) bool
 }
 
@@ -29,7 +29,7 @@ func (s staleFilter) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 // left stale (see conntrack.go). Called after the rules are in place, so
 // the next packet of each such flow is decided by them. On an error the
 // last plan is kept, so the next Apply tries again.
-func (d *Datapath) cleanConntrack(next natPlan, except []netip.Prefix) error {
+func (d *Datapath) cleanConntrack(next natState, except []netip.Prefix) error {
 	if d.noHygiene || d.nat != nil && d.nat.equal(next) {
 		return nil
 	}

@@ -10,13 +10,13 @@ func TestStaleFlow(t *testing.T) {
 	eg, nodeIP, ext, inCluster := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("192.0.2.11"),
 		netip.MustParseAddr("192.0.2.100"), netip.MustParseAddr("10.244.2.9")
 	except := exceptMatcher([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("192.0.2.11/32")})
-	holding := natPlan{Pods: map[netip.Addr]natWant{pod: {SNAT: eg}, remote: {SNAT: eg}}, Held: map[netip.Addr]bool{eg: true}}
-	redirecting := natPlan{Pods: map[netip.Addr]natWant{pod: {Tunnel: true}}, Held: map[netip.Addr]bool{}}
-	none := natPlan{Pods: map[netip.Addr]natWant{}, Held: map[netip.Addr]bool{}}
+	holding := natState{Pods: map[netip.Addr]natWant{pod: {SNAT: eg}, remote: {SNAT: eg}}, Held: map[netip.Addr]bool{eg: true}}
+	redirecting := natState{Pods: map[netip.Addr]natWant{pod: {Tunnel: true}}, Held: map[netip.Addr]bool{}}
+	none := natState{Pods: map[netip.Addr]natWant{}, Held: map[netip.Addr]bool{}}
 	for _, c := range []struct {
 		name      string
-		prev      *natPlan
-		next      natPlan
+		prev      *natState
+		next      natState
 		f         flow
 		wantStale bool
 	}{

@@ -34,7 +34,7 @@ type Datapath struct {
 	writes  int        // kernel writes attempted, for tests and logs
 	applied *applied   // what the last error-free Apply installed; nil = unknown
 	guard   *ExitGuard // what the exit guard holds; nil = unknown
-	nat     *natPlan   // the NAT the last conntrack hygiene pass made true; nil = unknown
+	nat     *natState  // the NAT the last conntrack hygiene pass made true; nil = unknown
 	// selected and lingering feed ExitGuard.Lingering: the Pods selected
 	// at the last Apply, and until when those no longer selected linger.
 	selected  []netip.Addr
@@ -170,7 +170,7 @@ func (d *Datapath) Apply(ctx context.Context, want Desired) error {
 	}
 	d.linger(&guard, now)
 	add(d.ensureExitGuard(guard, c == nil))
-	add(d.cleanConntrack(buildNATPlan(want), guard.Except))
+	add(d.cleanConntrack(buildNATState(want), guard.Except))
 	// Deletes, now that nothing new depends on the old objects.
 	if !rulesDone {
 		add(d.syncRules(rules, true))

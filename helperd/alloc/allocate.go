@@ -8,7 +8,7 @@
 // the loser gets a conflict and plans again from fresh objects. The list
 // being a map keyed by IP makes the API server refuse a duplicate as well.
 //
-// Plan is pure; Allocator (allocator.go) reads and writes the API.
+// Allocate is pure; Allocator (allocator.go) reads and writes the API.
 package alloc
 
 import (
@@ -33,8 +33,8 @@ type Condition struct {
 	Message   string
 }
 
-// PoolPlan is what one pool's status and its Egresses should become.
-type PoolPlan struct {
+// Allocation is what one pool's status and its Egresses should become.
+type Allocation struct {
 	Allocations []v1alpha1.IPAllocation // sorted by IP
 	Usage       v1alpha1.IPPoolUsage
 	// SetIP maps an Egress to the IP to write into its spec.egressIP (with
@@ -51,14 +51,14 @@ type World struct {
 	Reserved []ipam.Reserved
 }
 
-// Plan computes one pool's allocations. egresses may hold every Egress; only
+// Allocate computes one pool's allocations. egresses may hold every Egress; only
 // those naming the pool count. They are served oldest first (then by name),
 // so when the pool runs short the newest Egress waits. An IP that w
 // reserves, or that another Egress keeps, is never handed out: an Egress
 // that names one is told why, and one that Sluice gave such an IP gets
 // another.
-func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress, w World) PoolPlan {
-	plan := PoolPlan{SetIP: map[string]string{}, Conditions: map[string]Condition{}}
+func Allocate(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress, w World) Allocation {
+	plan := Allocation{SetIP: map[string]string{}, Conditions: map[string]Condition{}}
 	mine := poolEgresses(pool.Name, egresses)
 	if w.Claims.winner == nil {
 		w.Claims = NewClaims([]*v1alpha1.ExternalIPPool{pool}, egresses)
@@ -189,9 +189,9 @@ func Plan(pool *v1alpha1.ExternalIPPool, egresses []*v1alpha1.Egress, w World) P
 // ReasonIPInUse: the Egress names an IP of the pool that another Egress holds.
 const ReasonIPInUse = "IPInUse"
 
-// OrphanPlan covers Egresses that name a pool that does not exist: they get
+// Orphans covers Egresses that name a pool that does not exist: they get
 // PoolNotFound, and an IP Sluice had allocated to them is released.
-func OrphanPlan(pools map[string]bool, egresses []*v1alpha1.Egress) (setIP map[string]string, conds map[string]Condition) {
+func Orphans(pools map[string]bool, egresses []*v1alpha1.Egress) (setIP map[string]string, conds map[string]Condition) {
 	setIP, conds = map[string]string{}, map[string]Condition{}
 	for _, eg := range egresses {
 		name := eg.Spec.ExternalIPPool
@@ -207,9 +207,9 @@ func OrphanPlan(pools map[string]bool, egresses []*v1alpha1.Egress) (setIP map[s
 	return setIP, conds
 }
 
-// StaticPlan gives each static Egress (spec.egressIP, no pool) its
+// StaticConditions gives each static Egress (spec.egressIP, no pool) its
 // IPAllocated condition: Static, or why it may not use the IP.
-func StaticPlan(egresses []*v1alpha1.Egress, claims Claims, reserved []ipam.Reserved) map[string]Condition {
+func StaticConditions(egresses []*v1alpha1.Egress, claims Claims, reserved []ipam.Reserved) map[string]Condition {
 	conds := map[string]Condition{}
 	for _, eg := range egresses {
 		if eg.Spec.ExternalIPPool != "" || eg.DeletionTimestamp != nil {

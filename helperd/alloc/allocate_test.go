@@ -31,7 +31,7 @@ func egress(name string, age int, poolName, ip, allocatedFrom string) *v1alpha1.
 
 var r11to13 = v1alpha1.IPRange{Start: "192.0.2.11", End: "192.0.2.13"}
 
-func TestPlan(t *testing.T) {
+func TestAllocate(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		pool      *v1alpha1.ExternalIPPool
@@ -120,7 +120,7 @@ func TestPlan(t *testing.T) {
 		wantReas:  map[string]string{},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Plan(tc.pool, tc.egresses, World{})
+			got := Allocate(tc.pool, tc.egresses, World{})
 			alloc := map[string]string{}
 			for _, a := range got.Allocations {
 				alloc[a.IP] = a.Egress
@@ -149,15 +149,15 @@ func TestPlan(t *testing.T) {
 }
 
 func TestPlanInvalidPool(t *testing.T) {
-	got := Plan(pool("p", nil, v1alpha1.IPRange{Start: "2001:db8::9", End: "2001:db8::1"}),
+	got := Allocate(pool("p", nil, v1alpha1.IPRange{Start: "2001:db8::9", End: "2001:db8::1"}),
 		[]*v1alpha1.Egress{egress("a", 1, "p", "", "")}, World{})
 	if c := got.Conditions["a"]; c.Allocated || c.Reason != v1alpha1.ReasonInvalidPool {
 		t.Fatalf("condition = %+v, want InvalidPool", c)
 	}
 }
 
-func TestOrphanPlan(t *testing.T) {
-	setIP, conds := OrphanPlan(map[string]bool{"p": true}, []*v1alpha1.Egress{
+func TestOrphans(t *testing.T) {
+	setIP, conds := Orphans(map[string]bool{"p": true}, []*v1alpha1.Egress{
 		egress("ours", 1, "gone", "192.0.2.11", "gone"),
 		egress("users", 2, "gone", "192.0.2.12", ""),
 		egress("fine", 3, "p", "", ""),
@@ -183,7 +183,7 @@ func TestPlanNeverDuplicates(t *testing.T) {
 	}
 	p := pool("p", map[string]string{"192.0.2.10": "e03", "192.0.2.11": "e03", "192.0.2.12": "nope"},
 		v1alpha1.IPRange{CIDR: "192.0.2.0/26"})
-	got := Plan(p, egs, World{})
+	got := Allocate(p, egs, World{})
 	seenIP, seenEg := map[string]bool{}, map[string]bool{}
 	for _, a := range got.Allocations {
 		if seenIP[a.IP] || seenEg[a.Egress] {
