@@ -2,10 +2,10 @@
  * sluice: the fast front of the chained CNI plugin.
  *
  * The container runtime execs this binary for every Pod. On this kind of
- * machine a bare exec of the Go plugin takes 13.4 ms (median, BENCHMARKS.md
- * cni_go_plugin_bare_exec_median_ms: its runtime touches ~200 pages, and a
- * page fault costs ~30 us in a VM), which is more than the whole
- * budget sluice may add to a Pod's ADD. So the runtime-facing binary is this
+ * machine a bare exec of the Go plugin takes 4-13 ms by the machine's load
+ * (median, BENCHMARKS.md cni_go_plugin_bare_exec_median_ms: its runtime
+ * touches ~200 pages, and a page fault costs ~30 us in a VM), more than the
+ * whole budget sluice may add to a Pod's ADD. So the runtime-facing binary is this
  * small static C program, and the plugin's logic runs, unchanged, in the
  * helper that is already up:
  *
