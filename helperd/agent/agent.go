@@ -224,9 +224,7 @@ func (noAllocator) Sync(context.Context, []*v1alpha1.ExternalIPPool, []*v1alpha1
 }
 func (noStatus) Write(context.Context, placement.Plan, bool) error { return nil }
 func (noStatus) Overlaps(placement.Plan)                           {}
-func (noHints) Send(context.Context, string, hint.Hint) error      { return errNoHints }
-
-var errNoHints = errors.New("hints are off")
+func (noHints) Send(context.Context, string, hint.Hint) error      { return nil }
 
 // Poke asks for a reconcile without waiting.
 func (a *Agent) Poke() {

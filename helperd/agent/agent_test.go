@@ -61,6 +61,20 @@ func (f *fakeDatapath) podIPs() []string {
 
 func (f *fakeDatapath) Stats(context.Context) (datapath.Stats, error) { return datapath.Stats{}, nil }
 
+// awaitNil fails the test unless errc yields nil within 5 s; late says
+// what it means when nothing comes.
+func awaitNil(t *testing.T, errc <-chan error, late string) {
+	t.Helper()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal(late)
+	}
+}
+
 // testAgent is New(cfg) with what a test leaves out: a quiet log, an
 // empty cache (not started), a fake datapath and, with a grace, a kernel
 // probe that finds nobody answering.
@@ -110,14 +124,7 @@ func TestCNIAddBeforeRunWaitsForTheFirstReconcile(t *testing.T) {
 	}()
 	time.Sleep(50 * time.Millisecond) // the ADD arrives first
 	go a.Run(ctx)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the ADD was never acknowledged")
-	}
+	awaitNil(t, done, "the ADD was never acknowledged")
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	if dp.applies == 0 {
@@ -436,14 +443,7 @@ func TestStopEndsAHandoffItGivesAway(t *testing.T) {
 	if _, err := client.SluiceV1alpha1().Egresses().UpdateStatus(informers, claimed, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-stopped:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	awaitNil(t, stopped, "Run did not return")
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	if last := dp.held[len(dp.held)-1]; slices.Contains(last, ip) {
