@@ -16,10 +16,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // BenchmarkCNIAddDel times ADD and DEL of bridge+host-local through libcni,
 // with and without sluice appended (live helper), interleaving the two so

@@ -3,7 +3,6 @@ package egressbench
 import (
 	"context"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -14,10 +13,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // startHelpers starts the helper on every Node and waits for its sockets.
 func startHelpers(t *testing.T, c *cluster.Cluster) {

@@ -18,10 +18,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // Pool the benchmarks allocate from (nodeSelector {}: every Node is
 // eligible), and the Egress shape of integration/e2e's pooledEgress.

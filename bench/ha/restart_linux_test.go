@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,31 +70,10 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wire.Close()
-	where := func() string { return c.Placement(ctx, ips) }
-	start := where()
-	t.Logf("holders: %s", start)
-
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var mu sync.Mutex
-	moves, samples, last := 0, 0, start
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for fctx.Err() == nil {
-			now := where()
-			mu.Lock()
-			samples++
-			if now != last {
-				moves++
-				t.Logf("holders changed: %s", now)
-				last = now
-			}
-			mu.Unlock()
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	placement := c.WatchPlacement(fctx, ips, 100*time.Millisecond)
+	t.Logf("holders: %s", placement.Start)
 	results := make([]<-chan cluster.FlowStats, len(flows))
 	for i, f := range flows {
 		results[i] = c.Ext[0].KeepFlowing(fctx, f.pod, f.ip)
@@ -107,7 +85,10 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	stop()
-	wg.Wait()
+	moves, samples := placement.Wait()
+	for _, m := range moves {
+		t.Logf("holders changed: %s", m)
+	}
 	resets, asks := 0, 0
 	var worst time.Duration
 	for i, ch := range results {
@@ -129,7 +110,7 @@ func TestRestart(t *testing.T) {
 		"(1 s down, then started and waited for, 2 s apart); every uplink sampled every 100 ms (%d samples). A reset is a flow that had to "+
 		"reconnect, stalled over 1 s or saw another source; the longest gap of any flow was %v. 2 shared cores, one run", asks, samples, worst.Round(time.Millisecond))
 	figs := []bench.Figure{
-		{Name: "restart_ip_moves", Value: float64(moves), Unit: "moves", Target: "0", Command: RestartCommand, Note: note},
+		{Name: "restart_ip_moves", Value: float64(len(moves)), Unit: "moves", Target: "0", Command: RestartCommand, Note: note},
 		{Name: "restart_flow_resets", Value: float64(resets), Unit: "flows", Target: "0", Command: RestartCommand, Note: note},
 		{Name: "restart_wrong_source_packets", Value: float64(wrongPackets), Unit: "packets", Target: "0", Command: RestartCommand,
 			Note: "packets at the external server's raw table with a source other than the five egress IPs during the restarts above (" + wire.String() + ")"},

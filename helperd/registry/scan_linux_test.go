@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -10,10 +9,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // TestStartFromTagsAndSpool tags a veth in a throwaway namespace, spools a
 // DEL for another tagged one, and checks that Start rebuilds exactly the

@@ -6,7 +6,6 @@ package alloc_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -23,47 +22,7 @@ var cp *controlplane.ControlPlane
 // package makes no network namespaces. With -short nothing is started and
 // every test skips.
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	if testingShort() {
-		return m.Run()
-	}
-	dir, err := os.MkdirTemp("", "sluice-alloc-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	cp, err = controlplane.Start(ctx, controlplane.Options{Dir: dir})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "start control plane: %v\netcd log:\n%s\nkube-apiserver log:\n%s\n", err,
-			controlplane.Tail(dir+"/etcd.log", 40), controlplane.Tail(dir+"/kube-apiserver.log", 40))
-		return 1
-	}
-	defer cp.Stop()
-	if err := cp.InstallCRDs(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "kube-apiserver log (tail):\n%s\n", controlplane.Tail(cp.APIServerLog, 40))
-	}
-	return code
-}
-
-// testingShort reads -short before m.Run parses flags for the tests.
-func testingShort() bool {
-	for _, a := range os.Args[1:] {
-		if a == "-test.short" || a == "-test.short=true" {
-			return true
-		}
-	}
-	return false
+	os.Exit(controlplane.RunShared(m, "alloc", func(shared *controlplane.ControlPlane) { cp = shared }))
 }
 
 // setup skips under -short, empties the cluster before and after the test,

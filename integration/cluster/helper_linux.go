@@ -277,3 +277,45 @@ func (c *Cluster) Placement(ctx context.Context, ips []netip.Addr) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// PlacementWatch samples Placement until its context ends.
+type PlacementWatch struct {
+	Start   string // the placement when the watch began
+	done    chan struct{}
+	moves   []string
+	samples int
+}
+
+// WatchPlacement samples Placement(ips) every interval until ctx ends.
+// Wait then returns each change from one sample to the next, timed.
+func (c *Cluster) WatchPlacement(ctx context.Context, ips []netip.Addr, every time.Duration) *PlacementWatch {
+	w := &PlacementWatch{Start: c.Placement(ctx, ips), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		last := w.Start
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+			now := c.Placement(ctx, ips)
+			if ctx.Err() != nil {
+				return // a sample cut short by the end is no placement
+			}
+			w.samples++
+			if now != last {
+				w.moves = append(w.moves, time.Now().Format("15:04:05.000")+" "+now)
+				last = now
+			}
+		}
+	}()
+	return w
+}
+
+// Wait waits for the watch's context to end and returns the changes seen
+// (each "hh:mm:ss.mmm placement") and the number of samples taken.
+func (w *PlacementWatch) Wait() (moves []string, samples int) {
+	<-w.done
+	return w.moves, w.samples
+}

@@ -108,3 +108,20 @@ func TestPollClassifiesPortInUse(t *testing.T) {
 		}
 	}
 }
+
+func TestShortFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"-test.v", "-test.short"}, true},
+		{[]string{"-test.short=true"}, true},
+		{[]string{"-test.short=false"}, false},
+		{[]string{"-test.run", "TestShort"}, false},
+	} {
+		if got := shortFlag(tc.args); got != tc.want {
+			t.Errorf("shortFlag(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}

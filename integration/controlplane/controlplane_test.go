@@ -16,10 +16,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // checkServing asserts the apiserver answers through both the rest.Config
 // and kubectl, as the static admin.

@@ -19,10 +19,7 @@ import (
 	"k8s.io/client-go/util/retry"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // eventually retries fn until it succeeds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {

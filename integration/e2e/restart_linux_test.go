@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -59,29 +58,10 @@ func TestRollingRestartMovesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wire.Close()
-	where := func() string { return c.Placement(ctx, ips) }
-	start := where()
-	t.Logf("holders: %s", start)
-
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var mu sync.Mutex
-	var moves []string
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for fctx.Err() == nil {
-			if now := where(); now != start {
-				mu.Lock()
-				if len(moves) == 0 || moves[len(moves)-1] != now {
-					moves = append(moves, time.Now().Format("15:04:05.000")+" "+now)
-				}
-				mu.Unlock()
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	placement := c.WatchPlacement(fctx, ips, 100*time.Millisecond)
+	t.Logf("holders: %s", placement.Start)
 	results := make([]<-chan cluster.FlowStats, len(flows))
 	for i, f := range flows {
 		results[i] = c.Ext[0].KeepFlowing(fctx, f.pod, f.ip)
@@ -93,7 +73,7 @@ func TestRollingRestartMovesNothing(t *testing.T) {
 		}
 	}
 	stop()
-	wg.Wait()
+	moves, _ := placement.Wait()
 	for i, ch := range results {
 		st := <-ch
 		if st.Connections != 1 || len(st.Wrong) > 0 || st.OK < st.Asks-1 {
@@ -102,7 +82,7 @@ func TestRollingRestartMovesNothing(t *testing.T) {
 		}
 	}
 	if len(moves) > 0 {
-		t.Errorf("egress IPs moved during the restarts (from %s): %v", start, moves)
+		t.Errorf("egress IPs moved during the restarts (from %s): %v", placement.Start, moves)
 	}
 	if _, n, err := wire.Wrong(); err != nil || n > 0 {
 		t.Errorf("the external server saw %v (%v)", wire, err)

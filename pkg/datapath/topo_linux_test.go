@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,10 +14,7 @@ import (
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // topo is two nodes and an external server on one L2 segment (a bridge in
 // "lan"), with Pods behind each node's cni0 bridge, host-gw routes between

@@ -3,13 +3,9 @@
 package garp
 
 import (
-	"os"
 	"testing"
 
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }

@@ -1,16 +1,12 @@
 package iptbackend
 
 import (
-	"os"
 	"testing"
 
 	"github.com/sluicenet/sluice/pkg/nstest"
 )
 
-func TestMain(m *testing.M) {
-	nstest.Sweep()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // inNS runs Detect's commands inside a fresh test namespace, whose
 // iptables (both backends) start empty.

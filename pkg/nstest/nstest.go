@@ -131,8 +131,15 @@ func (l *LAN) Plug(t testing.TB, n *NS, dev, addr string) {
 	}
 }
 
+// Main is a whole TestMain for a package that makes namespaces: it runs
+// Sweep, then the tests, and exits with their code.
+func Main(m *testing.M) {
+	Sweep()
+	os.Exit(m.Run())
+}
+
 // Sweep removes namespaces left by earlier test processes that no longer
-// run. Call it from TestMain. Namespaces of live processes are left alone,
+// run. Call it from TestMain (Main does). Namespaces of live processes are left alone,
 // so parallel test binaries do not disturb each other.
 func Sweep() {
 	out, err := exec.Command("ip", "netns", "list").Output()
