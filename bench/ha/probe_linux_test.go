@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicenet/sluice/integration/cluster"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // The probe opens a fresh short TCP connection to the external whoami
@@ -36,14 +37,9 @@ func startProbe(ctx context.Context, p *cluster.Pod, addr string) *probe {
 	pr.wg.Add(1)
 	go func() {
 		defer pr.wg.Done()
-		tick := time.NewTicker(probeInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
+		// Non-sliding: one probe starts every interval, however long
+		// each takes.
+		wait.NonSlidingUntilWithContext(ctx, func(context.Context) {
 			pr.wg.Add(1)
 			go func() {
 				defer pr.wg.Done()
@@ -52,7 +48,7 @@ func startProbe(ctx context.Context, p *cluster.Pod, addr string) *probe {
 				pr.samples = append(pr.samples, s)
 				pr.mu.Unlock()
 			}()
-		}
+		}, probeInterval)
 	}()
 	return pr
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Restart grace. A helper that stops (SIGTERM, a rolling update) or
@@ -162,14 +164,7 @@ func (a *Agent) graceLoop(ctx context.Context) {
 	if a.Grace <= 0 {
 		return
 	}
-	tick := time.NewTicker(graceProbeEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		a.mu.Lock()
 		var names []string
 		expired := false
@@ -188,7 +183,7 @@ func (a *Agent) graceLoop(ctx context.Context) {
 		if changed {
 			a.Poke()
 		}
-	}
+	}, graceProbeEvery)
 }
 
 // keptAtStart are the IPs a restarting helper keeps holding while it has

@@ -30,6 +30,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -303,19 +304,8 @@ func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, upl
 			_, _ = g.Join(peers)
 		}
 	}
-	join()
-	go func() { // Nodes come and go: keep the peer list in step.
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				join()
-			}
-		}
-	}()
+	// Nodes come and go: keep the peer list in step.
+	go wait.UntilWithContext(ctx, func(context.Context) { join() }, 10*time.Second)
 	return g, nil
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/pkg/gossip"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // readKeys reads the gossip keys from --gossip-key-file: one key per line,
@@ -119,16 +120,7 @@ func (w *keyWatcher) start(keys [][]byte) {
 }
 
 func (w *keyWatcher) run(ctx context.Context) {
-	t := time.NewTicker(keyReloadEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.check()
-		}
-	}
+	wait.UntilWithContext(ctx, func(context.Context) { w.check() }, keyReloadEvery)
 }
 
 // check reloads the file if its content changed.
