@@ -27,11 +27,7 @@ func TestRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	c := startCluster(t)
-	type flow struct {
-		pod *cluster.Pod
-		ip  netip.Addr
-	}
-	var flows []flow
+	var flows []cluster.Flow
 	var ips []netip.Addr
 	var prodPods []*cluster.Pod
 	for i := range 5 {
@@ -59,7 +55,7 @@ func TestRestart(t *testing.T) {
 		}
 		ips = append(ips, st.IP)
 		for _, p := range pods {
-			flows = append(flows, flow{p, st.IP})
+			flows = append(flows, cluster.Flow{Pod: p, IP: st.IP})
 		}
 		if i == 0 {
 			prodPods = pods[:3]
@@ -70,35 +66,24 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wire.Close()
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
-	placement := c.WatchPlacement(fctx, ips, 100*time.Millisecond)
-	t.Logf("holders: %s", placement.Start)
-	results := make([]<-chan cluster.FlowStats, len(flows))
-	for i, f := range flows {
-		results[i] = c.Ext[0].KeepFlowing(fctx, f.pod, f.ip)
+	r, err := c.RestartUnderFlows(ctx, c.Ext[0], flows, ips, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
-	for _, kill := range []bool{false, true} {
-		if err := c.RestartEach(ctx, kill, time.Second, 2*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stop()
-	moves, samples := placement.Wait()
-	for _, m := range moves {
+	t.Logf("holders: %s", r.Start)
+	for _, m := range r.Moves {
 		t.Logf("holders changed: %s", m)
 	}
+	moves, samples := r.Moves, r.Samples
 	resets, asks := 0, 0
 	var worst time.Duration
-	for i, ch := range results {
-		st := <-ch
+	for i, st := range r.Stats {
 		asks += st.Asks
 		worst = max(worst, st.MaxGap)
 		if st.Connections != 1 || st.MaxGap > time.Second || len(st.Wrong) > 0 {
 			resets++
 			t.Logf("flow from %s via %s: %d asks, %d answered, %d connections, longest gap %v, wrong %v",
-				flows[i].pod, flows[i].ip, st.Asks, st.OK, st.Connections, st.MaxGap, st.Wrong)
+				flows[i].Pod, flows[i].IP, st.Asks, st.OK, st.Connections, st.MaxGap, st.Wrong)
 		}
 	}
 	_, wrongPackets, err := wire.Wrong()

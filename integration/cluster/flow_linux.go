@@ -68,3 +68,46 @@ func (e *Ext) KeepFlowing(ctx context.Context, p *Pod, want netip.Addr) <-chan F
 	}()
 	return out
 }
+
+// Flow is one long-lived connection of a rolling restart: a Pod and the
+// source it must keep.
+type Flow struct {
+	Pod *Pod
+	IP  netip.Addr
+}
+
+// RollingRestart is what RestartUnderFlows saw.
+type RollingRestart struct {
+	Stats   []FlowStats // one per flow, in order
+	Start   string      // the IPs' holders before (Placement)
+	Moves   []string    // every change of the holders meanwhile (WatchPlacement)
+	Samples int         // holder samples taken, one per 100 ms
+}
+
+// RestartUnderFlows keeps every flow going to the external server (as
+// KeepFlowing) and watches the holders of ips; after warm it restarts every
+// Node's helper in turn with SIGTERM and then every one with SIGKILL (each
+// down 1 s, 2 s apart), as a DaemonSet rolling update and a crash do.
+func (c *Cluster) RestartUnderFlows(ctx context.Context, ext *Ext, flows []Flow, ips []netip.Addr, warm time.Duration) (RollingRestart, error) {
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	placement := c.WatchPlacement(fctx, ips, 100*time.Millisecond)
+	results := make([]<-chan FlowStats, len(flows))
+	for i, f := range flows {
+		results[i] = ext.KeepFlowing(fctx, f.Pod, f.IP)
+	}
+	time.Sleep(warm)
+	var err error
+	for _, kill := range []bool{false, true} {
+		if err = c.RestartEach(ctx, kill, time.Second, 2*time.Second); err != nil {
+			break
+		}
+	}
+	stop()
+	r := RollingRestart{Start: placement.Start}
+	r.Moves, r.Samples = placement.Wait()
+	for _, ch := range results {
+		r.Stats = append(r.Stats, <-ch)
+	}
+	return r, err
+}

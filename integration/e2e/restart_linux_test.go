@@ -30,11 +30,7 @@ func TestRollingRestartMovesNothing(t *testing.T) {
 	if _, err := c.SluiceClient().SluiceV1alpha1().ExternalIPPools().Create(ctx, pool("restart-pool", "192.0.2.230", "192.0.2.232", nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	type flow struct {
-		pod *cluster.Pod
-		ip  netip.Addr
-	}
-	var flows []flow
+	var flows []cluster.Flow
 	var ips []netip.Addr
 	for i := range 3 {
 		ns := fmt.Sprintf("team%d", i)
@@ -50,7 +46,7 @@ func TestRollingRestartMovesNothing(t *testing.T) {
 		ips = append(ips, ip)
 		for _, p := range pods {
 			expectSource(t, c, p, ip, converge)
-			flows = append(flows, flow{p, ip})
+			flows = append(flows, cluster.Flow{Pod: p, IP: ip})
 		}
 	}
 	wire, err := c.Ext[0].WatchWire(ips...)
@@ -58,31 +54,19 @@ func TestRollingRestartMovesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wire.Close()
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
-	placement := c.WatchPlacement(fctx, ips, 100*time.Millisecond)
-	t.Logf("holders: %s", placement.Start)
-	results := make([]<-chan cluster.FlowStats, len(flows))
-	for i, f := range flows {
-		results[i] = c.Ext[0].KeepFlowing(fctx, f.pod, f.ip)
+	r, err := c.RestartUnderFlows(ctx, c.Ext[0], flows, ips, time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
-	for _, kill := range []bool{false, true} {
-		if err := c.RestartEach(ctx, kill, time.Second, 2*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stop()
-	moves, _ := placement.Wait()
-	for i, ch := range results {
-		st := <-ch
+	t.Logf("holders: %s", r.Start)
+	for i, st := range r.Stats {
 		if st.Connections != 1 || len(st.Wrong) > 0 || st.OK < st.Asks-1 {
 			t.Errorf("flow from %s via %s: %d asks, %d answered, %d connections, wrong sources %v",
-				flows[i].pod, flows[i].ip, st.Asks, st.OK, st.Connections, st.Wrong)
+				flows[i].Pod, flows[i].IP, st.Asks, st.OK, st.Connections, st.Wrong)
 		}
 	}
-	if len(moves) > 0 {
-		t.Errorf("egress IPs moved during the restarts (from %s): %v", placement.Start, moves)
+	if len(r.Moves) > 0 {
+		t.Errorf("egress IPs moved during the restarts (from %s): %v", r.Start, r.Moves)
 	}
 	if _, n, err := wire.Wrong(); err != nil || n > 0 {
 		t.Errorf("the external server saw %v (%v)", wire, err)
