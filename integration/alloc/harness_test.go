@@ -44,6 +44,16 @@ func startAllocator(t *testing.T, ctx context.Context, name string, opts ...func
 	return startGated(t, ctx, name, nil, opts...)
 }
 
+// startRacers starts the racers allocators, all gated on gate.
+func startRacers(t *testing.T, ctx context.Context, gate <-chan struct{}) []*runner {
+	t.Helper()
+	var rs []*runner
+	for i := range racers {
+		rs = append(rs, startGated(t, ctx, fmt.Sprintf("allocator-%d", i), gate))
+	}
+	return rs
+}
+
 // startGated is startAllocator whose first Sync waits until gate closes
 // (nil: no wait), so that several allocators can be made to plan from the
 // same pool version and collide for sure.

@@ -88,10 +88,7 @@ func TestRaceBigPool(t *testing.T) {
 	newPool(t, ctx, cs, pool, ranges...)
 	dups := watchDuplicates(t, ctx)
 	gate := make(chan struct{})
-	var rs []*runner
-	for i := range racers {
-		rs = append(rs, startGated(t, ctx, fmt.Sprintf("allocator-%d", i), gate))
-	}
+	rs := startRacers(t, ctx, gate)
 
 	conflictsBefore, err := poolConflicts(ctx, cs)
 	if err != nil {
@@ -176,10 +173,7 @@ func TestRaceExhaustedPool(t *testing.T) {
 	newPool(t, ctx, cs, pool, ranges...)
 	dups := watchDuplicates(t, ctx)
 	gate := make(chan struct{})
-	var rs []*runner
-	for i := range racers {
-		rs = append(rs, startGated(t, ctx, fmt.Sprintf("allocator-%d", i), gate))
-	}
+	rs := startRacers(t, ctx, gate)
 
 	start := time.Now()
 	raceCreate(t, ctx, rs, gate, "small", pool)

@@ -302,12 +302,8 @@ func (d *Datapath) Stats(ctx context.Context) (Stats, error) {
 	}
 	chains := BuildChains(d.cfg, Desired{})
 	var errs []error
-	for _, table := range tables {
-		have, err := d.readTable(table)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
+	errs = append(errs, d.eachTable(tables, func(table string, have tableRules) error {
+		var errs []error
 		for _, chain := range sortedChainNames(chains[table]) {
 			specs, ok := have[chain]
 			if !ok {
@@ -328,7 +324,8 @@ func (d *Datapath) Stats(ctx context.Context) (Stats, error) {
 				st.Rules = append(st.Rules, rs)
 			}
 		}
-	}
+		return errors.Join(errs...)
+	}))
 	if out, err := d.ipset.Save(); err != nil {
 		errs = append(errs, err)
 	} else {

@@ -180,32 +180,32 @@ func (d *Datapath) restoreTables(names []string, haves map[string]tableRules, wa
 // (cause): every table read and written on its own.
 func (d *Datapath) syncEachTable(names []string, want Chains, cause error) error {
 	d.log.Warn("combined iptables-restore failed; writing each table on its own", "tables", names, "err", cause)
+	return d.eachTable(names, func(table string, have tableRules) error {
+		if script := iptablesScript(have, table, want[table]); script != nil {
+			d.writes++
+			return d.ipt.Restore(table, script)
+		}
+		return nil
+	})
+}
+
+// eachTable reads each of names and hands it to f. A table that cannot be
+// read or that f fails on does not stop the others; the errors are joined.
+func (d *Datapath) eachTable(names []string, f func(table string, have tableRules) error) error {
 	var errs []error
 	for _, table := range names {
 		have, err := d.readTable(table)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		if err == nil {
+			err = f(table, have)
 		}
-		if script := iptablesScript(have, table, want[table]); script != nil {
-			d.writes++
-			if err := d.ipt.Restore(table, script); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // removeIPTables deletes Sluice's jumps and every SLUICE-* chain.
 func (d *Datapath) removeIPTables() error {
-	var errs []error
-	for _, table := range tables {
-		have, err := d.readTable(table)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
+	return d.eachTable(tables, func(table string, have tableRules) error {
 		var b strings.Builder
 		for _, from := range sortedChainNames(have) {
 			if strings.HasPrefix(from, setPrefix) {
@@ -228,12 +228,9 @@ func (d *Datapath) removeIPTables() error {
 			fmt.Fprintf(&b, "-X %s\n", c)
 		}
 		if b.Len() == 0 {
-			continue
+			return nil
 		}
 		d.writes++
-		if err := d.ipt.Restore(table, []byte("*"+table+"\n"+b.String()+"COMMIT\n")); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+		return d.ipt.Restore(table, []byte("*"+table+"\n"+b.String()+"COMMIT\n"))
+	})
 }
