@@ -304,8 +304,14 @@ func startGossip(ctx context.Context, cfg *config.Config, nodeIP netip.Addr, upl
 			_, _ = g.Join(peers)
 		}
 	}
-	// Nodes come and go: keep the peer list in step.
-	go wait.UntilWithContext(ctx, func(context.Context) { join() }, 10*time.Second)
+	join()
+	// Nodes come and go: keep the peer list in step (next join in 10 s).
+	go func() {
+		_ = wait.PollUntilContextCancel(ctx, 10*time.Second, false, func(context.Context) (bool, error) {
+			join()
+			return false, nil
+		})
+	}()
 	return g, nil
 }
 
