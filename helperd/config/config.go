@@ -23,7 +23,8 @@ import (
 const (
 	DefaultGossipPort   = 10351
 	DefaultHintPort     = 10352
-	DefaultStateDir     = "/var/lib/sluice"
+	DefaultKubeAPIQPS   = 50
+	DefaultKubeAPIBurst = 100
 	DefaultResync       = 2 * time.Second
 	DefaultHeldLifetime = 4 * time.Second
 	// DefaultRestartGrace covers a DaemonSet rolling update: a helper
@@ -38,6 +39,10 @@ const (
 type Config struct {
 	NodeName   string
 	Kubeconfig string // empty: in-cluster
+	// KubeAPIQPS and KubeAPIBurst limit the API client's request rate,
+	// in the cluster and with a kubeconfig alike.
+	KubeAPIQPS   float64
+	KubeAPIBurst int
 
 	// ClusterCIDRs are the Pod and Service CIDRs; ExceptCIDRs are extra
 	// destinations to leave alone. Traffic to either, and to Node IPs, is
@@ -53,7 +58,6 @@ type Config struct {
 	CNISocket    string
 	StatusSocket string
 	SpoolDir     string
-	StateDir     string
 
 	GossipPort     int
 	HintPort       int
@@ -98,6 +102,8 @@ func Bind(fs *flag.FlagSet) *Config {
 	c := &Config{}
 	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this Node (default $NODE_NAME)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster")
+	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", DefaultKubeAPIQPS, "requests per second the helper may send the API server, sustained")
+	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", DefaultKubeAPIBurst, "requests the helper may send the API server at once, above --kube-api-qps")
 	fs.Func("cluster-cidrs", "comma-separated Pod and Service CIDRs, never SNATed", prefixList(&c.ClusterCIDRs))
 	fs.Func("except-cidrs", "comma-separated extra CIDRs to leave alone", prefixList(&c.ExceptCIDRs))
 	fs.StringVar(&c.Uplink, "uplink", "", "uplink interface; empty means the one holding the Node's InternalIP")
@@ -107,13 +113,12 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.CNISocket, "cni-socket", cniproto.DefaultSocketPath, "Unix socket the CNI plugin reports to")
 	fs.StringVar(&c.StatusSocket, "status-socket", inspect.DefaultSocket, "Unix socket the CLI queries")
 	fs.StringVar(&c.SpoolDir, "spool-dir", cniproto.DefaultSpoolDir, "where the CNI plugin spools reports while the helper is down")
-	fs.StringVar(&c.StateDir, "state-dir", DefaultStateDir, "state directory")
 	fs.IntVar(&c.GossipPort, "gossip-port", DefaultGossipPort, "memberlist port, bound on the Node IP")
 	fs.IntVar(&c.HintPort, "hint-port", DefaultHintPort, "TCP port, on the Node IP, where helpers tell each other about new Pods at their CNI ADD")
 	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file holding the gossip keys, one per line, each the base64 of 16, 24 or 32 bytes (or one raw key): the first encrypts, all decrypt; reread every 2 s, for a rotation")
 	fs.BoolVar(&c.GossipInsecure, "gossip-insecure", false, "allow gossip without encryption (tests only)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "address of /metrics, /healthz and /readyz; the host node-ip means the Node IP, an empty host every address; empty disables it")
-	fs.DurationVar(&c.Resync, "resync", DefaultResync, "period of the full reconcile that repairs drift")
+	fs.DurationVar(&c.Resync, "resync", DefaultResync, "period of the reconcile that runs when nothing changed; every other one reads the kernel back and repairs drift")
 	fs.DurationVar(&c.HeldLifetime, "held-ip-lifetime", DefaultHeldLifetime,
 		"lifetime of the egress IPs held on the uplink, renewed every second while the helper lives: a dead or stuck helper's Node stops answering for them within it (whole seconds, 2s..60s; 0 keeps them forever)")
 	fs.DurationVar(&c.RestartGrace, "restart-grace", DefaultRestartGrace,
@@ -178,7 +183,7 @@ func (c *Config) Validate() error {
 	}
 	for _, p := range []struct{ flag, path string }{
 		{"cni-socket", c.CNISocket}, {"status-socket", c.StatusSocket},
-		{"spool-dir", c.SpoolDir}, {"state-dir", c.StateDir},
+		{"spool-dir", c.SpoolDir},
 	} {
 		if p.path == "" || !strings.HasPrefix(p.path, "/") {
 			bad(p.flag, "%q must be an absolute path", p.path)
@@ -194,6 +199,12 @@ func (c *Config) Validate() error {
 	case "failback", "stay":
 	default:
 		bad("on-node-return", "%q: want failback or stay", c.OnReturn)
+	}
+	if c.KubeAPIQPS <= 0 || c.KubeAPIQPS > 10000 {
+		bad("kube-api-qps", "%g: must be above 0 and at most 10000", c.KubeAPIQPS)
+	}
+	if c.KubeAPIBurst < 1 || c.KubeAPIBurst > 100000 {
+		bad("kube-api-burst", "%d: must be 1 to 100000", c.KubeAPIBurst)
 	}
 	if c.Resync < 100*time.Millisecond {
 		bad("resync", "%s is too short; use at least 100ms", c.Resync)

@@ -43,7 +43,9 @@ func TestInvalidConfigNamesTheFlag(t *testing.T) {
 		{[]string{"--node-name=n", "--cluster-cidrs=10.244.0.0/16", "--gossip-insecure", "--tunnel-port=4789"}, "--tunnel-port"},
 		{[]string{"--node-name=n", "--cluster-cidrs=10.244.0.0/16", "--gossip-insecure", "--tunnel-vni=0"}, "--tunnel-vni"},
 		{[]string{"--node-name=n", "--cluster-cidrs=10.244.0.0/16", "--gossip-insecure", "--tunnel-dev=a/b"}, "--tunnel-dev"},
-		{[]string{"--node-name=n", "--cluster-cidrs=10.244.0.0/16", "--gossip-insecure", "--state-dir=rel"}, "--state-dir"},
+		{[]string{"--node-name=n", "--cluster-cidrs=10.244.0.0/16", "--gossip-insecure", "--spool-dir=rel"}, "--spool-dir"},
+		{[]string{"--node-name=n", "--cluster-cidrs=10.244.0.0/16", "--gossip-insecure", "--kube-api-qps=0"}, "--kube-api-qps"},
+		{[]string{"--node-name=n", "--cluster-cidrs=10.244.0.0/16", "--gossip-insecure", "--kube-api-burst=0"}, "--kube-api-burst"},
 		{[]string{"--node-name=n", "--cluster-cidrs=10.244.0.0/16", "--gossip-insecure", "--v=loud"}, "--v"},
 	} {
 		_, err := parse(t, tc.args...)

@@ -50,7 +50,7 @@ const (
 
 // Run runs the helper until ctx ends.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	rc, err := restConfig(cfg.Kubeconfig)
+	rc, err := restConfig(cfg.Kubeconfig, float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst)
 	if err != nil {
 		return err
 	}
@@ -77,8 +77,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("choose the iptables backend: %w", err)
 	}
 	log.Info("iptables backend", "mode", backend.Mode, "why", backend.Reason)
-	dcfg := datapath.Config{TunnelDev: cfg.TunnelDev, TunnelPort: cfg.TunnelPort, VNI: cfg.VNI,
-		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded(), IPTables: backend, HeldLifetime: heldLifetime(cfg.EffectiveHeldLifetime())}
+	dcfg := datapathConfig(cfg, uplink, nodeIP, backend)
 	dp, err := datapath.New(dcfg, log.With("part", "datapath"))
 	if err != nil {
 		return err
@@ -246,19 +245,23 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
+// inClusterConfig is rest.InClusterConfig (a variable for tests).
+var inClusterConfig = rest.InClusterConfig
+
+// restConfig is the API client's configuration, from kubeconfig or, when
+// that is empty, from the Pod's service account, with the same rate limit
+// (qps, burst) either way.
+func restConfig(kubeconfig string, qps float32, burst int) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
 	if kubeconfig == "" {
-		rc, err := rest.InClusterConfig()
-		if err != nil {
+		if rc, err = inClusterConfig(); err != nil {
 			return nil, fmt.Errorf("--kubeconfig: not given and not in a cluster: %w", err)
 		}
-		return rc, nil
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
+	} else if rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 	}
-	rc.QPS, rc.Burst = 50, 100
+	rc.QPS, rc.Burst = qps, burst
 	return rc, nil
 }
 
@@ -330,6 +333,17 @@ func macOf(name string) string {
 
 // heldLifetime maps the flag (0: forever) to datapath.Config.HeldLifetime
 // (negative: forever).
+// datapathConfig is the datapath's part of the helper's flags. The
+// datapath reads the kernel back in full (which repairs drift) once its
+// record is 1.5 × --resync old: at the second periodic reconcile after the
+// last read at the latest, so drift lasts at most two periods. (At the
+// default 2 s that is datapath.DefaultResync, 3 s.)
+func datapathConfig(cfg *config.Config, uplink string, nodeIP netip.Addr, backend iptbackend.Backend) datapath.Config {
+	return datapath.Config{TunnelDev: cfg.TunnelDev, TunnelPort: cfg.TunnelPort, VNI: cfg.VNI,
+		Uplink: uplink, NodeIP: nodeIP, ClusterCIDRs: cfg.Excluded(), IPTables: backend,
+		HeldLifetime: heldLifetime(cfg.EffectiveHeldLifetime()), ResyncPeriod: cfg.Resync * 3 / 2}
+}
+
 func heldLifetime(d time.Duration) time.Duration {
 	if d == 0 {
 		return -1

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
+	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +16,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+
+	"github.com/sluicenet/sluice/helperd/config"
+	"github.com/sluicenet/sluice/pkg/iptbackend"
 )
 
 func TestReadKey(t *testing.T) {
@@ -55,14 +62,14 @@ func TestReadKey(t *testing.T) {
 
 func TestRestConfigNamesTheFlag(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "nope.kubeconfig")
-	if _, err := restConfig(p); err == nil || !strings.Contains(err.Error(), "--kubeconfig "+p) {
+	if _, err := restConfig(p, 50, 100); err == nil || !strings.Contains(err.Error(), "--kubeconfig "+p) {
 		t.Fatalf("missing kubeconfig: %v, want an error naming --kubeconfig and the file", err)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.kubeconfig")
 	if err := os.WriteFile(bad, []byte("clusters: [\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := restConfig(bad); err == nil || !strings.Contains(err.Error(), "--kubeconfig "+bad) {
+	if _, err := restConfig(bad, 50, 100); err == nil || !strings.Contains(err.Error(), "--kubeconfig "+bad) {
 		t.Fatalf("unparsable kubeconfig: %v", err)
 	}
 	good := filepath.Join(t.TempDir(), "good.kubeconfig")
@@ -76,9 +83,25 @@ current-context: x
 	if err := os.WriteFile(good, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := restConfig(good)
+	rc, err := restConfig(good, 50, 100)
 	if err != nil || rc.Host != "https://192.0.2.1:6443" || rc.QPS != 50 || rc.Burst != 100 {
 		t.Fatalf("good kubeconfig: %+v %v", rc, err)
+	}
+}
+
+// In the cluster (no --kubeconfig) the client gets the same rate as with
+// one: client-go's default of 5 QPS would make status writes for many
+// Egresses crawl.
+func TestRestConfigRateInEveryMode(t *testing.T) {
+	defer func(f func() (*rest.Config, error)) { inClusterConfig = f }(inClusterConfig)
+	inClusterConfig = func() (*rest.Config, error) { return &rest.Config{Host: "https://192.0.2.1:443"}, nil }
+	rc, err := restConfig("", 80, 160)
+	if err != nil || rc.Host != "https://192.0.2.1:443" || rc.QPS != 80 || rc.Burst != 160 {
+		t.Fatalf("in cluster: %+v %v, want QPS 80 and burst 160", rc, err)
+	}
+	inClusterConfig = func() (*rest.Config, error) { return nil, errors.New("no service account") }
+	if _, err := restConfig("", 80, 160); err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
+		t.Fatalf("outside a cluster: %v, want an error naming --kubeconfig", err)
 	}
 }
 
@@ -120,5 +143,19 @@ func TestWaitNodeIP(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("bare, once it has an InternalIP: %v", err)
+	}
+}
+
+// --resync reaches the datapath: how long it trusts its record before it
+// reads the kernel back in full, which is what repairs drift.
+func TestDatapathConfigFollowsTheFlags(t *testing.T) {
+	fs := flag.NewFlagSet("helperd", flag.ContinueOnError)
+	cfg := config.Bind(fs)
+	if err := fs.Parse([]string{"--resync=10s", "--tunnel-port=8999", "--held-ip-lifetime=0", "--restart-grace=0"}); err != nil {
+		t.Fatal(err)
+	}
+	dc := datapathConfig(cfg, "eth0", netip.MustParseAddr("192.0.2.11"), iptbackend.Backend{})
+	if dc.ResyncPeriod != 15*time.Second || dc.TunnelPort != 8999 || dc.HeldLifetime != -1 || dc.Uplink != "eth0" {
+		t.Fatalf("datapath config %+v: want ResyncPeriod 15s (1.5 × --resync), tunnel port 8999, lifetime forever (-1)", dc)
 	}
 }

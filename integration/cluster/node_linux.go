@@ -121,7 +121,7 @@ func (c *Cluster) GossipKey() ([]byte, error) {
 // sluice entry with the installer when Options.Sluice is set.
 func (n *Node) setupCNI(ctx context.Context) error {
 	p := n.Paths
-	for _, d := range []string{p.ConfDir, p.BinDir, p.CacheDir, p.IPAMDir, p.RunDir, p.StateDir, p.SpoolDir} {
+	for _, d := range []string{p.ConfDir, p.BinDir, p.CacheDir, p.IPAMDir, p.RunDir, p.SpoolDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}

@@ -227,7 +227,6 @@ type NodePaths struct {
 	CacheDir   string // libcni cache
 	IPAMDir    string // host-local's dataDir
 	RunDir     string // sockets
-	StateDir   string // the helper's --state-dir
 	SpoolDir   string // plugin spool, read by the helper (--spool-dir)
 	CNISocket  string // plugin → helper socket
 	StatusSock string // the helper's status socket
@@ -245,7 +244,6 @@ func nodePaths(dir, name string) NodePaths {
 		CacheDir:   filepath.Join(root, "cni-cache"),
 		IPAMDir:    filepath.Join(root, "ipam"),
 		RunDir:     run,
-		StateDir:   filepath.Join(root, "state"),
 		SpoolDir:   filepath.Join(run, "spool"),
 		CNISocket:  filepath.Join(run, "cni.sock"),
 		StatusSock: filepath.Join(run, "status.sock"),
@@ -264,7 +262,6 @@ func defaultHelperArgs(name, kubeconfig string, p NodePaths) []string {
 		"--uplink=" + defaultUplink,
 		"--cni-socket=" + p.CNISocket,
 		"--status-socket=" + p.StatusSock,
-		"--state-dir=" + p.StateDir,
 		"--spool-dir=" + p.SpoolDir,
 		"--gossip-key-file=" + p.GossipKey,
 	}

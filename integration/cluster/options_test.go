@@ -134,7 +134,7 @@ func TestHelperArgsAndCNIArgs(t *testing.T) {
 	p := nodePaths("/c", "node-b")
 	args := defaultHelperArgs("node-b", "/c/kubeconfig", p)
 	for _, want := range []string{"--node-name=node-b", "--kubeconfig=/c/kubeconfig", "--uplink=eth0",
-		"--cni-socket=/c/node-b/run/cni.sock", "--state-dir=/c/node-b/state", "--gossip-key-file=/c/node-b/gossip.key"} {
+		"--cni-socket=/c/node-b/run/cni.sock", "--gossip-key-file=/c/node-b/gossip.key"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("helper args %v lack %s", args, want)
 		}
