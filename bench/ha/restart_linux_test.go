@@ -74,7 +74,6 @@ func TestRestart(t *testing.T) {
 	for _, m := range r.Moves {
 		t.Logf("holders changed: %s", m)
 	}
-	moves, samples := r.Moves, r.Samples
 	resets, asks := 0, 0
 	var worst time.Duration
 	for i, st := range r.Stats {
@@ -93,9 +92,9 @@ func TestRestart(t *testing.T) {
 	note := fmt.Sprintf("3 Nodes, default --restart-grace (30 s), 5 pooled Egresses, 20 long-lived TCP flows (4 Pods per Egress, each asking the "+
 		"external server its source every 50 ms, %d asks in all) through a rolling SIGTERM restart of every helper and then a SIGKILL of each "+
 		"(1 s down, then started and waited for, 2 s apart); every uplink sampled every 100 ms (%d samples). A reset is a flow that had to "+
-		"reconnect, stalled over 1 s or saw another source; the longest gap of any flow was %v. 2 shared cores, one run", asks, samples, worst.Round(time.Millisecond))
+		"reconnect, stalled over 1 s or saw another source; the longest gap of any flow was %v. 2 shared cores, one run", asks, r.Samples, worst.Round(time.Millisecond))
 	figs := []bench.Figure{
-		{Name: "restart_ip_moves", Value: float64(len(moves)), Unit: "moves", Target: "0", Command: RestartCommand, Note: note},
+		{Name: "restart_ip_moves", Value: float64(len(r.Moves)), Unit: "moves", Target: "0", Command: RestartCommand, Note: note},
 		{Name: "restart_flow_resets", Value: float64(resets), Unit: "flows", Target: "0", Command: RestartCommand, Note: note},
 		{Name: "restart_wrong_source_packets", Value: float64(wrongPackets), Unit: "packets", Target: "0", Command: RestartCommand,
 			Note: "packets at the external server's raw table with a source other than the five egress IPs during the restarts above (" + wire.String() + ")"},

@@ -331,8 +331,6 @@ func macOf(name string) string {
 	return ifi.HardwareAddr.String()
 }
 
-// heldLifetime maps the flag (0: forever) to datapath.Config.HeldLifetime
-// (negative: forever).
 // datapathConfig is the datapath's part of the helper's flags. The
 // datapath reads the kernel back in full (which repairs drift) once its
 // record is 1.5 × --resync old: at the second periodic reconcile after the
@@ -344,6 +342,8 @@ func datapathConfig(cfg *config.Config, uplink string, nodeIP netip.Addr, backen
 		HeldLifetime: heldLifetime(cfg.EffectiveHeldLifetime()), ResyncPeriod: cfg.Resync * 3 / 2}
 }
 
+// heldLifetime maps the flag (0: forever) to datapath.Config.HeldLifetime
+// (negative: forever).
 func heldLifetime(d time.Duration) time.Duration {
 	if d == 0 {
 		return -1

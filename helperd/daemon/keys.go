@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicenet/sluice/helperd/hint"
 	"github.com/sluicenet/sluice/pkg/gossip"
+
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 

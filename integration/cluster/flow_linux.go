@@ -80,7 +80,7 @@ type Flow struct {
 type RollingRestart struct {
 	Stats   []FlowStats // one per flow, in order
 	Start   string      // the IPs' holders before (Placement)
-	Moves   []string    // every change of the holders meanwhile (WatchPlacement)
+	Moves   []string    // every change of the holders meanwhile, timed
 	Samples int         // holder samples taken, one per 100 ms
 }
 
@@ -91,7 +91,7 @@ type RollingRestart struct {
 func (c *Cluster) RestartUnderFlows(ctx context.Context, ext *Ext, flows []Flow, ips []netip.Addr, warm time.Duration) (RollingRestart, error) {
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
-	placement := c.WatchPlacement(fctx, ips, 100*time.Millisecond)
+	placement := c.watchPlacement(fctx, ips, 100*time.Millisecond)
 	results := make([]<-chan FlowStats, len(flows))
 	for i, f := range flows {
 		results[i] = ext.KeepFlowing(fctx, f.Pod, f.IP)
@@ -105,7 +105,7 @@ func (c *Cluster) RestartUnderFlows(ctx context.Context, ext *Ext, flows []Flow,
 	}
 	stop()
 	r := RollingRestart{Start: placement.Start}
-	r.Moves, r.Samples = placement.Wait()
+	r.Moves, r.Samples = placement.wait()
 	for _, ch := range results {
 		r.Stats = append(r.Stats, <-ch)
 	}

@@ -278,18 +278,18 @@ func (c *Cluster) Placement(ctx context.Context, ips []netip.Addr) string {
 	return strings.Join(parts, " ")
 }
 
-// PlacementWatch samples Placement until its context ends.
-type PlacementWatch struct {
+// placementWatch samples Placement until its context ends.
+type placementWatch struct {
 	Start   string // the placement when the watch began
 	done    chan struct{}
 	moves   []string
 	samples int
 }
 
-// WatchPlacement samples Placement(ips) every interval until ctx ends.
-// Wait then returns each change from one sample to the next, timed.
-func (c *Cluster) WatchPlacement(ctx context.Context, ips []netip.Addr, every time.Duration) *PlacementWatch {
-	w := &PlacementWatch{Start: c.Placement(ctx, ips), done: make(chan struct{})}
+// watchPlacement samples Placement(ips) every interval until ctx ends.
+// wait then returns each change from one sample to the next, timed.
+func (c *Cluster) watchPlacement(ctx context.Context, ips []netip.Addr, every time.Duration) *placementWatch {
+	w := &placementWatch{Start: c.Placement(ctx, ips), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		last := w.Start
@@ -313,9 +313,9 @@ func (c *Cluster) WatchPlacement(ctx context.Context, ips []netip.Addr, every ti
 	return w
 }
 
-// Wait waits for the watch's context to end and returns the changes seen
+// wait waits for the watch's context to end and returns the changes seen
 // (each "hh:mm:ss.mmm placement") and the number of samples taken.
-func (w *PlacementWatch) Wait() (moves []string, samples int) {
+func (w *placementWatch) wait() (moves []string, samples int) {
 	<-w.done
 	return w.moves, w.samples
 }
