@@ -3,6 +3,10 @@
 # DaemonSet (install/daemonset.yaml).
 #
 #   docker build -t ghcr.io/sluicenet/sluice:dev .
+#
+# Without Docker, `make image` builds the same image from the same recipe
+# (install/image: the package list and the binaries' build script) as an
+# OCI archive.
 
 FROM golang:1.26 AS build
 # musl-gcc for the plugin's static C front.
@@ -17,25 +21,16 @@ COPY plugin/ plugin/
 COPY helperd/ helperd/
 COPY conflist/ conflist/
 COPY pkg/ pkg/
-# Static binaries: the plugin is copied to the Node and run there by the
-# container runtime, outside this image, so it must not need a libc. The
-# runtime execs the C front (plugin/shim) as `sluice`; it runs each call in
-# the helper and falls back to the Go plugin, sluice-full, next to it.
-ENV CGO_ENABLED=0
-RUN mkdir -p /out \
- && musl-gcc $(cat plugin/shim/cflags) -s -o /out/sluice plugin/shim/sluice.c \
- && go build -trimpath -ldflags='-s -w' -o /out/sluice-full ./plugin \
- && go build -trimpath -ldflags='-s -w' -o /out/sluice-helperd ./helperd \
- && go build -trimpath -ldflags='-s -w' -o /out/sluice-cni-install ./conflist/cmd/sluice-cni-install
+# The build flags and the package list are install/image's, which
+# `make image` (the recipe without Docker) reads too.
+COPY install/image/ install/image/
+RUN install/image/build-binaries.sh /out
 
 FROM debian:12-slim
-# iptables carries both backends (iptables-nft and iptables-legacy and their
-# -save/-restore); the helper runs the one the Node already uses
-# (pkg/iptbackend). ipset for the per-Egress Pod sets, iproute2 for `ip`
-# when debugging, conntrack to inspect and flush SNAT entries.
+COPY install/image/packages /tmp/packages
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables ipset iproute2 conntrack \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/sluice /out/sluice-full /out/sluice-helperd /out/sluice-cni-install /usr/local/bin/
+ && apt-get install -y --no-install-recommends $(sed 's/#.*//' /tmp/packages) \
+ && rm -rf /var/lib/apt/lists/* /tmp/packages
+COPY --from=build /out/ /usr/local/bin/
 # No ENTRYPOINT: each container of the DaemonSet names its binary.
 CMD ["sluice-helperd", "--help"]

@@ -21,7 +21,7 @@ FUZZTIME ?= 60000x
 FUZZMINIMIZE ?= 5000x
 FUZZ_TARGETS := ./conflist:FuzzAppend ./pkg/cniproto:FuzzDecodeRequest ./pkg/cniproto:FuzzDecodeExec ./pkg/ipam:FuzzParseRanges ./pkg/policy:FuzzSelects ./plugin/shim/fuzz:FuzzFrontSocket ./plugin/shim/fuzz:FuzzFrontReply
 
-.PHONY: all build generate verify tools test unit fuzz bench demo clean
+.PHONY: all build generate verify tools image test unit fuzz bench demo clean
 
 all: build
 
@@ -42,6 +42,14 @@ verify:
 # built from the Go module proxy into .cache/ (see integration/binaries).
 tools:
 	$(GO) run ./integration/cmd/sluice-tools
+
+# The Sluice image as an OCI archive, without Docker or a registry: the
+# recipe in install/image (which the Dockerfile reads too), Debian's
+# packages by apt-get download. Load it with `ctr -n k8s.io images import`.
+IMAGE ?= ghcr.io/sluicenet/sluice:dev
+image:
+	@mkdir -p $(BIN)
+	$(GO) run ./integration/cmd/sluice-image -o $(BIN)/sluice-image.tar -ref $(IMAGE)
 
 # Everything: unit tests, kernel tests in throwaway network namespaces (root),
 # integration tests against a real kube-apiserver and etcd, brief fuzzing,

@@ -92,6 +92,9 @@ func build(ctx context.Context, tool Tool, s step) error {
 	if s.ldflags != "" {
 		args = append(args, "-ldflags="+s.ldflags)
 	}
+	if s.tags != "" {
+		args = append(args, "-tags="+s.tags)
+	}
 	cmd := exec.CommandContext(ctx, goBin, append(args, s.pkg)...)
 	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false", "GOWORK=off")
 	// Own process group, killed with the caller: nothing outlives the test.

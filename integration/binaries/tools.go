@@ -1,6 +1,7 @@
 // Package binaries builds, from the Go module proxy, the real programs the
 // integration tests run (kube-apiserver, etcd, kubectl, the CNI reference
-// plugins and cnitool) and caches them under <repo>/.cache/bin, keyed by
+// plugins and cnitool, and for real Nodes the kubelet, containerd, runc and
+// crictl) and caches them under <repo>/.cache/bin, keyed by
 // version, so that only the first run pays for the build.
 package binaries
 
@@ -22,6 +23,14 @@ const (
 	// CNIPlugins is a directory holding bridge, ptp, host-local, loopback,
 	// portmap and cnitool.
 	CNIPlugins Tool = "cni-plugins"
+	// Kubelet is the Node agent of the real-Node cluster, built from the
+	// same module and version as the API server (no version skew at all).
+	Kubelet Tool = "kubelet"
+	// Containerd is a directory holding containerd, containerd-shim-runc-v2
+	// and ctr.
+	Containerd Tool = "containerd"
+	Runc       Tool = "runc"
+	Crictl     Tool = "crictl"
 )
 
 // Versions of what is built. They must match the require lines of the tool
@@ -31,10 +40,17 @@ const (
 	EtcdVersion       = "v3.7.3"
 	CNIPluginsVersion = "v1.9.1"
 	CNIToolVersion    = "v1.3.0"
+	ContainerdVersion = "v2.4.2"
+	RuncVersion       = "v1.5.3"
+	CriToolsVersion   = "v1.37.0"
 )
 
 // All lists every tool, in the order sluice-tools builds them (cheap first).
 var All = []Tool{Etcd, CNIPlugins, KubeAPIServer, Kubectl}
+
+// RealNode lists what a real Node runs on top of All; sluice-tools builds it
+// after All.
+var RealNode = []Tool{Runc, Crictl, Containerd, Kubelet}
 
 // output is one binary: the Go package it is built from and its file name.
 type output struct {
@@ -49,6 +65,7 @@ type spec struct {
 	outputs  []output // what to build into that directory
 	isDir    bool     // Ensure returns the directory rather than the file
 	ldflags  string   // passed to go build -ldflags
+	tags     string   // passed to go build -tags
 }
 
 // kubeLDFlags stamps the version the way Kubernetes' own release build
@@ -88,6 +105,40 @@ var specs = map[Tool]spec{
 		ldflags:  kubeLDFlags,
 		outputs:  []output{{"kubectl", "k8s.io/kubernetes/cmd/kubectl"}},
 	},
+	Kubelet: {
+		module:   "kube",
+		cacheKey: "kubernetes-" + KubernetesVersion,
+		ldflags:  kubeLDFlags,
+		outputs:  []output{{"kubelet", "k8s.io/kubernetes/cmd/kubelet"}},
+	},
+	// containerd without the snapshotters the tests never use: btrfs needs
+	// C headers this machine lacks, and devmapper and zfs need devices.
+	Containerd: {
+		module:   "containerd",
+		cacheKey: "containerd-" + ContainerdVersion,
+		isDir:    true,
+		ldflags:  "-X github.com/containerd/containerd/v2/version.Version=" + ContainerdVersion,
+		tags:     "no_btrfs no_devmapper no_zfs urfave_cli_no_docs",
+		outputs: []output{
+			{"containerd", "github.com/containerd/containerd/v2/cmd/containerd"},
+			{"containerd-shim-runc-v2", "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"},
+			{"ctr", "github.com/containerd/containerd/v2/cmd/ctr"},
+		},
+	},
+	// runc with seccomp, as distributions build it: containerd confines
+	// every Pod sandbox with its default profile. Needs libseccomp-dev.
+	Runc: {
+		module:   "runc",
+		cacheKey: "runc-" + RuncVersion + "-seccomp",
+		ldflags:  "-X main.version=" + strings.TrimPrefix(RuncVersion, "v"),
+		tags:     "seccomp urfave_cli_no_docs",
+		outputs:  []output{{"runc", "github.com/opencontainers/runc"}},
+	},
+	Crictl: {
+		module:   "crictl",
+		cacheKey: "cri-tools-" + CriToolsVersion,
+		outputs:  []output{{"crictl", "sigs.k8s.io/cri-tools/cmd/crictl"}},
+	},
 	Etcd: {
 		module:   "etcd",
 		cacheKey: "etcd-" + EtcdVersion,
@@ -115,6 +166,7 @@ type step struct {
 	pkg     string
 	out     string
 	ldflags string
+	tags    string
 }
 
 // plan is the pure part of Ensure: for a repository root, the path Ensure
@@ -131,6 +183,7 @@ func plan(root string, tool Tool) (result string, steps []step, err error) {
 			pkg:     o.pkg,
 			out:     filepath.Join(cache, o.name),
 			ldflags: s.ldflags,
+			tags:    s.tags,
 		})
 	}
 	if s.isDir {

@@ -19,6 +19,11 @@ func TestPlan(t *testing.T) {
 		{Etcd, "/r/.cache/bin/etcd-v3.7.3/etcd", []string{"etcd"}, "/r/integration/tools/etcd"},
 		{CNIPlugins, "/r/.cache/bin/cni-plugins-v1.9.1-cnitool-v1.3.0",
 			[]string{"bridge", "ptp", "host-local", "loopback", "portmap", "cnitool"}, "/r/integration/tools/cni"},
+		{Kubelet, "/r/.cache/bin/kubernetes-v1.37.2/kubelet", []string{"kubelet"}, "/r/integration/tools/kube"},
+		{Containerd, "/r/.cache/bin/containerd-v2.4.2",
+			[]string{"containerd", "containerd-shim-runc-v2", "ctr"}, "/r/integration/tools/containerd"},
+		{Runc, "/r/.cache/bin/runc-v1.5.3-seccomp/runc", []string{"runc"}, "/r/integration/tools/runc"},
+		{Crictl, "/r/.cache/bin/cri-tools-v1.37.0/crictl", []string{"crictl"}, "/r/integration/tools/crictl"},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.tool), func(t *testing.T) {
@@ -66,6 +71,9 @@ func TestVersionsMatchToolModules(t *testing.T) {
 		{"etcd", "go.etcd.io/etcd/server/v3 " + EtcdVersion},
 		{"cni", "github.com/containernetworking/plugins " + CNIPluginsVersion},
 		{"cni", "github.com/containernetworking/cni " + CNIToolVersion},
+		{"containerd", "github.com/containerd/containerd/v2 " + ContainerdVersion},
+		{"runc", "github.com/opencontainers/runc " + RuncVersion},
+		{"crictl", "sigs.k8s.io/cri-tools " + CriToolsVersion},
 	}
 	for _, tt := range tests {
 		b, err := os.ReadFile(filepath.Join(root, "integration", "tools", tt.module, "go.mod"))

@@ -62,6 +62,9 @@ func (c *Cluster) registerNodes(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("create node %s: %w", n.Name, err)
 		}
+		if c.Opts.Kubelet {
+			continue // the kubelet reports the status itself
+		}
 		now := metav1.Now()
 		created.Status.Addresses = []corev1.NodeAddress{
 			{Type: corev1.NodeInternalIP, Address: n.IP.String()},

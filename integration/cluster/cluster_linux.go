@@ -171,6 +171,12 @@ func (c *Cluster) build(ctx context.Context) error {
 	step = time.Now()
 	err = c.registerNodes(ctx)
 	c.Phases["nodes"] = time.Since(step)
+	if err != nil || !c.Opts.Kubelet {
+		return err
+	}
+	step = time.Now()
+	err = c.startRealNodes(ctx)
+	c.Phases["kubelets"] = time.Since(step)
 	return err
 }
 
@@ -282,6 +288,23 @@ func (c *Cluster) Close() error {
 			go func() { defer wg.Done(); n.stopHelper(helperGrace) }()
 		}
 		wg.Wait()
+		for _, n := range c.Nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := n.stopReal(); err != nil {
+					c.mu.Lock()
+					errs = append(errs, err)
+					c.mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if c.Opts.Kubelet && c.tag != "" {
+			if err := removeCgroup(c.CgroupSubtree()); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		for _, e := range c.Ext {
 			e.close()
 		}

@@ -218,12 +218,14 @@ func (n *Node) stopHelper(grace time.Duration) {
 }
 
 // LogTails returns the last lines of every log the cluster keeps: the
-// helpers', etcd's and kube-apiserver's. New prints it when a test fails.
+// helpers', etcd's and kube-apiserver's, and on real Nodes containerd's
+// and the kubelet's. New prints it when a test fails.
 func (c *Cluster) LogTails(lines int) string {
 	var b strings.Builder
 	paths := []string{}
 	for _, n := range c.Nodes {
-		paths = append(paths, n.Paths.HelperLog, filepath.Join(n.Paths.Root, "sluice-cni.log"))
+		paths = append(paths, n.Paths.HelperLog, filepath.Join(n.Paths.Root, "sluice-cni.log"),
+			filepath.Join(n.Paths.Root, "containerd.log"), filepath.Join(n.Paths.Root, "kubelet.log"))
 	}
 	paths = append(paths, filepath.Join(c.controlPlaneDir(), "etcd.log"), filepath.Join(c.controlPlaneDir(), "kube-apiserver.log"))
 	for _, p := range paths {

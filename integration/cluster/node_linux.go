@@ -40,6 +40,7 @@ type Node struct {
 	helper     *exec.Cmd
 	helperDone chan struct{} // closed when the helper has been reaped
 	frozen     []int
+	real       *realNode // Options.Kubelet: containerd and the kubelet
 }
 
 // newNode makes node i: its namespace on the lan, sysctls, host-gw routes

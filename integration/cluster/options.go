@@ -89,6 +89,11 @@ type Options struct {
 	// HelperArgs are appended to every helper's default command line (see
 	// Cluster.HelperArgs); StartHelper's extra arguments come after them.
 	HelperArgs []string
+	// Kubelet makes every Node a real one: containerd, runc and a kubelet
+	// in the Node's namespaces (see kubelet_linux.go), which adopt the
+	// Node object the cluster creates. Pods are then made through the API
+	// (CreateRealPod) and started by the kubelet, not through libcni.
+	Kubelet bool
 }
 
 // Masquerade modes (Options.Masquerade).

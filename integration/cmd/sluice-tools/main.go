@@ -1,5 +1,6 @@
 // Command sluice-tools builds every program the integration tests run
-// (kube-apiserver, etcd, kubectl, CNI plugins) into .cache/bin and prints
+// (kube-apiserver, etcd, kubectl, CNI plugins; kubelet, containerd, runc
+// and crictl for real Nodes) into .cache/bin and prints
 // one line per tool with its path. `make tools` runs it.
 package main
 
@@ -16,7 +17,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	for _, tool := range binaries.All {
+	for _, tool := range append(binaries.All, binaries.RealNode...) {
 		path, err := binaries.Ensure(ctx, tool)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "sluice-tools: %s: %v\n", tool, err)
