@@ -64,7 +64,8 @@ func readHost(t *testing.T) hostState {
 
 // runtimeProcs lists the processes running a binary of the real-Node
 // runtime (kubelet, containerd, its shim, runc) from this repository's
-// cache.
+// cache. Other test packages run at the same time with etcd and API
+// servers from the same cache: those are not counted.
 func runtimeProcs(t *testing.T) []string {
 	t.Helper()
 	root, err := binaries.RepoRoot()
@@ -72,11 +73,12 @@ func runtimeProcs(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	cache := filepath.Join(root, ".cache", "bin") + "/"
+	runtime := map[string]bool{"kubelet": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true}
 	entries, _ := os.ReadDir("/proc")
 	var out []string
 	for _, e := range entries {
 		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")
-		if err == nil && strings.HasPrefix(exe, cache) {
+		if err == nil && strings.HasPrefix(exe, cache) && runtime[filepath.Base(exe)] {
 			out = append(out, e.Name()+" "+exe)
 		}
 	}
