@@ -26,6 +26,11 @@ const (
 	// Kubelet is the Node agent of the real-Node cluster, built from the
 	// same module and version as the API server (no version skew at all).
 	Kubelet Tool = "kubelet"
+	// KubeControllerManager and KubeScheduler complete the real-Node
+	// cluster's control plane: DaemonSets, Deployments, the root CA
+	// ConfigMap that service-account tokens need, and scheduling.
+	KubeControllerManager Tool = "kube-controller-manager"
+	KubeScheduler         Tool = "kube-scheduler"
 	// Containerd is a directory holding containerd, containerd-shim-runc-v2
 	// and ctr.
 	Containerd Tool = "containerd"
@@ -50,7 +55,7 @@ var All = []Tool{Etcd, CNIPlugins, KubeAPIServer, Kubectl}
 
 // RealNode lists what a real Node runs on top of All; sluice-tools builds it
 // after All.
-var RealNode = []Tool{Runc, Crictl, Containerd, Kubelet}
+var RealNode = []Tool{Runc, Crictl, Containerd, Kubelet, KubeScheduler, KubeControllerManager}
 
 // output is one binary: the Go package it is built from and its file name.
 type output struct {
@@ -110,6 +115,18 @@ var specs = map[Tool]spec{
 		cacheKey: "kubernetes-" + KubernetesVersion,
 		ldflags:  kubeLDFlags,
 		outputs:  []output{{"kubelet", "k8s.io/kubernetes/cmd/kubelet"}},
+	},
+	KubeControllerManager: {
+		module:   "kube",
+		cacheKey: "kubernetes-" + KubernetesVersion,
+		ldflags:  kubeLDFlags,
+		outputs:  []output{{"kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"}},
+	},
+	KubeScheduler: {
+		module:   "kube",
+		cacheKey: "kubernetes-" + KubernetesVersion,
+		ldflags:  kubeLDFlags,
+		outputs:  []output{{"kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"}},
 	},
 	// containerd without the snapshotters the tests never use: btrfs needs
 	// C headers this machine lacks, and devmapper and zfs need devices.

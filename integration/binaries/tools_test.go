@@ -20,6 +20,8 @@ func TestPlan(t *testing.T) {
 		{CNIPlugins, "/r/.cache/bin/cni-plugins-v1.9.1-cnitool-v1.3.0",
 			[]string{"bridge", "ptp", "host-local", "loopback", "portmap", "cnitool"}, "/r/integration/tools/cni"},
 		{Kubelet, "/r/.cache/bin/kubernetes-v1.37.2/kubelet", []string{"kubelet"}, "/r/integration/tools/kube"},
+		{KubeControllerManager, "/r/.cache/bin/kubernetes-v1.37.2/kube-controller-manager", []string{"kube-controller-manager"}, "/r/integration/tools/kube"},
+		{KubeScheduler, "/r/.cache/bin/kubernetes-v1.37.2/kube-scheduler", []string{"kube-scheduler"}, "/r/integration/tools/kube"},
 		{Containerd, "/r/.cache/bin/containerd-v2.4.2",
 			[]string{"containerd", "containerd-shim-runc-v2", "ctr"}, "/r/integration/tools/containerd"},
 		{Runc, "/r/.cache/bin/runc-v1.5.3-seccomp/runc", []string{"runc"}, "/r/integration/tools/runc"},

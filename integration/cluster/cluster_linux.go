@@ -346,13 +346,14 @@ func (c *Cluster) RESTConfig() *rest.Config {
 
 // startControlPlane runs etcd and kube-apiserver inside the cp namespace,
 // listening on ControlPlaneIP so that helpers in the Node namespaces reach
-// the apiserver over the lan.
+// the apiserver over the lan. Real Nodes also get the controller manager
+// and the scheduler.
 func (c *Cluster) startControlPlane(ctx context.Context) (*controlplane.ControlPlane, error) {
 	dir := c.controlPlaneDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create control plane dir: %w", err)
 	}
-	return controlplane.Start(ctx, controlplane.Options{Dir: dir, NetNS: c.CP.Path, BindAddress: ControlPlaneIP})
+	return controlplane.Start(ctx, controlplane.Options{Dir: dir, NetNS: c.CP.Path, BindAddress: ControlPlaneIP, Controllers: c.Opts.Kubelet})
 }
 
 func (c *Cluster) controlPlaneDir() string { return filepath.Join(c.Dir, "controlplane") }

@@ -228,6 +228,9 @@ func (c *Cluster) LogTails(lines int) string {
 			filepath.Join(n.Paths.Root, "containerd.log"), filepath.Join(n.Paths.Root, "kubelet.log"))
 	}
 	paths = append(paths, filepath.Join(c.controlPlaneDir(), "etcd.log"), filepath.Join(c.controlPlaneDir(), "kube-apiserver.log"))
+	if c.Opts.Kubelet {
+		paths = append(paths, filepath.Join(c.controlPlaneDir(), "kube-controller-manager.log"), filepath.Join(c.controlPlaneDir(), "kube-scheduler.log"))
+	}
 	for _, p := range paths {
 		if t := tail(p, lines); t != "" {
 			fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", p, lines, t)

@@ -592,7 +592,7 @@ func pidsInMountNS(mnt string) []int {
 }
 
 // RealPod describes a Pod for a real Node: CreateRealPod binds it to Node
-// (no scheduler runs) and the kubelet starts it through containerd.
+// itself and the kubelet starts it through containerd.
 type RealPod struct {
 	Node, Namespace, Name string
 	Labels                map[string]string
@@ -612,15 +612,15 @@ func (c *Cluster) CreateRealPod(ctx context.Context, p RealPod, limit time.Durat
 	if err := c.ensureServiceAccount(ctx, p.Namespace); err != nil {
 		return nil, err
 	}
-	never := false
 	grace := int64(1)
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels},
 		Spec: corev1.PodSpec{
-			NodeName: p.Node,
-			// No kube-controller-manager publishes kube-root-ca.crt, which
-			// the token volume would need.
-			AutomountServiceAccountToken:  &never,
+			// Bound here rather than by the scheduler: the caller picks
+			// the Node. The service-account token volume is mounted as in
+			// any cluster (its CA comes from the controller manager's
+			// kube-root-ca.crt).
+			NodeName:                      p.Node,
 			TerminationGracePeriodSeconds: &grace,
 			Containers: []corev1.Container{{
 				Name: "main", Image: p.Image, Command: p.Command,

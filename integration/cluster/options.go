@@ -91,8 +91,10 @@ type Options struct {
 	HelperArgs []string
 	// Kubelet makes every Node a real one: containerd, runc and a kubelet
 	// in the Node's namespaces (see kubelet_linux.go), which adopt the
-	// Node object the cluster creates. Pods are then made through the API
-	// (CreateRealPod) and started by the kubelet, not through libcni.
+	// Node object the cluster creates; the control plane then also runs
+	// kube-controller-manager and kube-scheduler. Pods are made through the
+	// API (CreateRealPod, or any workload object) and started by the
+	// kubelet, not through libcni.
 	Kubelet bool
 }
 

@@ -32,6 +32,8 @@ func (l layout) kubeconfig() string    { return filepath.Join(l.dir, "kubeconfig
 func (l layout) etcdLog() string       { return filepath.Join(l.dir, "etcd.log") }
 func (l layout) apiserverLog() string  { return filepath.Join(l.dir, "kube-apiserver.log") }
 func (l layout) kubectlCache() string  { return filepath.Join(l.dir, "kubectl-cache") }
+func (l layout) kcmLog() string        { return filepath.Join(l.dir, "kube-controller-manager.log") }
+func (l layout) schedulerLog() string  { return filepath.Join(l.dir, "kube-scheduler.log") }
 func (l layout) hostPort(p int) string { return net.JoinHostPort(l.host, strconv.Itoa(p)) }
 func (l layout) etcdURL() string       { return "http://" + l.hostPort(l.etcdClient) }
 func (l layout) apiURL() string        { return "https://" + l.hostPort(l.apiPort) }
@@ -72,5 +74,35 @@ func apiserverArgs(l layout) []string {
 		"--endpoint-reconciler-type=none",
 		"--enable-priority-and-fairness=false",
 		fmt.Sprintf("--profiling=%t", false),
+	}
+}
+
+// controllerManagerArgs are kube-controller-manager's flags: the admin
+// kubeconfig for every controller, one instance (no election), and the
+// apiserver's serving bundle as the root CA that kube-root-ca.crt, and so
+// every Pod's service-account token volume, carries. Node CIDRs are the
+// harness's to assign, not the node-ipam controller's. No HTTPS serving:
+// nothing scrapes it.
+func controllerManagerArgs(l layout) []string {
+	return []string{
+		"--kubeconfig=" + l.kubeconfig(),
+		"--leader-elect=false",
+		"--root-ca-file=" + l.servingCert(),
+		"--service-account-private-key-file=" + l.saKeyFile(),
+		"--service-cluster-ip-range=" + ServiceClusterIPRange,
+		"--allocate-node-cidrs=false",
+		"--secure-port=0",
+		"--v=1",
+	}
+}
+
+// schedulerArgs are kube-scheduler's flags: the admin kubeconfig, one
+// instance, no HTTPS serving.
+func schedulerArgs(l layout) []string {
+	return []string{
+		"--kubeconfig=" + l.kubeconfig(),
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--v=1",
 	}
 }

@@ -35,6 +35,11 @@ type Options struct {
 	// BindAddress is where both listen; default 127.0.0.1. With NetNS it
 	// must be an address inside that namespace.
 	BindAddress string
+	// Controllers also starts kube-controller-manager and kube-scheduler,
+	// which a cluster with real kubelets needs: DaemonSets and Deployments,
+	// service accounts and the kube-root-ca.crt ConfigMap their tokens
+	// carry, and Pods bound to Nodes.
+	Controllers bool
 }
 
 // ControlPlane is a running etcd + kube-apiserver.
@@ -44,14 +49,17 @@ type ControlPlane struct {
 	// Config is the admin client config. With NetNS its Dial opens sockets
 	// inside the namespace, so it works from the test process.
 	Config *rest.Config
-	// EtcdLog and APIServerLog are the processes' log files.
-	EtcdLog, APIServerLog string
+	// EtcdLog and APIServerLog are the processes' log files; with
+	// Options.Controllers, ControllerManagerLog and SchedulerLog too.
+	EtcdLog, APIServerLog, ControllerManagerLog, SchedulerLog string
 
 	opts      Options
 	l         layout
 	kubectl   string
 	etcd      *process
 	apiserver *process
+	kcm       *process
+	scheduler *process
 }
 
 // Start builds (if needed) and starts etcd, then kube-apiserver, and
@@ -64,7 +72,11 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		opts.BindAddress = "127.0.0.1"
 	}
 	bins := map[binaries.Tool]string{}
-	for _, tool := range []binaries.Tool{binaries.Etcd, binaries.KubeAPIServer, binaries.Kubectl} {
+	tools := []binaries.Tool{binaries.Etcd, binaries.KubeAPIServer, binaries.Kubectl}
+	if opts.Controllers {
+		tools = append(tools, binaries.KubeControllerManager, binaries.KubeScheduler)
+	}
+	for _, tool := range tools {
 		if bins[tool], err = binaries.Ensure(ctx, tool); err != nil {
 			return nil, fmt.Errorf("controlplane: %w", err)
 		}
@@ -143,15 +155,27 @@ func start(ctx context.Context, opts Options, bins map[binaries.Tool]string, por
 	if err := writeKubeconfig(l.kubeconfig(), cfg); err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
+	if opts.Controllers {
+		cp.ControllerManagerLog, cp.SchedulerLog = l.kcmLog(), l.schedulerLog()
+		if cp.kcm, err = startProcess("kube-controller-manager", command(opts.NetNS, bins[binaries.KubeControllerManager], controllerManagerArgs(l)), l.kcmLog()); err != nil {
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
+		if cp.scheduler, err = startProcess("kube-scheduler", command(opts.NetNS, bins[binaries.KubeScheduler], schedulerArgs(l)), l.schedulerLog()); err != nil {
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
+	}
 	return cp, nil
 }
 
-// Stop ends kube-apiserver first (it hangs in shutdown for a minute when
-// etcd is gone first), then etcd. It is safe to call more than once.
+// Stop ends the controllers, then kube-apiserver (it hangs in shutdown
+// for a minute when etcd is gone first), then etcd. It is safe to call
+// more than once.
 func (cp *ControlPlane) Stop() {
 	if cp == nil {
 		return
 	}
+	cp.scheduler.stop()
+	cp.kcm.stop()
 	cp.apiserver.stop()
 	cp.etcd.stop()
 }
