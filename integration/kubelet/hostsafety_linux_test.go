@@ -100,19 +100,7 @@ func TestRealNodeLeavesTheHostAsItWas(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 1, Kubelet: true})
-	if c != nil {
-		defer func() {
-			if t.Failed() {
-				t.Log(c.LogTails(60))
-			}
-			_ = c.Close()
-		}()
-	}
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Logf("real Node ready in %s (phases %v)", c.Started.Round(time.Millisecond), c.Phases)
+	c := cluster.New(t, cluster.Options{Nodes: 1, Kubelet: true})
 	n := c.Nodes[0]
 
 	pod, err := c.CreateRealPod(ctx, cluster.RealPod{Node: n.Name, Namespace: "default", Name: "sleeper"}, 90*time.Second)

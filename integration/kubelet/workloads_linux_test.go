@@ -30,18 +30,7 @@ func TestDaemonSetRunsOnEveryRealNode(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2, Kubelet: true})
-	if c != nil {
-		defer func() {
-			if t.Failed() {
-				t.Log(c.LogTails(60))
-			}
-			_ = c.Close()
-		}()
-	}
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
+	c := cluster.New(t, cluster.Options{Nodes: 2, Kubelet: true})
 	client, err := kubernetes.NewForConfig(c.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
