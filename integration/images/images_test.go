@@ -32,15 +32,7 @@ func TestLayerHasParentsOnceAndIsStable(t *testing.T) {
 		t.Error("the same files in another order gave another layer")
 	}
 	var names []string
-	tr := tar.NewReader(bytes.NewReader(one))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range headers(t, one) {
 		names = append(names, h.Name)
 	}
 	want := []string{"pause", "usr/", "usr/bin/", "usr/bin/a", "usr/bin/b"}
@@ -160,15 +152,7 @@ func TestDirLayerKeepsLinksAndModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]*tar.Header{}
-	tr := tar.NewReader(bytes.NewReader(data))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range headers(t, data) {
 		seen[h.Name] = h
 	}
 	if h := seen["usr/sbin/iptables-nft"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "xtables-nft-multi" {
@@ -179,5 +163,22 @@ func TestDirLayerKeepsLinksAndModes(t *testing.T) {
 	}
 	if h := seen["usr/"]; h == nil || h.Typeflag != tar.TypeDir {
 		t.Errorf("directory missing: %+v", h)
+	}
+}
+
+// headers reads every entry header of a tar stream, in order.
+func headers(t *testing.T, data []byte) []*tar.Header {
+	t.Helper()
+	var out []*tar.Header
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, h)
 	}
 }
